@@ -1,0 +1,95 @@
+"""Exception types of the product, grouped by what the caller does about them.
+
+Adapters translate SDK, MSAL and HTTP failures into these classes with ``raise ... from ...``;
+nothing above the adapter layer sees an SDK exception. Messages name the thing that failed by
+its identifier and never carry mail content, addresses or tokens.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class of every error the product raises on purpose."""
+
+
+class ConfigError(SyncError):
+    """Raised at start-up when settings are missing or malformed; lists every problem at once."""
+
+
+class ValidationError(SyncError):
+    """Raised when caller input breaks a rule; names the field and the rule.
+
+    Attributes:
+        field: the dotted path of the offending field, for example ``domains[2]``.
+        rule: a short statement of what the field must be.
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class NotFoundError(SyncError):
+    """Raised when an entity the caller named does not exist (or belongs to another tenant)."""
+
+
+class ConflictError(SyncError):
+    """Raised when a conditional write lost a race or an entity already exists."""
+
+
+class AuthenticationError(SyncError):
+    """Raised when an API caller's bearer token is missing or invalid."""
+
+
+class ForbiddenError(SyncError):
+    """Raised when an authenticated caller lacks the role or permission for an action."""
+
+
+class ConsentError(SyncError):
+    """Raised when a consent callback cannot complete: bad, replayed or expired state, declined."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ReauthRequiredError(SyncError):
+    """Raised when Microsoft refuses the stored grant and the user must consent again."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ThrottledError(SyncError):
+    """Raised when Graph keeps throttling past the in-invocation retry budget."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TransientError(SyncError):
+    """Raised for failures that a later retry of the same job is expected to fix."""
+
+
+class DeltaCursorExpiredError(SyncError):
+    """Raised when Graph refuses a delta or next link (410, syncStateNotFound, resyncRequired)."""
+
+
+class GraphRequestError(SyncError):
+    """Raised when Graph answers a request with an error that a retry will not fix."""
+
+    def __init__(self, message: str, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class InvalidJobError(SyncError):
+    """Raised when a queue message cannot be understood; it must go to the poison queue."""
+
+
+class SecretStoreError(SyncError):
+    """Raised when Key Vault cannot give or keep a secret the product needs."""

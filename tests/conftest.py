@@ -1,0 +1,29 @@
+"""Fixtures shared by every test tier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.azurite import Azurite, start_azurite
+
+ROOT = Path(__file__).resolve().parent.parent
+REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite for the test session; tests isolate themselves by unique names and ids."""
+    emulator = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The shared real-world test input; tests that need it skip where it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data not present at {REALDATA}")
+    return REALDATA
