@@ -159,7 +159,11 @@ def message_participants(message: Mapping[str, Any]) -> list[Address]:
 
 def _domain_or_none(value: str) -> str | None:
     """Return the normalised domain, or ``None`` when the value is not a valid host name."""
-    return _normalize_domain_cached(value.strip().lower())
+    text = value.strip().lower()
+    # A bound on the cache key: no valid domain comes near it, even in Unicode form.
+    if len(text) > 4 * _MAX_DOMAIN:
+        return None
+    return _normalize_domain_cached(text)
 
 
 @functools.lru_cache(maxsize=8192)

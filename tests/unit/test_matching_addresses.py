@@ -80,6 +80,7 @@ def test_normalize_domain_accepts_hyphens_inside_ascii_labels():
         "xn--zz.example",
         "a" * 64 + ".example",
         ".".join(["abcdefghi"] * 26),
+        "a." * 600 + "example",
     ],
 )
 def test_normalize_domain_rejects_invalid_values_naming_the_field(value):
