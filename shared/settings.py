@@ -8,11 +8,14 @@ refresh-token encryption key are read from Key Vault under the names given here.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 STORAGE_TABLE_URI = "AzureWebJobsStorage__tableServiceUri"
@@ -171,7 +174,9 @@ class _Reader:
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         raw = self.optional(name) or str(default)
         if not raw.isdigit() or not low <= int(raw) <= high:
-            self._problems.append(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+            self._problems.append(
+                f"{name} must be a whole number from {low} to {high}, got {raw!r}"
+            )
             return default
         return int(raw)
 

@@ -9,11 +9,13 @@ of these, so every write goes through :func:`guard_entity` and every key through
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 MAX_KEY_CHARS = 255
 """Encoded keys longer than this are replaced by a hash; the service allows 1 KiB."""
@@ -26,7 +28,9 @@ MAX_ENTITY_BYTES = 1_000_000
 
 MAX_PROPERTIES = 252
 
-_ESCAPED = frozenset("/\\#?%+~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+_ESCAPED = (
+    frozenset("/\\#?%+~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+)
 
 
 def table_key(*parts: str) -> str:
@@ -92,14 +96,17 @@ def guard_entity(table: str, entity: Mapping[str, Any]) -> None:
     """
     for key_name in ("PartitionKey", "RowKey"):
         if not key_is_valid(str(entity.get(key_name, ""))):
-            raise ValidationError(f"{table}.{key_name}", "must be a valid table key")
+            msg = f"{table}.{key_name}"
+            raise ValidationError(msg, "must be a valid table key")
     if len(entity) - 2 > MAX_PROPERTIES:
         raise ValidationError(table, f"an entity holds at most {MAX_PROPERTIES} properties")
     for name, value in entity.items():
         if isinstance(value, str) and not string_fits(value):
             rule = f"string properties hold at most {MAX_STRING_BYTES} UTF-16 bytes"
-            raise ValidationError(f"{table}.{name}", rule)
+            msg = f"{table}.{name}"
+            raise ValidationError(msg, rule)
         if isinstance(value, bytes) and len(value) > MAX_STRING_BYTES:
-            raise ValidationError(f"{table}.{name}", "binary properties hold at most 64,000 bytes")
+            msg = f"{table}.{name}"
+            raise ValidationError(msg, "binary properties hold at most 64,000 bytes")
     if entity_size(entity) > MAX_ENTITY_BYTES:
         raise ValidationError(table, f"an entity holds at most {MAX_ENTITY_BYTES} bytes")

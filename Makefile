@@ -1,0 +1,51 @@
+# The README's commands. Each bootstraps what it needs: the virtual environment with pinned
+# Python packages, and Azurite from package-lock.json. Services are started and stopped by the
+# commands themselves.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit functional bench clean
+
+$(PY_STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+demo: setup
+	$(BIN)/python -m devstack.demo \
+		$(if $(MAIL),--mail "$(MAIL)") \
+		$(if $(COMPANIES),--companies "$(COMPANIES)") \
+		$(if $(REPORT),--report "$(REPORT)")
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+functional: setup
+	$(BIN)/pytest tests/functional $(PYTEST_ARGS)
+
+test: lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+clean:
+	rm -rf $(VENV) node_modules .stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,14 @@
+"""The function app: configures logging once and registers one blueprint per area."""
+
+import logging
+
+import azure.functions as func
+
+from shared.triggers import admin, consent, health, read, sync
+
+logging.getLogger("shared").setLevel(logging.INFO)
+logging.getLogger("azure").setLevel(logging.WARNING)
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+for blueprint in (health.bp, admin.bp, consent.bp, read.bp, sync.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,229 @@
+"""Microsoft Graph adapter for mail: folders, per-folder message delta, single messages.
+
+Every request asks for immutable ids, so a message keeps its id when it moves between folders.
+Throttling (429, 503, 504) is retried here with ``Retry-After`` while the wait is short; a
+longer wait raises :class:`ThrottledError` so the job goes back on the queue instead of
+sleeping inside a function. Delta cursors Graph no longer knows raise
+:class:`DeltaCursorExpiredError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import requests
+
+from shared.errors import (
+    DeltaCursorExpiredError,
+    GraphRequestError,
+    NotFoundError,
+    ThrottledError,
+    TransientError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from datetime import datetime
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_FIELDS = (
+    "id",
+    "internetMessageId",
+    "conversationId",
+    "subject",
+    "bodyPreview",
+    "body",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "receivedDateTime",
+    "sentDateTime",
+    "parentFolderId",
+    "isDraft",
+    "hasAttachments",
+    "internetMessageHeaders",
+)
+EXPIRED_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+RETRY_STATUSES = frozenset({429, 503, 504})
+MAX_INLINE_WAIT_S = 10.0
+MAX_ATTEMPTS = 4
+TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPage:
+    """One page of a delta round: items and exactly one of the next or delta link."""
+
+    items: list[dict[str, Any]]
+    next_link: str | None
+    delta_link: str | None
+
+
+@dataclass(slots=True)
+class RequestCounter:
+    """Counts Graph requests and throttled answers for a job's summary line."""
+
+    requests: int = 0
+    throttled: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class GraphMailClient:
+    """Calls Graph v1.0 on behalf of one user at a time."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        page_size: int = 50,
+        session: requests.Session | None = None,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._page_size = page_size
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        self.counter = RequestCounter()
+
+    def get_me(self, token: str) -> dict[str, Any]:
+        """Return the signed-in user's profile."""
+        return self._get(f"{self._base}/me", token)
+
+    def list_mail_folders(self, token: str) -> list[dict[str, Any]]:
+        """Return every mail folder, children included, each with a ``path`` of display names."""
+        folders: list[dict[str, Any]] = []
+        pending: list[tuple[str, str]] = [(f"{self._base}/me/mailFolders?$top=100", "")]
+        while pending:
+            url, parent_path = pending.pop(0)
+            for folder in self._list(url, token):
+                path = f"{parent_path}/{folder.get('displayName', '')}".lstrip("/")
+                folders.append({**folder, "path": path})
+                if folder.get("childFolderCount"):
+                    child = quote(str(folder["id"]), safe="")
+                    pending.append((f"{self._base}/me/mailFolders/{child}/childFolders", path))
+        return folders
+
+    def get_folder(self, token: str, folder: str) -> dict[str, Any]:
+        """Return one mail folder by id or well-known name (``inbox``, ``sentitems``, ...)."""
+        return self._get(f"{self._base}/me/mailFolders/{quote(folder, safe='')}", token)
+
+    def get_message(self, token: str, message_id: str) -> dict[str, Any]:
+        """Return one message by immutable id.
+
+        Raises:
+            NotFoundError: when the message no longer exists in the mailbox.
+        """
+        url = f"{self._base}/me/messages/{quote(message_id, safe='')}?$select=id,parentFolderId"
+        return self._get(url, token)
+
+    def delta_pages(
+        self, token: str, folder_id: str, *, resume_url: str | None, since: datetime | None
+    ) -> Iterator[DeltaPage]:
+        """Yield the pages of one folder's delta round, from a stored link or from scratch.
+
+        Raises:
+            DeltaCursorExpiredError: when Graph no longer knows the link.
+        """
+        url = resume_url or self._initial_delta_url(folder_id, since)
+        while url:
+            body = self._get(url, token, prefer_page_size=True)
+            page = DeltaPage(
+                items=list(body.get("value") or []),
+                next_link=body.get("@odata.nextLink"),
+                delta_link=body.get("@odata.deltaLink"),
+            )
+            yield page
+            url = page.next_link
+
+    def _initial_delta_url(self, folder_id: str, since: datetime | None) -> str:
+        select = ",".join(MESSAGE_FIELDS)
+        url = f"{self._base}/me/mailFolders/{quote(folder_id, safe='')}/messages/delta"
+        url += f"?$select={select}"
+        if since is not None:
+            stamp = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+            url += f"&$filter=receivedDateTime%20ge%20{stamp}"
+        return url
+
+    def _list(self, url: str, token: str) -> Iterator[dict[str, Any]]:
+        next_url: str | None = url
+        while next_url:
+            body = self._get(next_url, token)
+            yield from body.get("value") or []
+            next_url = body.get("@odata.nextLink")
+
+    def _get(self, url: str, token: str, *, prefer_page_size: bool = False) -> dict[str, Any]:
+        prefer = ['IdType="ImmutableId"']
+        if prefer_page_size:
+            prefer.append(f"odata.maxpagesize={self._page_size}")
+        headers = {"Authorization": f"Bearer {token}", "Prefer": ", ".join(prefer)}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            response = self._send(url, headers)
+            if response.status_code not in RETRY_STATUSES:
+                return _body_or_raise(response)
+            wait = _retry_after(response, attempt)
+            self.counter.throttled += 1
+            if wait > MAX_INLINE_WAIT_S or attempt == MAX_ATTEMPTS:
+                message = f"Graph answered {response.status_code} after {attempt} attempts"
+                raise ThrottledError(message, retry_after_s=max(wait, 1.0))
+            logger.debug("graph throttled, waiting", extra={"retry_after_s": wait})
+            self._sleep(wait)
+        message = "unreachable: the retry loop always returns or raises"
+        raise AssertionError(message)
+
+    def _send(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        self.counter.requests += 1
+        try:
+            response = self._session.get(url, headers=dict(headers), timeout=TIMEOUT_S)
+        except requests.RequestException as error:
+            msg = "Graph could not be reached"
+            raise TransientError(msg) from error
+        status = response.status_code
+        self.counter.by_status[status] = self.counter.by_status.get(status, 0) + 1
+        return response
+
+
+def _retry_after(response: requests.Response, attempt: int) -> float:
+    header = response.headers.get("Retry-After", "")
+    if header.strip().isdigit():
+        return float(header.strip())
+    return float(2**attempt)
+
+
+def _error_codes(body: Any) -> list[str]:
+    codes: list[str] = []
+    node = body.get("error") if isinstance(body, dict) else None
+    while isinstance(node, dict):
+        if node.get("code"):
+            codes.append(str(node["code"]))
+        node = node.get("innerError") or node.get("innererror")
+    return codes
+
+
+def _body_or_raise(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = {}
+    if response.ok and isinstance(body, dict):
+        return body
+    codes = _error_codes(body)
+    request_id = response.headers.get("request-id", "")
+    if response.status_code == 410 or EXPIRED_CODES & {code.lower() for code in codes}:
+        msg = f"Graph refused the delta link (request-id {request_id})"
+        raise DeltaCursorExpiredError(msg)
+    if response.status_code == 404:
+        msg = f"Graph item not found (request-id {request_id})"
+        raise NotFoundError(msg)
+    if response.status_code >= 500:
+        msg = f"Graph answered {response.status_code} (request-id {request_id})"
+        raise TransientError(msg)
+    code = codes[0] if codes else "unknown"
+    message = f"Graph answered {response.status_code} {code} (request-id {request_id})"
+    raise GraphRequestError(message, response.status_code, code)

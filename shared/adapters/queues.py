@@ -1,0 +1,123 @@
+"""Storage Queue adapter: every producer in the product sends through :class:`JobQueue`.
+
+The Functions queue trigger expects base64 message text (host.json ``messageEncoding`` is left at
+its default), while the Python SDK sends plain text unless told otherwise (BR-14). Every client
+made here therefore uses ``TextBase64EncodePolicy``; :func:`encode_job` and :func:`decode_job`
+are the one JSON form of a job on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.queue import (
+    QueueServiceClient,
+    TextBase64DecodePolicy,
+    TextBase64EncodePolicy,
+)
+
+from shared.errors import InvalidJobError, TransientError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from azure.storage.queue import QueueClient
+
+MAIL_SYNC_QUEUE = "mail-sync"
+QUEUES = (MAIL_SYNC_QUEUE, f"{MAIL_SYNC_QUEUE}-poison")
+"""Every queue the product produces to or triggers on; created on start-up."""
+
+MAX_MESSAGE_BYTES = 48 * 1024
+"""Raw payload limit: 64 KiB per message after base64's 4/3 growth."""
+
+
+def encode_job(job: Mapping[str, Any]) -> str:
+    """Serialise a job as compact, key-sorted JSON text.
+
+    Raises:
+        InvalidJobError: when the job would not fit in one queue message.
+    """
+    text = json.dumps(job, separators=(",", ":"), sort_keys=True)
+    if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        msg = f"job of kind {job.get('kind')!r} exceeds {MAX_MESSAGE_BYTES} bytes"
+        raise InvalidJobError(msg)
+    return text
+
+
+def decode_job(body: bytes | str) -> dict[str, Any]:
+    """Parse a job from a queue message body that the host has already base64-decoded.
+
+    Raises:
+        InvalidJobError: when the body is not a JSON object.
+    """
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        job = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        msg = "queue message is not UTF-8 JSON"
+        raise InvalidJobError(msg) from error
+    if not isinstance(job, dict):
+        msg = "queue message is not a JSON object"
+        raise InvalidJobError(msg)
+    return job
+
+
+class JobQueue:
+    """Sends jobs to Storage Queues with the encoding the Functions host expects."""
+
+    def __init__(self, service: QueueServiceClient, *, max_workers: int = 16) -> None:
+        self._service = service
+        self._max_workers = max_workers
+        self._clients: dict[str, QueueClient] = {}
+
+    def ensure_queues(self, names: Sequence[str] = QUEUES) -> None:
+        """Create the given queues when they do not exist yet."""
+        for name in names:
+            try:
+                self._client(name).create_queue()
+            except ResourceExistsError:
+                continue
+
+    def send(self, queue: str, job: Mapping[str, Any], *, delay_s: int = 0) -> None:
+        """Send one job, visible after ``delay_s`` seconds."""
+        text = encode_job(job)
+        try:
+            self._client(queue).send_message(text, visibility_timeout=delay_s or None)
+        except AzureError as error:
+            msg = f"sending to queue {queue} failed"
+            raise TransientError(msg) from error
+
+    def send_many(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> int:
+        """Send many jobs concurrently; return how many were sent."""
+        texts = [encode_job(job) for job in jobs]
+        client = self._client(queue)
+        with ThreadPoolExecutor(max_workers=self._max_workers) as pool:
+            results = list(pool.map(lambda text: _send_text(client, queue, text), texts))
+        return len(results)
+
+    def approximate_length(self, queue: str) -> int:
+        """Return the queue's approximate message count."""
+        properties = self._client(queue).get_queue_properties()
+        return int(properties.approximate_message_count or 0)
+
+    def _client(self, queue: str) -> QueueClient:
+        client = self._clients.get(queue)
+        if client is None:
+            client = self._service.get_queue_client(
+                queue,
+                message_encode_policy=TextBase64EncodePolicy(),
+                message_decode_policy=TextBase64DecodePolicy(),
+            )
+            self._clients[queue] = client
+        return client
+
+
+def _send_text(client: QueueClient, queue: str, text: str) -> None:
+    try:
+        client.send_message(text)
+    except AzureError as error:
+        msg = f"sending to queue {queue} failed"
+        raise TransientError(msg) from error

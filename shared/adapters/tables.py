@@ -1,0 +1,243 @@
+"""Table Storage adapter: the only module that talks to ``azure-data-tables``.
+
+Entities go in and come out as plain dicts. A stored entity carries its ETag under the key
+:data:`ETAG`, which is stripped again on write; conditional writes take it back as ``etag=``.
+Every write passes :func:`shared.adapters.tablelimits.guard_entity` first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.adapters.tablelimits import guard_entity
+from shared.errors import ConflictError, NotFoundError, TransientError, ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from azure.data.tables import TableClient
+
+Entity = dict[str, Any]
+ETAG = "_etag"
+
+TABLES = (
+    "tenants",
+    "users",
+    "companies",
+    "companydomains",
+    "companycontacts",
+    "connections",
+    "consentstates",
+    "cursors",
+    "emails",
+    "emailholders",
+    "companyemails",
+    "mailboxitems",
+    "syncruns",
+)
+"""Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
+
+
+class TableEntityStore:
+    """Reads and writes entities, turning SDK errors into the product's own."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        self._service = service
+        self._clients: dict[str, TableClient] = {}
+
+    def ensure_tables(self, names: Sequence[str] = TABLES) -> None:
+        """Create the given tables when they do not exist yet."""
+        for name in names:
+            self._service.create_table_if_not_exists(name)
+
+    def get(self, table: str, partition: str, row: str) -> Entity | None:
+        """Return one entity with its ETag, or ``None`` when it does not exist."""
+        try:
+            found = self._client(table).get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            msg = f"reading {table} failed"
+            raise TransientError(msg) from error
+        return _with_etag(found)
+
+    def upsert(self, table: str, entity: Mapping[str, Any], *, replace: bool = False) -> None:
+        """Insert or merge (or replace) an entity unconditionally."""
+        clean = _clean(table, entity)
+        mode = UpdateMode.REPLACE if replace else UpdateMode.MERGE
+        try:
+            self._client(table).upsert_entity(clean, mode=mode)
+        except AzureError as error:
+            msg = f"writing {table} failed"
+            raise TransientError(msg) from error
+
+    def create(self, table: str, entity: Mapping[str, Any]) -> str:
+        """Insert an entity that must not exist yet; return its new ETag.
+
+        Raises:
+            ConflictError: when an entity with the same keys exists.
+        """
+        clean = _clean(table, entity)
+        try:
+            metadata = self._client(table).create_entity(clean)
+        except ResourceExistsError as error:
+            msg = f"{table} entity already exists"
+            raise ConflictError(msg) from error
+        except AzureError as error:
+            msg = f"writing {table} failed"
+            raise TransientError(msg) from error
+        return str(metadata.get("etag"))
+
+    def update(self, table: str, entity: Mapping[str, Any], *, etag: str | None) -> str:
+        """Replace an entity only if unchanged since read (or absent if no ETag); return the ETag.
+
+        Raises:
+            ConflictError: when another writer changed or created it first.
+        """
+        if etag is None:
+            return self.create(table, entity)
+        clean = _clean(table, entity)
+        try:
+            metadata = self._client(table).update_entity(
+                clean,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            msg = f"{table} entity changed since it was read"
+            raise ConflictError(msg) from error
+        except AzureError as error:
+            msg = f"writing {table} failed"
+            raise TransientError(msg) from error
+        return str(metadata.get("etag"))
+
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        """Delete an entity; succeeds when it is already gone unless an ETag is given.
+
+        Raises:
+            ConflictError: when an ETag is given and the entity changed or vanished.
+        """
+        options: dict[str, Any] = {}
+        if etag is not None:
+            options = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            self._client(table).delete_entity(partition, row, **options)
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            msg = f"{table} entity changed since it was read"
+            raise ConflictError(msg) from error
+        except AzureError as error:
+            msg = f"deleting from {table} failed"
+            raise TransientError(msg) from error
+
+    def query(
+        self, table: str, where: str, parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[Entity]:
+        """Yield every entity matching an OData filter built with ``@name`` parameters."""
+        try:
+            found = self._client(table).query_entities(where, parameters=dict(parameters or {}))
+            for entity in found:
+                yield _with_etag(entity)
+        except AzureError as error:
+            msg = f"querying {table} failed"
+            raise TransientError(msg) from error
+
+    def list_partition(self, table: str, partition: str) -> Iterator[Entity]:
+        """Yield every entity of one partition, in row key order."""
+        return self.query(table, "PartitionKey eq @pk", {"pk": partition})
+
+    def page(
+        self,
+        table: str,
+        where: str,
+        parameters: Mapping[str, Any],
+        *,
+        size: int,
+        token: str | None,
+    ) -> tuple[list[Entity], str | None]:
+        """Return one page of a query and the opaque token of the next page, if any.
+
+        Raises:
+            ValidationError: when the continuation token is not one this store issued.
+        """
+        pager = self._client(table).query_entities(
+            where, parameters=dict(parameters), results_per_page=size
+        )
+        try:
+            pages = pager.by_page(continuation_token=_decode_token(token))
+            items = [_with_etag(entity) for entity in next(pages, [])]
+        except AzureError as error:
+            msg = f"querying {table} failed"
+            raise TransientError(msg) from error
+        return items, _encode_token(pages.continuation_token)
+
+    def upsert_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert entities of one partition in transactions of at most 100."""
+        clean = [_clean(table, entity) for entity in entities]
+        for start in range(0, len(clean), 100):
+            operations: list[Any] = [("upsert", e) for e in clean[start : start + 100]]
+            try:
+                self._client(table).submit_transaction(operations)
+            except (TableTransactionError, AzureError) as error:
+                msg = f"batch write to {table} failed"
+                raise TransientError(msg) from error
+
+    def delete_batch(self, table: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete entities of one partition by key, already-gone ones included."""
+        for partition, row in keys:
+            self.delete(table, partition, row)
+
+    def _client(self, table: str) -> TableClient:
+        client = self._clients.get(table)
+        if client is None:
+            client = self._service.get_table_client(table)
+            self._clients[table] = client
+        return client
+
+
+def _clean(table: str, entity: Mapping[str, Any]) -> Entity:
+    clean = {key: value for key, value in entity.items() if key != ETAG and value is not None}
+    guard_entity(table, clean)
+    return clean
+
+
+def _with_etag(entity: Any) -> Entity:
+    result: Entity = dict(entity)
+    result[ETAG] = entity.metadata.get("etag")
+    return result
+
+
+def _encode_token(token: Any) -> str | None:
+    if not token:
+        return None
+    raw = json.dumps(token, sort_keys=True).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError) as error:
+        msg = "continuationToken"
+        raise ValidationError(msg, "must be a token from a previous page") from error
+    if not isinstance(decoded, dict):
+        msg = "continuationToken"
+        raise ValidationError(msg, "must be a token from a previous page")
+    return decoded
+
+
+__all__ = ["ETAG", "TABLES", "Entity", "NotFoundError", "TableEntityStore"]

@@ -1,0 +1,210 @@
+"""Mail consent: start it for an authenticated user, complete it in the callback.
+
+The OAuth state is 32 random bytes, stored with the sealed MSAL flow (which holds the PKCE
+verifier and nonce) for ten minutes, deleted on first use with a conditional delete so a replay
+loses, and bound to the user who started it: the account that consents must be that user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tokens import MAIL_SCOPES
+from shared.consent.crypto import Sealed
+from shared.errors import (
+    ConflictError,
+    ConsentError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
+from shared.sync.connections import ACTIVE, MAIL, Connection, Folder
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from shared.access.auth import Caller
+    from shared.adapters.graph import GraphMailClient
+    from shared.adapters.tables import TableEntityStore
+    from shared.adapters.tokens import MsalTokenClient
+    from shared.directory.service import DirectoryService
+    from shared.sync.connections import ConnectionStore
+
+logger = logging.getLogger(__name__)
+
+STATES = "consentstates"
+STATE_TTL = timedelta(minutes=10)
+DEFAULT_FOLDERS = ("inbox", "sentitems")
+MAX_FOLDERS = 50
+
+
+class ConsentService:
+    """Starts and completes consent, and lets a user choose folders to sync."""
+
+    def __init__(
+        self,
+        *,
+        tables: TableEntityStore,
+        connections: ConnectionStore,
+        msal: MsalTokenClient,
+        graph: GraphMailClient,
+        directory: DirectoryService,
+        redirect_uri: str,
+    ) -> None:
+        self._tables = tables
+        self._connections = connections
+        self._msal = msal
+        self._graph = graph
+        self._directory = directory
+        self._redirect_uri = redirect_uri
+        self._cipher = connections.cipher
+
+    def start(self, caller: Caller, kind: str = MAIL) -> str:
+        """Begin consent for the caller and return the URL to send their browser to.
+
+        Raises:
+            NotFoundError: when the caller's tenant is not set up.
+            ForbiddenError: when the caller is not a user of the tenant.
+        """
+        if self._directory.get_tenant(caller.tenant_id) is None:
+            msg = f"tenant {caller.tenant_id} is not set up; an admin must set it up"
+            raise NotFoundError(msg)
+        user = self._directory.get_user(caller.tenant_id, caller.user_id)
+        if user is None:
+            msg = "the caller is not a registered user of this tenant"
+            raise ForbiddenError(msg)
+        flow = self._msal.start_flow(MAIL_SCOPES, self._redirect_uri, user.upn)
+        state = str(flow["state"])
+        sealed = self._cipher.seal(json.dumps(flow), state)
+        expires = datetime.now(UTC) + STATE_TTL
+        self._tables.create(
+            STATES,
+            {
+                "PartitionKey": table_key(state),
+                "RowKey": "",
+                "tenantId": caller.tenant_id,
+                "userId": caller.user_id,
+                "kind": kind,
+                "flow": sealed.ciphertext,
+                "keyVersion": sealed.key_version,
+                "expiresAt": expires.isoformat(),
+            },
+        )
+        logger.info("consent started", extra={"tenant": caller.tenant_id, "user": caller.user_id})
+        return str(flow["auth_uri"])
+
+    def complete(self, params: Mapping[str, str]) -> Connection:
+        """Finish consent from the authorisation response's query parameters.
+
+        Raises:
+            ConsentError: when the state is missing, unknown, replayed, expired or foreign, or
+                consent was declined.
+        """
+        state = params.get("state", "")
+        row = self._claim_state(state)
+        flow = json.loads(
+            self._cipher.open(Sealed(str(row["flow"]), str(row["keyVersion"])), state)
+        )
+        grant = self._msal.complete_flow(flow, dict(params))
+        if (grant.tenant_id, grant.user_id) != (row["tenantId"], row["userId"]):
+            msg = "wrong_user"
+            raise ConsentError(msg, "the account that consented is not the one that started")
+        connection = self._connections.save_grant(grant, str(row["kind"]), MAIL_SCOPES)
+        if not connection.folders:
+            connection = self._default_folders(connection)
+        logger.info("consent completed", extra={"tenant": grant.tenant_id, "user": grant.user_id})
+        return connection
+
+    def _claim_state(self, state: str) -> dict[str, Any]:
+        if not state:
+            msg = "missing_state"
+            raise ConsentError(msg, "the callback carries no state")
+        row = self._tables.get(STATES, table_key(state), "")
+        if row is None:
+            msg = "unknown_state"
+            raise ConsentError(msg, "the consent link is unknown or was already used")
+        try:
+            self._tables.delete(STATES, table_key(state), "", etag=row["_etag"])
+        except ConflictError as error:
+            msg = "replayed_state"
+            raise ConsentError(msg, "the consent link was already used") from error
+        if datetime.fromisoformat(str(row["expiresAt"])) < datetime.now(UTC):
+            msg = "expired_state"
+            raise ConsentError(msg, "the consent link expired; start again")
+        return row
+
+    def _default_folders(self, connection: Connection) -> Connection:
+        token = self._connections.access_token(connection)
+        folders = []
+        for name in DEFAULT_FOLDERS:
+            found = self._graph.get_folder(token, name)
+            folders.append(Folder(str(found["id"]), str(found.get("displayName", name))))
+        return self._connections.set_folders(connection, folders)
+
+    def list_folders(self, caller: Caller) -> list[dict[str, Any]]:
+        """Return the caller's mail folders, each marked whether it is synced."""
+        connection = self._active(caller)
+        token = self._connections.access_token(connection)
+        chosen = {folder.folder_id for folder in connection.folders}
+        return [
+            {
+                "id": folder["id"],
+                "displayName": folder.get("displayName", ""),
+                "path": folder.get("path", ""),
+                "totalItemCount": folder.get("totalItemCount"),
+                "selected": folder["id"] in chosen,
+            }
+            for folder in self._graph.list_mail_folders(token)
+        ]
+
+    def choose_folders(self, caller: Caller, folder_ids: Any) -> Connection:
+        """Set the folders to sync, checked against the caller's mailbox.
+
+        Raises:
+            ValidationError: when the list is malformed or names a folder the mailbox lacks.
+        """
+        ids = _folder_ids(folder_ids)
+        connection = self._active(caller)
+        token = self._connections.access_token(connection)
+        known = {folder["id"]: folder for folder in self._graph.list_mail_folders(token)}
+        for index, folder_id in enumerate(ids):
+            if folder_id not in known:
+                msg = f"folderIds[{index}]"
+                raise ValidationError(msg, "must be a folder of your mailbox")
+        chosen = [
+            Folder(i, str(known[i].get("path") or known[i].get("displayName", ""))) for i in ids
+        ]
+        return self._connections.set_folders(connection, chosen)
+
+    def _active(self, caller: Caller) -> Connection:
+        connection = self._connections.get(caller.tenant_id, caller.user_id, MAIL)
+        if connection is None or connection.state != ACTIVE:
+            msg = "no active mail connection; connect your mailbox first"
+            raise NotFoundError(msg)
+        return connection
+
+
+def _folder_ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        msg = "folderIds"
+        raise ValidationError(msg, "must be a non-empty list of folder ids")
+    if len(value) > MAX_FOLDERS:
+        msg = "folderIds"
+        raise ValidationError(msg, f"must hold at most {MAX_FOLDERS} folders")
+    ids: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            msg = f"folderIds[{index}]"
+            raise ValidationError(msg, "must be a non-empty string")
+        if item not in ids:
+            ids.append(item)
+    return ids
+
+
+def default_folder_names() -> Sequence[str]:
+    """Return the well-known folders a new connection syncs until the user chooses."""
+    return DEFAULT_FOLDERS

@@ -1,0 +1,244 @@
+"""Where kept emails live: one record per email in a tenant, its holders, and company indexes.
+
+Tables:
+
+- ``emails``: one row per email, keyed by the SHA-256 of the tenant and ``internetMessageId``
+  (or, for a message without one, of the connection and the immutable id, so those are never
+  merged across users). Partitions are the tenant plus the key's first two hex digits, so a
+  tenant's sync load spreads over 256 partitions.
+- ``emailholders``: one row per (email, user) holding it, in the email's partition.
+- ``mailboxitems``: per connection, immutable message id to email key and folder.
+- ``companyemails``: per (tenant, company), one summary row per email, newest first.
+
+A string too large for a table property (the body, a huge recipient list) moves to Blob Storage
+and the row records the blob's name instead, so bodies of any size are stored whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
+
+if TYPE_CHECKING:
+    from shared.adapters.blobs import BlobBodyStore
+    from shared.adapters.tables import Entity, TableEntityStore
+    from shared.matching.addresses import Address
+
+EMAILS = "emails"
+HOLDERS = "emailholders"
+ITEMS = "mailboxitems"
+INDEX = "companyemails"
+BLOB_SUFFIX = "Blob"
+OVERFLOW_FIELDS = ("body", "recipients", "subject", "bodyPreview", "companyIds")
+SUMMARY_SUBJECT_CHARS = 512
+_NEVER = 9_999_999_999
+
+
+def email_key(
+    tenant_id: str, internet_message_id: str | None, connection: str, item_id: str
+) -> str:
+    """Return the tenant-wide key of an email: by Message-ID when it has one, else per mailbox."""
+    message_id = (internet_message_id or "").strip()
+    if message_id:
+        basis = f"imid\n{tenant_id}\n{message_id}"
+    else:
+        basis = f"item\n{connection}\n{item_id}"
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()
+
+
+def email_partition(tenant_id: str, key: str) -> str:
+    """Return the partition of an email: the tenant spread over 256 shards."""
+    return table_key(tenant_id, key[:2])
+
+
+class EmailStore:
+    """Writes kept emails and reads them back for the API."""
+
+    def __init__(self, tables: TableEntityStore, blobs: BlobBodyStore) -> None:
+        self._tables = tables
+        self._blobs = blobs
+
+    def save(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        message: Mapping[str, Any],
+        participants: Sequence[Address],
+        company_ids: frozenset[str],
+    ) -> bool:
+        """Store a kept message and link it to its holder and companies; True when new."""
+        item_id = str(message["id"])
+        key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
+        partition = email_partition(tenant_id, key)
+        existing = self._tables.get(EMAILS, partition, key)
+        companies = company_ids | frozenset(
+            json.loads(existing["companyIds"]) if existing and existing.get("companyIds") else []
+        )
+        sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
+        row = _email_row(tenant_id, key, message, participants, companies, sort_time)
+        self._tables.upsert(EMAILS, self._overflow(tenant_id, key, row), replace=True)
+        self._link(tenant_id, user_id, connection, key, message)
+        summary = _summary(key, row, message)
+        for company_id in sorted(companies):
+            index_row = {
+                "PartitionKey": table_key(tenant_id, company_id),
+                "RowKey": _index_key(sort_time, key),
+            }
+            self._tables.upsert(INDEX, {**index_row, **summary})
+        return existing is None
+
+    def _link(
+        self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
+    ) -> None:
+        item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
+        holder = {
+            "PartitionKey": email_partition(tenant_id, key),
+            "RowKey": table_key(key, user_id),
+            "emailKey": key,
+            "userId": user_id,
+            "connection": connection,
+            "itemId": item_id,
+            "folderId": folder,
+        }
+        self._tables.upsert(HOLDERS, holder)
+        item = {
+            "PartitionKey": connection,
+            "RowKey": table_key(item_id),
+            "emailKey": key,
+            "folderId": folder,
+        }
+        self._tables.upsert(ITEMS, item)
+
+    def _overflow(self, tenant_id: str, key: str, row: Entity) -> Entity:
+        """Move strings that break a table limit into blobs, largest first."""
+        for name in OVERFLOW_FIELDS:
+            value = row.get(name)
+            if isinstance(value, str) and not string_fits(value):
+                row = self._to_blob(tenant_id, key, row, name)
+        for name in sorted(OVERFLOW_FIELDS, key=lambda n: -len(str(row.get(n, "")))):
+            if entity_size(row) <= MAX_ENTITY_BYTES:
+                break
+            if isinstance(row.get(name), str):
+                row = self._to_blob(tenant_id, key, row, name)
+        return row
+
+    def _to_blob(self, tenant_id: str, key: str, row: Entity, name: str) -> Entity:
+        blob_name = f"{table_key(tenant_id)}/{key}/{name}"
+        content_type = (
+            "text/html" if name == "body" and row.get("bodyType") == "html" else "text/plain"
+        )
+        self._blobs.put_text(blob_name, str(row[name]), content_type)
+        moved = {k: v for k, v in row.items() if k != name}
+        moved[name + BLOB_SUFFIX] = blob_name
+        return moved
+
+    def company_page(
+        self, tenant_id: str, company_id: str, *, size: int, token: str | None
+    ) -> tuple[list[Entity], str | None]:
+        """Return one page of a company's email summaries, newest first."""
+        where = "PartitionKey eq @pk"
+        return self._tables.page(
+            INDEX, where, {"pk": table_key(tenant_id, company_id)}, size=size, token=token
+        )
+
+    def get_email(self, tenant_id: str, key: str) -> Entity | None:
+        """Return a stored email with every moved field read back from Blob Storage."""
+        if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+            return None
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
+        if row is None:
+            return None
+        for name in OVERFLOW_FIELDS:
+            blob_name = row.pop(name + BLOB_SUFFIX, None)
+            if blob_name:
+                row[name] = self._blobs.get_text(str(blob_name)) or ""
+        return row
+
+    def holders(self, tenant_id: str, key: str) -> list[Entity]:
+        """Return the holder rows of one email."""
+        where = "PartitionKey eq @pk and emailKey eq @key"
+        return list(
+            self._tables.query(HOLDERS, where, {"pk": email_partition(tenant_id, key), "key": key})
+        )
+
+
+def _email_row(
+    tenant_id: str,
+    key: str,
+    message: Mapping[str, Any],
+    participants: Sequence[Address],
+    companies: frozenset[str],
+    sort_time: str,
+) -> Entity:
+    body = message.get("body") or {}
+    return {
+        "PartitionKey": email_partition(tenant_id, key),
+        "RowKey": key,
+        "tenantId": tenant_id,
+        "internetMessageId": (message.get("internetMessageId") or "").strip(),
+        "conversationId": message.get("conversationId") or "",
+        "subject": message.get("subject") or "",
+        "bodyPreview": message.get("bodyPreview") or "",
+        "bodyType": str(body.get("contentType", "text")).lower(),
+        "body": body.get("content") or "",
+        "from": json.dumps(_address(message.get("from"))),
+        "recipients": json.dumps(_recipients(message)),
+        "participants": len(participants),
+        "sentDateTime": message.get("sentDateTime") or "",
+        "receivedDateTime": message.get("receivedDateTime") or "",
+        "hasAttachments": bool(message.get("hasAttachments")),
+        "companyIds": json.dumps(sorted(companies)),
+        "sortTime": sort_time,
+    }
+
+
+def _address(value: Any) -> dict[str, str]:
+    email = value.get("emailAddress") if isinstance(value, Mapping) else None
+    if not isinstance(email, Mapping):
+        return {}
+    return {"name": str(email.get("name") or ""), "address": str(email.get("address") or "")}
+
+
+def _recipients(message: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+    lists = {"to": "toRecipients", "cc": "ccRecipients", "bcc": "bccRecipients"}
+    return {
+        short: [_address(item) for item in message.get(name) or [] if _address(item)]
+        for short, name in lists.items()
+    }
+
+
+def _summary(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
+    subject = str(message.get("subject") or "")
+    return {
+        "emailKey": key,
+        "subject": subject[:SUMMARY_SUBJECT_CHARS],
+        "from": json.dumps(_address(message.get("from"))),
+        "bodyPreview": str(message.get("bodyPreview") or "")[:255],
+        "sentDateTime": row["sentDateTime"],
+        "receivedDateTime": row["receivedDateTime"],
+        "hasAttachments": row["hasAttachments"],
+        "internetMessageId": row["internetMessageId"][:1024],
+    }
+
+
+def _sort_time(message: Mapping[str, Any]) -> str:
+    stamp = message.get("sentDateTime") or message.get("receivedDateTime") or ""
+    try:
+        moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        moment = datetime(1970, 1, 1, tzinfo=UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _index_key(sort_time: str, key: str) -> str:
+    seconds = int(datetime.fromisoformat(sort_time).timestamp())
+    return f"{_NEVER - seconds:010d}|{key}"

@@ -1,0 +1,179 @@
+"""Build the real adapters and services from settings, in one place, once per worker process.
+
+Nothing here runs at import time: the Functions host indexes ``function_app.py`` before any
+setting may be read, so each piece is built on first use and then kept for the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING
+
+from azure.data.tables import TableServiceClient
+from azure.keyvault.secrets import SecretClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from shared.access.auth import BearerAuthenticator
+from shared.adapters.blobs import BlobBodyStore
+from shared.adapters.graph import GraphMailClient
+from shared.adapters.keyvault import KeyVaultSecretStore
+from shared.adapters.queues import JobQueue
+from shared.adapters.tables import TableEntityStore
+from shared.adapters.tokens import MsalTokenClient
+from shared.consent.crypto import TokenCipher
+from shared.consent.service import ConsentService
+from shared.directory.service import DirectoryService
+from shared.read.service import ReadService
+from shared.settings import Settings
+from shared.sync.connections import ConnectionStore
+from shared.sync.mail import MailSyncService
+from shared.sync.planner import SyncPlanner
+from shared.sync.store import EmailStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+
+class Services:
+    """The product's collaborators, each built on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._storage_ready = threading.Lock()
+        self._storage_created = False
+
+    @functools.cached_property
+    def credential(self) -> TokenCredential:
+        """The app's own identity: a managed identity on Azure, a client secret locally."""
+        from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+        identity = self.settings.app_identity
+        if identity.client_secret and identity.client_id and identity.tenant_id:
+            return ClientSecretCredential(
+                identity.tenant_id,
+                identity.client_id,
+                identity.client_secret,
+                authority=identity.authority_host,
+                disable_instance_discovery=True,
+            )
+        return DefaultAzureCredential(managed_identity_client_id=identity.client_id)
+
+    @functools.cached_property
+    def tables(self) -> TableEntityStore:
+        """Table Storage, with every table created on first use."""
+        storage = self.settings.storage
+        if storage.connection_string:
+            client = TableServiceClient.from_connection_string(storage.connection_string)
+        else:
+            client = TableServiceClient(str(storage.table_uri), credential=self.credential)
+        store = TableEntityStore(client)
+        store.ensure_tables()
+        return store
+
+    @functools.cached_property
+    def queue(self) -> JobQueue:
+        """Storage Queues, with every queue created on first use."""
+        storage = self.settings.storage
+        if storage.connection_string:
+            client = QueueServiceClient.from_connection_string(storage.connection_string)
+        else:
+            client = QueueServiceClient(str(storage.queue_uri), credential=self.credential)
+        queue = JobQueue(client)
+        queue.ensure_queues()
+        return queue
+
+    @functools.cached_property
+    def blobs(self) -> BlobBodyStore:
+        """Blob Storage for large bodies, with its container created on first use."""
+        storage = self.settings.storage
+        if storage.connection_string:
+            client = BlobServiceClient.from_connection_string(storage.connection_string)
+        else:
+            client = BlobServiceClient(str(storage.blob_uri), credential=self.credential)
+        blobs = BlobBodyStore(client)
+        blobs.ensure_container()
+        return blobs
+
+    @functools.cached_property
+    def secrets(self) -> KeyVaultSecretStore:
+        """Key Vault secrets, cached in memory for a short time."""
+        client = SecretClient(
+            self.settings.key_vault_url,
+            self.credential,
+            verify_challenge_resource=self.settings.key_vault_verify_challenge_resource,
+        )
+        return KeyVaultSecretStore(client)
+
+    @functools.cached_property
+    def authenticator(self) -> BearerAuthenticator:
+        """Validates API callers' bearer tokens."""
+        return BearerAuthenticator(self.settings.authority_host, self.settings.api_audience)
+
+    @functools.cached_property
+    def msal(self) -> MsalTokenClient:
+        """MSAL, with the app's client secret from Key Vault."""
+        return MsalTokenClient(
+            client_id=self.settings.client_id,
+            authority=self.settings.msal_authority,
+            client_secret=lambda: self.secrets.get(self.settings.client_secret_name).value,
+        )
+
+    @functools.cached_property
+    def graph(self) -> GraphMailClient:
+        """Microsoft Graph mail calls."""
+        return GraphMailClient(
+            self.settings.graph_base_url, page_size=self.settings.graph_page_size
+        )
+
+    @functools.cached_property
+    def connections(self) -> ConnectionStore:
+        """Connections with their encrypted token caches."""
+        cipher = TokenCipher(self.secrets, self.settings.token_key_secret_name)
+        return ConnectionStore(self.tables, cipher, self.msal)
+
+    @functools.cached_property
+    def directory(self) -> DirectoryService:
+        """Tenants, users and companies."""
+        return DirectoryService(self.tables)
+
+    @functools.cached_property
+    def consent(self) -> ConsentService:
+        """Consent start and callback, folder choice."""
+        return ConsentService(
+            tables=self.tables,
+            connections=self.connections,
+            msal=self.msal,
+            graph=self.graph,
+            directory=self.directory,
+            redirect_uri=self.settings.consent_redirect_uri,
+        )
+
+    @functools.cached_property
+    def planner(self) -> SyncPlanner:
+        """The timer's fan-out."""
+        return SyncPlanner(self.connections, self.queue)
+
+    @functools.cached_property
+    def mail_sync(self) -> MailSyncService:
+        """The mail sync worker."""
+        return MailSyncService(
+            connections=self.connections,
+            graph=self.graph,
+            directory=self.directory,
+            emails=EmailStore(self.tables, self.blobs),
+            queue=self.queue,
+            tables=self.tables,
+        )
+
+    @functools.cached_property
+    def reader(self) -> ReadService:
+        """The read API."""
+        return ReadService(self.directory, EmailStore(self.tables, self.blobs))
+
+
+@functools.cache
+def services() -> Services:
+    """Return the process-wide services, reading settings on first call."""
+    return Services(Settings.from_env())
