@@ -56,12 +56,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_demo(stack: LocalStack, *, mail: Path | None, companies_file: Path | None) -> dict[str, Any]:
+def run_demo(
+    stack: LocalStack, *, mail: Path | None, companies_file: Path | None
+) -> dict[str, Any]:
     """Set up, connect, load, sync and measure; return the report as a dict."""
     tenant_id = str(uuid.uuid4())
     users = [(f"{alias}@{TENANT_DOMAIN}", name, str(uuid.uuid4())) for alias, name in USERS]
     mailboxes, companies, failures = _content(mail, companies_file, [u[0] for u in users])
-    admin = stack.token(tenant_id, str(uuid.uuid4()), roles=("Admin",), upn=f"admin@{TENANT_DOMAIN}")
+    admin = stack.token(
+        tenant_id, str(uuid.uuid4()), roles=("Admin",), upn=f"admin@{TENANT_DOMAIN}"
+    )
     _setup_tenant(stack, admin, users, companies)
     for upn, name, oid in users:
         stack.sim.add_user(tenant_id, upn, display_name=name, oid=oid)
@@ -72,7 +76,15 @@ def run_demo(stack: LocalStack, *, mail: Path | None, companies_file: Path | Non
     stack.run_function("sync_fanout")
     stack.wait_idle()
     elapsed = time.monotonic() - started
-    return _report(stack, tenant_id, admin, users, loaded, elapsed, failures)
+    return _report(
+        stack,
+        tenant_id,
+        admin=admin,
+        users=users,
+        loaded=loaded,
+        elapsed=elapsed,
+        failures=failures,
+    )
 
 
 def _content(
@@ -81,7 +93,9 @@ def _content(
     if mail is None:
         companies = _read_companies(companies_file) if companies_file else demo_companies()
         users = [(upn, upn.split("@")[0]) for upn in upns]
-        boxes = generate_mailboxes(seed=7, tenant_domain=TENANT_DOMAIN, users=users, companies=companies)
+        boxes = generate_mailboxes(
+            seed=7, tenant_domain=TENANT_DOMAIN, users=users, companies=companies
+        )
         return boxes, companies, 0
     messages, failures = _read_mail(mail)
     boxes: dict[str, list[tuple[str, dict[str, Any]]]] = {upn: [] for upn in upns}
@@ -127,7 +141,12 @@ def _read_companies(path: Path) -> list[dict[str, Any]]:
     return companies
 
 
-def _setup_tenant(stack: LocalStack, admin: str, users: list[tuple[str, str, str]], companies: list[dict[str, Any]]) -> None:
+def _setup_tenant(
+    stack: LocalStack,
+    admin: str,
+    users: list[tuple[str, str, str]],
+    companies: list[dict[str, Any]],
+) -> None:
     tenant = {"name": "Contoso (demo)", "ownDomains": [TENANT_DOMAIN], "backfillDays": 360}
     stack.call("PUT", "admin/tenant", admin, json=tenant).raise_for_status()
     for upn, name, oid in users:
@@ -148,6 +167,7 @@ def _load(stack: LocalStack, upn: str, messages: list[tuple[str, dict[str, Any]]
 def _report(
     stack: LocalStack,
     tenant_id: str,
+    *,
     admin: str,
     users: list[tuple[str, str, str]],
     loaded: dict[str, int],
@@ -156,7 +176,9 @@ def _report(
 ) -> dict[str, Any]:
     rounds = []
     for upn, _name, oid in users:
-        items = stack.call("GET", "me/connections", stack.token(tenant_id, oid, upn=upn)).json()["items"]
+        items = stack.call("GET", "me/connections", stack.token(tenant_id, oid, upn=upn)).json()[
+            "items"
+        ]
         rounds.append(items[0].get("lastRound") or {} if items else {})
     dropped: Counter[str] = Counter()
     for record in rounds:
@@ -184,26 +206,32 @@ def _company_emails(stack: LocalStack, admin: str) -> list[dict[str, Any]]:
         token = None
         while True:
             params = {"pageSize": 100, **({"continuationToken": token} if token else {})}
-            page = stack.call("GET", f"companies/{company['id']}/emails", admin, params=params).json()
+            page = stack.call(
+                "GET", f"companies/{company['id']}/emails", admin, params=params
+            ).json()
             emails.extend(page["items"])
             token = page.get("continuationToken")
             if not token:
                 break
-        result.append({
-            "id": company["id"],
-            "name": company["name"],
-            "emails": len(emails),
-            "internetMessageIds": [e["internetMessageId"] for e in emails],
-            "latest": emails[:5],
-        })
+        result.append(
+            {
+                "id": company["id"],
+                "name": company["name"],
+                "emails": len(emails),
+                "internetMessageIds": [e["internetMessageId"] for e in emails],
+                "latest": emails[:5],
+            }
+        )
     return result
 
 
 def print_report(report: dict[str, Any]) -> None:
     """Print the report as a short table."""
-    print(f"\nloaded into mailboxes: {report['loaded']} messages ({report['unreadableFiles']} files unreadable)")
+    unreadable = report["unreadableFiles"]
+    print(f"\nloaded into mailboxes: {report['loaded']} messages ({unreadable} files unreadable)")
     print(f"seen by sync:          {report['seen']}")
-    print(f"kept:                  {report['kept']}  (stored as {report['storedEmails']} distinct emails)")
+    distinct = report["storedEmails"]
+    print(f"kept:                  {report['kept']}  (stored as {distinct} distinct emails)")
     for reason, count in sorted(report["dropped"].items()):
         print(f"dropped, {reason + ':':<22} {count}")
     print(f"sync round took:       {report['syncSeconds']} s\n")

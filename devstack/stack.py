@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from azure.storage.queue import QueueClient
 
 from devstack.azurite import Azurite, free_port, start_azurite
 from devstack.consentdriver import drive_consent
@@ -31,8 +32,8 @@ API_AUDIENCE = "api://outlook-sync-local"
 CLIENT_ID = "6f1c2d3e-0000-4000-8000-00000000a001"
 APP_IDENTITY_ID = "6f1c2d3e-0000-4000-8000-00000000b002"
 APP_TENANT_ID = "6f1c2d3e-0000-4000-8000-00000000c003"
-CLIENT_SECRET_NAME = "microsoft-client-secret"
-TOKEN_KEY_NAME = "token-encryption-key"
+CLIENT_SECRET_NAME = "microsoft-client-secret"  # noqa: S105 - a Key Vault secret name
+TOKEN_KEY_NAME = "token-encryption-key"  # noqa: S105 - a Key Vault secret name
 MAIL_QUEUE = "mail-sync"
 
 
@@ -67,6 +68,18 @@ class LocalStack:
             raise RuntimeError(message)
         return self.simulator
 
+    def _azurite(self) -> Azurite:
+        if self.azurite is None:
+            message = "the stack is not started"
+            raise RuntimeError(message)
+        return self.azurite
+
+    def _tls(self) -> TlsMaterial:
+        if self.tls is None:
+            message = "the stack is not started"
+            raise RuntimeError(message)
+        return self.tls
+
     def start(self) -> LocalStack:
         """Start Azurite, the simulator and the host, and wait until the API answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -87,11 +100,10 @@ class LocalStack:
         return self
 
     def _settings(self, redirect: str, identity_secret: str) -> dict[str, str]:
-        assert self.azurite is not None and self.simulator is not None and self.tls is not None
-        sim = self.simulator
+        sim, azurite, tls = self.sim, self._azurite(), self._tls()
         return {
             "FUNCTIONS_WORKER_RUNTIME": "python",
-            "AzureWebJobsStorage": self.azurite.connection_string,
+            "AzureWebJobsStorage": azurite.connection_string,
             "GRAPH_BASE_URL": sim.graph_url,
             "IDENTITY_AUTHORITY_HOST": sim.authority_host,
             "MSAL_AUTHORITY_TENANT": "organizations",
@@ -107,8 +119,8 @@ class LocalStack:
             "AZURE_CLIENT_ID": APP_IDENTITY_ID,
             "AZURE_CLIENT_SECRET": identity_secret,
             "AZURE_AUTHORITY_HOST": sim.authority_host,
-            "REQUESTS_CA_BUNDLE": str(self.tls.ca_pem),
-            "SSL_CERT_FILE": str(self.tls.ca_pem),
+            "REQUESTS_CA_BUNDLE": str(tls.ca_pem),
+            "SSL_CERT_FILE": str(tls.ca_pem),
             **self.extra_env,
         }
 
@@ -117,7 +129,9 @@ class LocalStack:
         env = {**os.environ, **self.env}
         command = [sys.executable, "-m", "devstack.host", "--app-dir", str(ROOT)]
         command += ["--port", str(self.host_port)]
-        self.host = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.host = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.host.poll() is not None:
@@ -145,36 +159,44 @@ class LocalStack:
         if self.azurite is not None:
             self.azurite.stop()
 
-    def token(self, tenant_id: str, user_id: str, *, roles: tuple[str, ...] = (), upn: str = "") -> str:
+    def token(
+        self, tenant_id: str, user_id: str, *, roles: tuple[str, ...] = (), upn: str = ""
+    ) -> str:
         """Issue an API bearer token for a user, as Entra ID would."""
         return self.sim.issue_api_token(tenant_id, user_id, roles=roles, upn=upn or None)
 
-    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+    def call(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> requests.Response:
         """Call the product's API."""
         headers = dict(kwargs.pop("headers", {}) or {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return requests.request(method, f"{self.api_url}/{path.lstrip('/')}", headers=headers, timeout=60, **kwargs)
+        return requests.request(
+            method, f"{self.api_url}/{path.lstrip('/')}", headers=headers, timeout=60, **kwargs
+        )
 
     def connect_mail(self, token: str, *, decision: str = "accept") -> requests.Response:
-        """Run the whole consent flow as the token's user would, and return the callback's answer."""
+        """Run the whole consent flow as the token's user would; return the callback's answer."""
         started = self.call("POST", "me/connections/mail", token)
         started.raise_for_status()
-        assert self.tls is not None
-        location = drive_consent(started.json()["authorizeUrl"], decision=decision, verify=str(self.tls.ca_pem))
+        url = started.json()["authorizeUrl"]
+        location = drive_consent(url, decision=decision, verify=str(self._tls().ca_pem))
         return requests.get(location, timeout=60)
 
     def run_function(self, name: str, payload: str = "") -> None:
         """Run a non-HTTP function now through the host's admin API."""
-        response = requests.post(f"{self.admin_url}/functions/{name}", json={"input": payload}, timeout=30)
+        response = requests.post(
+            f"{self.admin_url}/functions/{name}", json={"input": payload}, timeout=30
+        )
         response.raise_for_status()
 
-    def wait_idle(self, *, timeout_s: float = 300.0, queues: tuple[str, ...] = (MAIL_QUEUE,)) -> float:
+    def wait_idle(
+        self, *, timeout_s: float = 300.0, queues: tuple[str, ...] = (MAIL_QUEUE,)
+    ) -> float:
         """Wait until the queues are empty and no invocation runs; return the seconds waited."""
-        from azure.storage.queue import QueueClient
-
-        assert self.azurite is not None
-        clients = [QueueClient.from_connection_string(self.azurite.connection_string, q) for q in queues]
+        connection = self._azurite().connection_string
+        clients = [QueueClient.from_connection_string(connection, q) for q in queues]
         started = time.monotonic()
         quiet = 0
         while time.monotonic() - started < timeout_s:

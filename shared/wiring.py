@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from azure.data.tables import TableServiceClient
+from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -47,8 +48,6 @@ class Services:
     @functools.cached_property
     def credential(self) -> TokenCredential:
         """The app's own identity: a managed identity on Azure, a client secret locally."""
-        from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
         identity = self.settings.app_identity
         if identity.client_secret and identity.client_id and identity.tenant_id:
             return ClientSecretCredential(

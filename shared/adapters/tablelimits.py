@@ -1,6 +1,6 @@
-"""The one key encoder and the one size guard for everything written to Table Storage.
+r"""The one key encoder and the one size guard for everything written to Table Storage.
 
-Table Storage refuses keys holding ``/ \\ # ?`` or control characters and keys over 1 KiB, string
+Table Storage refuses keys holding ``/ \ # ?`` or control characters and keys over 1 KiB, string
 properties over 64 KiB measured in UTF-16, and entities over 1 MiB. Azurite does not enforce all
 of these, so every write goes through :func:`guard_entity` and every key through
 :func:`table_key`, and the tests check these functions directly.
@@ -29,7 +29,7 @@ MAX_ENTITY_BYTES = 1_000_000
 MAX_PROPERTIES = 252
 
 _ESCAPED = (
-    frozenset("/\\#?%+~") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
+    frozenset("/\\#?%+~|") | {chr(c) for c in range(0x20)} | {chr(c) for c in range(0x7F, 0xA0)}
 )
 
 
@@ -40,7 +40,9 @@ def table_key(*parts: str) -> str:
     two different inputs never meet), parts are joined with ``|``, and a result longer than
     :data:`MAX_KEY_CHARS` becomes ``~h`` and the SHA-256 hex of the escaped text.
     """
-    escaped = "|".join(_escape(part.replace("|", "~7C")) for part in parts)
+    # NOTE: ``|`` must be escaped by the same rule as ``~``; replacing it with ``~7C`` first
+    # would let the ``~`` be escaped again, and ``"a|b"`` would meet ``"a~7Cb"``.
+    escaped = "|".join(_escape(part) for part in parts)
     if len(escaped) <= MAX_KEY_CHARS:
         return escaped
     return "~h" + hashlib.sha256(escaped.encode("utf-8")).hexdigest()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 MAIL_SCOPES = ("User.Read", "Mail.Read", "Mail.Send")
-"""Delegated scopes of a mail connection; MSAL adds ``offline_access``, ``openid`` and ``profile``."""
+"""Delegated scopes of a mail connection; MSAL adds ``offline_access``, ``openid``, ``profile``."""
 
 REAUTH_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
 REAUTH_CODES = frozenset({50173, 65001, 70008, 700082, 50076, 50078, 50079})

@@ -77,6 +77,17 @@ class RoundStats:
         }
 
 
+@dataclass(slots=True)
+class _Round:
+    """What one job works with while it walks a connection's folders."""
+
+    connection: Connection
+    token: str
+    index: CompanyIndex
+    since: datetime
+    stats: RoundStats = field(default_factory=RoundStats)
+
+
 @dataclass(frozen=True, slots=True)
 class MailJob:
     """A mail sync job as it travels on the queue."""
@@ -159,14 +170,17 @@ class MailSyncService:
         return stats
 
     def _sync(self, connection: Connection, token: str) -> RoundStats:
-        stats = RoundStats()
-        index = self._index(connection.tenant_id)
-        since = self._backfill_start(connection.tenant_id)
+        work = _Round(
+            connection=connection,
+            token=token,
+            index=self._index(connection.tenant_id),
+            since=self._backfill_start(connection.tenant_id),
+        )
         for folder in connection.folders:
-            if not self._sync_folder(connection, folder, token, index, since, stats):
-                stats.complete = False
+            if not self._sync_folder(work, folder):
+                work.stats.complete = False
                 break
-        return stats
+        return work.stats
 
     def _finish(self, job: MailJob, connection: Connection, stats: RoundStats) -> None:
         if stats.complete:
@@ -186,20 +200,13 @@ class MailSyncService:
             },
         )
 
-    def _sync_folder(
-        self,
-        connection: Connection,
-        folder: Folder,
-        token: str,
-        index: CompanyIndex,
-        since: datetime,
-        stats: RoundStats,
-    ) -> bool:
+    def _sync_folder(self, work: _Round, folder: Folder) -> bool:
         """Sync one folder; False when the page budget ran out before the round ended."""
+        connection = work.connection
         for attempt in (1, 2):
             cursor = self._tables.get(CURSORS, connection.key, table_key(folder.folder_id))
             try:
-                return self._follow(connection, folder, token, index, since, stats, cursor)
+                return self._follow(work, folder, cursor)
             except DeltaCursorExpiredError:
                 logger.warning(
                     "delta cursor expired, folder resyncs",
@@ -209,25 +216,18 @@ class MailSyncService:
         message = "delta cursor expired twice in one job; the next delivery retries"
         raise TransientError(message)
 
-    def _follow(
-        self,
-        connection: Connection,
-        folder: Folder,
-        token: str,
-        index: CompanyIndex,
-        since: datetime,
-        stats: RoundStats,
-        cursor: Entity | None,
-    ) -> bool:
+    def _follow(self, work: _Round, folder: Folder, cursor: Entity | None) -> bool:
         resume = None
         if cursor:
             resume = cursor.get("nextLink") or cursor.get("deltaLink") or None
-        pages = self._graph.delta_pages(token, folder.folder_id, resume_url=resume, since=since)
+        pages = self._graph.delta_pages(
+            work.token, folder.folder_id, resume_url=resume, since=work.since
+        )
         for page in pages:
-            self._store_page(connection, page, index, stats)
-            cursor = self._save_cursor(connection, folder, cursor, page)
-            stats.pages += 1
-            if page.next_link and stats.pages >= self._page_budget:
+            self._store_page(work.connection, page, work.index, work.stats)
+            cursor = self._save_cursor(work.connection, folder, cursor, page)
+            work.stats.pages += 1
+            if page.next_link and work.stats.pages >= self._page_budget:
                 return False
         return True
 

@@ -44,11 +44,8 @@ def email_key(
 ) -> str:
     """Return the tenant-wide key of an email: by Message-ID when it has one, else per mailbox."""
     message_id = (internet_message_id or "").strip()
-    if message_id:
-        basis = f"imid\n{tenant_id}\n{message_id}"
-    else:
-        basis = f"item\n{connection}\n{item_id}"
-    return hashlib.sha256(basis.encode("utf-8")).hexdigest()
+    scope = f"imid\n{tenant_id}\n{message_id}" if message_id else f"item\n{connection}\n{item_id}"
+    return hashlib.sha256(scope.encode("utf-8")).hexdigest()
 
 
 def email_partition(tenant_id: str, key: str) -> str:
@@ -82,7 +79,14 @@ class EmailStore:
             json.loads(existing["companyIds"]) if existing and existing.get("companyIds") else []
         )
         sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
-        row = _email_row(tenant_id, key, message, participants, companies, sort_time)
+        row = _email_row(
+            tenant_id,
+            key,
+            message,
+            participants=participants,
+            companies=companies,
+            sort_time=sort_time,
+        )
         self._tables.upsert(EMAILS, self._overflow(tenant_id, key, row), replace=True)
         self._link(tenant_id, user_id, connection, key, message)
         summary = _summary(key, row, message)
@@ -173,6 +177,7 @@ def _email_row(
     tenant_id: str,
     key: str,
     message: Mapping[str, Any],
+    *,
     participants: Sequence[Address],
     companies: frozenset[str],
     sort_time: str,

@@ -54,7 +54,11 @@ def error_response(error: Exception) -> func.HttpResponse:
     for kind, status, code in _STATUS:
         if isinstance(error, kind):
             return json_response({"error": _error_body(error, code)}, status, _headers(error))
-    logger.exception("unhandled error in http trigger", extra={"error_type": type(error).__name__})
+    logger.error(
+        "unhandled error in http trigger",
+        exc_info=error,
+        extra={"error_type": type(error).__name__},
+    )
     return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
 
 

@@ -16,7 +16,9 @@ from tests.functional.conftest import Tenant
 pytestmark = pytest.mark.stack
 
 
-def message(sender: str, to: list[str], subject: str, *, days_ago: float = 1, **extra: Any) -> dict[str, Any]:
+def message(
+    sender: str, to: list[str], subject: str, *, days_ago: float = 1, **extra: Any
+) -> dict[str, Any]:
     """A Graph-shaped message as a mailbox would hold it."""
     sent = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
@@ -204,7 +206,9 @@ def test_read_email_returns_body_of_any_size(tenant: Tenant) -> None:
     tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
     big = "<p>" + "ü" * 200_000 + "</p>"
     tenant.stack.sim.load_messages(
-        upn, "inbox", [message("x@umbrella.example", [upn], "Big", body={"contentType": "html", "content": big})]
+        upn,
+        "inbox",
+        [message("x@umbrella.example", [upn], "Big", body={"contentType": "html", "content": big})],
     )
 
     # WHEN it syncs and is read through the API
@@ -240,7 +244,9 @@ def test_read_api_refuses_unknown_and_foreign_ids(tenant: Tenant, stack: Any) ->
         ("GET", "companies/x/emails?continuationToken=%25%25", None, "continuationToken"),
     ],
 )
-def test_api_bad_input_names_the_field(tenant: Tenant, method: str, path: str, body: Any, field: str) -> None:
+def test_api_bad_input_names_the_field(
+    tenant: Tenant, method: str, path: str, body: Any, field: str
+) -> None:
     """Malformed input answers 400 with a JSON error naming the field."""
     # GIVEN a connected user with a company to read
     upn = tenant.add_user("hal")
@@ -248,7 +254,9 @@ def test_api_bad_input_names_the_field(tenant: Tenant, method: str, path: str, b
     tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
 
     # WHEN the request is malformed
-    response = tenant.stack.call(method, path.replace("/x/", f"/{company_id}/"), tenant.token(upn), json=body)
+    response = tenant.stack.call(
+        method, path.replace("/x/", f"/{company_id}/"), tenant.token(upn), json=body
+    )
 
     # THEN it is refused naming the field
     assert response.status_code == 400, response.text
