@@ -98,11 +98,11 @@ def _content(
         )
         return boxes, companies, 0
     messages, failures = _read_mail(mail)
-    boxes: dict[str, list[tuple[str, dict[str, Any]]]] = {upn: [] for upn in upns}
+    split: dict[str, list[tuple[str, dict[str, Any]]]] = {upn: [] for upn in upns}
     for message in messages:
-        boxes[upns[_owner(message, len(upns))]].append(("inbox", message))
+        split[upns[_owner(message, len(upns))]].append(("inbox", message))
     companies = _read_companies(companies_file) if companies_file else _pick_companies(messages)
-    return boxes, companies, failures
+    return split, companies, failures
 
 
 def _read_mail(folder: Path) -> tuple[list[dict[str, Any]], int]:

@@ -131,7 +131,7 @@ class GraphMailClient:
         Raises:
             DeltaCursorExpiredError: when Graph no longer knows the link.
         """
-        url = resume_url or self._initial_delta_url(folder_id, since)
+        url: str | None = resume_url or self._initial_delta_url(folder_id, since)
         while url:
             body = self._get(url, token, prefer_page_size=True)
             page = DeltaPage(

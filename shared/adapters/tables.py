@@ -181,7 +181,8 @@ class TableEntityStore:
         except AzureError as error:
             msg = f"querying {table} failed"
             raise TransientError(msg) from error
-        return items, _encode_token(pages.continuation_token)
+        # The SDK types by_page() as a plain iterator; its pager carries the token.
+        return items, _encode_token(getattr(pages, "continuation_token", None))
 
     def upsert_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
         """Upsert entities of one partition in transactions of at most 100."""
