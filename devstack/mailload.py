@@ -96,7 +96,7 @@ def graph_message_from_eml(raw: bytes) -> dict[str, Any]:
     graph["subject"] = _decode_words(_first(headers, "Subject") or "")
     graph.update(_participants(headers))
     graph.update(_dates(headers))
-    graph.update(_content(message) if structured else _unstructured_content(message))
+    graph.update(_content(message, structured=structured))
     graph["importance"] = _importance(headers)
     graph["isDraft"] = False
     graph["isRead"] = True
@@ -353,7 +353,13 @@ def _part_text(part: Message) -> str:
     return _decode_bytes(payload, part.get_content_charset())
 
 
-def _content(message: Message) -> dict[str, Any]:
+def _content(message: Message, *, structured: bool) -> dict[str, Any]:
+    """Pick the body and find attachments; an unparseable MIME tree is kept as plain text."""
+    if not structured:
+        payload = message.get_payload()
+        text = _header_text(payload) if isinstance(payload, str) else ""
+        return _body_fields({"contentType": "text", "content": text}, text, attachments=False)
+
     bodies: dict[str, Message] = {}
     has_attachments = False
     for part, related in _leaf_parts(message):
@@ -368,21 +374,12 @@ def _content(message: Message) -> dict[str, Any]:
     else:
         content = _part_text(bodies["plain"]) if "plain" in bodies else ""
         body, preview = {"contentType": "text", "content": content}, content
-    return {
-        "body": body,
-        "bodyPreview": " ".join(preview.split())[:PREVIEW_LENGTH],
-        "hasAttachments": has_attachments,
-    }
+    return _body_fields(body, preview, attachments=has_attachments)
 
 
-def _unstructured_content(message: Message) -> dict[str, Any]:
-    payload = message.get_payload()
-    text = _header_text(payload) if isinstance(payload, str) else ""
-    return {
-        "body": {"contentType": "text", "content": text},
-        "bodyPreview": " ".join(text.split())[:PREVIEW_LENGTH],
-        "hasAttachments": False,
-    }
+def _body_fields(body: dict[str, str], text: str, *, attachments: bool) -> dict[str, Any]:
+    preview = " ".join(text.split())[:PREVIEW_LENGTH]
+    return {"body": body, "bodyPreview": preview, "hasAttachments": attachments}
 
 
 class _TextExtractor(HTMLParser):
@@ -400,14 +397,16 @@ class _TextExtractor(HTMLParser):
         """Enter a hidden element, or separate block text with a space."""
         if tag in self._HIDDEN:
             self._hidden_depth += 1
-        if tag in self._BLOCKS or tag[:1] == "h":
-            self.chunks.append(" ")
+        self._separate(tag)
 
     def handle_endtag(self, tag: str) -> None:
         """Leave a hidden element."""
         if tag in self._HIDDEN and self._hidden_depth:
             self._hidden_depth -= 1
-        if tag in self._BLOCKS or tag[:1] == "h":
+        self._separate(tag)
+
+    def _separate(self, tag: str) -> None:
+        if tag in self._BLOCKS or re.fullmatch(r"h[1-6]", tag):
             self.chunks.append(" ")
 
     def handle_data(self, data: str) -> None:
