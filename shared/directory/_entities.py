@@ -131,7 +131,7 @@ def summary_of(tenant_id: str, entity: Mapping[str, Any]) -> CompanySummary:
 
 
 def company_of(tenant_id: str, entity: Mapping[str, Any], contacts: Iterable[Contact]) -> Company:
-    """Read a ``companies`` entity together with its contacts."""
+    """Read a ``companies`` entity together with its contacts, in address order."""
     summary = summary_of(tenant_id, entity)
     return Company(
         tenant_id=tenant_id,
@@ -139,7 +139,7 @@ def company_of(tenant_id: str, entity: Mapping[str, Any], contacts: Iterable[Con
         name=summary.name,
         domains=summary.domains,
         external_id=summary.external_id,
-        contacts=tuple(contacts),
+        contacts=tuple(sorted(contacts, key=lambda contact: contact.address)),
     )
 
 

@@ -39,7 +39,7 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class Company:
-    """A customer company with its related domains and known contacts."""
+    """A customer company with its related domains and known contacts (in address order)."""
 
     tenant_id: str
     company_id: str

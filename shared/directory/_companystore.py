@@ -1,0 +1,170 @@
+"""Write companies and their contacts, which live in two tables, in a crash-safe order.
+
+Table Storage has no transaction across tables, so every write follows one order: contact rows
+first, then the company row, then removal of the contacts it no longer has; a delete removes
+the company row first. A contact row therefore counts only while its company row exists (the
+directory's readers join on that), and a crash in between leaves nothing wrong visible;
+repeating the same request finishes the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import ETAG
+from shared.directory import _entities as ent
+from shared.errors import ConflictError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from shared.adapters.tables import Entity, TableEntityStore
+    from shared.directory._importplan import PlannedRow
+    from shared.directory.model import Company, Contact
+    from shared.directory.validation import CompanyDraft
+
+logger = logging.getLogger(__name__)
+
+
+class CompanyStore:
+    """Reads and writes the ``companies`` and ``companycontacts`` tables of the directory."""
+
+    def __init__(self, tables: TableEntityStore) -> None:
+        self._tables = tables
+
+    def get(self, tenant_id: str, company_id: str) -> Entity | None:
+        """Return a stored company entity, or ``None``."""
+        return self._tables.get(ent.COMPANIES, table_key(tenant_id), table_key(company_id))
+
+    def contacts_of(self, tenant_id: str, company_id: str) -> list[Contact]:
+        """Return the stored contacts of one company."""
+        where = "PartitionKey eq @pk and companyId eq @company"
+        parameters = {"pk": table_key(tenant_id), "company": company_id}
+        return [ent.contact_of(e) for e in self._tables.query(ent.CONTACTS, where, parameters)]
+
+    def refuse_taken_external_id(
+        self, tenant_id: str, company_id: str, external_id: str | None
+    ) -> None:
+        """Raise when a different company of the tenant already has this ``externalId``.
+
+        Raises:
+            ConflictError: naming the company that has it.
+        """
+        if external_id is None:
+            return
+        where = "PartitionKey eq @pk and externalId eq @ext"
+        parameters = {"pk": table_key(tenant_id), "ext": external_id}
+        for entity in self._tables.query(ent.COMPANIES, where, parameters):
+            owner = ent.company_id_of(entity)
+            if owner != company_id:
+                message = f"externalId is already used by company {owner}"
+                raise ConflictError(message)
+
+    def write(
+        self,
+        tenant_id: str,
+        company_id: str,
+        draft: CompanyDraft,
+        stored: Entity | None,
+        old: Sequence[Contact],
+    ) -> Company:
+        """Create or replace one company; a draft without contacts keeps the ``old`` ones.
+
+        Raises:
+            ConflictError: when the stored company changed since it was read.
+        """
+        contacts = tuple(old) if draft.contacts is None else draft.contacts
+        entity = ent.company_entity(
+            tenant_id, company_id, draft, contact_count=len(contacts), stored=stored
+        )
+
+        self._put_contacts(tenant_id, company_id, draft.contacts)
+        if stored is None:
+            self._tables.create(ent.COMPANIES, entity)
+        else:
+            self._tables.update(ent.COMPANIES, entity, etag=stored[ETAG])
+        self._drop_contacts(tenant_id, company_id, old, contacts)
+
+        extra = {"tenant_id": tenant_id, "company_id": company_id, "contacts": len(contacts)}
+        logger.info("company saved", extra=extra)
+        return ent.company_of(tenant_id, entity, contacts)
+
+    def write_import(self, tenant_id: str, planned: Sequence[PlannedRow]) -> None:
+        """Write every planned row, in batches, in the same order as a single company."""
+        old_contacts = self._contacts_by_company(tenant_id, planned)
+        contact_rows = [
+            ent.contact_entity(tenant_id, row.company_id, contact)
+            for row in planned
+            for contact in row.draft.contacts or ()
+        ]
+        companies = [_import_entity(tenant_id, row) for row in planned]
+
+        self._tables.upsert_batch(ent.CONTACTS, contact_rows)
+        self._tables.upsert_batch(ent.COMPANIES, companies)
+        for row in planned:
+            if row.draft.contacts is not None:
+                old = old_contacts.get(row.company_id, [])
+                self._drop_contacts(tenant_id, row.company_id, old, row.draft.contacts)
+
+    def delete(self, tenant_id: str, company_id: str) -> bool:
+        """Remove a company, then its contacts; tell whether the company row existed.
+
+        Raises:
+            ConflictError: when the company changed since it was read.
+        """
+        stored = self.get(tenant_id, company_id)
+        if stored is not None:
+            partition, row = table_key(tenant_id), table_key(company_id)
+            self._tables.delete(ent.COMPANIES, partition, row, etag=stored[ETAG])
+
+        # Also when the row is gone: an interrupted earlier delete may have left contacts.
+        contacts = self.contacts_of(tenant_id, company_id)
+        keys = [ent.contact_key(tenant_id, company_id, c.address) for c in contacts]
+        self._tables.delete_batch(ent.CONTACTS, keys)
+        return stored is not None
+
+    def _contacts_by_company(
+        self, tenant_id: str, planned: Sequence[PlannedRow]
+    ) -> Mapping[str, list[Contact]]:
+        """Read, in one query, the stored contacts of the companies whose contacts change."""
+        wanted = {
+            row.company_id for row in planned if row.stored and row.draft.contacts is not None
+        }
+        found: defaultdict[str, list[Contact]] = defaultdict(list)
+        if not wanted:
+            return found
+        for entity in self._tables.list_partition(ent.CONTACTS, table_key(tenant_id)):
+            if entity.get("companyId") in wanted:
+                found[str(entity["companyId"])].append(ent.contact_of(entity))
+        return found
+
+    def _put_contacts(
+        self, tenant_id: str, company_id: str, contacts: Iterable[Contact] | None
+    ) -> None:
+        if contacts is not None:
+            rows = [ent.contact_entity(tenant_id, company_id, contact) for contact in contacts]
+            self._tables.upsert_batch(ent.CONTACTS, rows)
+
+    def _drop_contacts(
+        self, tenant_id: str, company_id: str, old: Iterable[Contact], new: Iterable[Contact]
+    ) -> None:
+        kept = {contact.address for contact in new}
+        dropped = [contact.address for contact in old if contact.address not in kept]
+        keys = [ent.contact_key(tenant_id, company_id, address) for address in dropped]
+        self._tables.delete_batch(ent.CONTACTS, keys)
+
+
+def _import_entity(tenant_id: str, row: PlannedRow) -> Entity:
+    """Build the entity an import writes; what the row leaves out keeps its stored value."""
+    stored = row.stored or {}
+    draft = row.draft
+    if draft.external_id is None and stored.get("externalId"):
+        draft = dataclasses.replace(draft, external_id=str(stored["externalId"]))
+    count = stored.get("contactCount", 0) if draft.contacts is None else len(draft.contacts)
+    return ent.company_entity(
+        tenant_id, row.company_id, draft, contact_count=count, stored=row.stored
+    )

@@ -1,0 +1,238 @@
+"""The directory: tenants, their users and roles, and customer companies with their contacts.
+
+A tenant is set up by its admin first; users and companies of a tenant that is not set up are
+refused. Every admin operation checks all of its input before it writes anything, so bad input
+never leaves a partial change behind.
+
+Known limitations: a company and its contacts live in two tables, which Table Storage cannot
+change in one transaction. Writes go in an order that keeps a crash harmless and repeating the
+request completes them, but for a moment an updated company's new contacts can be visible
+before its other changes, and an update refused because the company changed meanwhile (409)
+can leave the contacts it added until the next update of that company. A storage failure
+halfway through a large import leaves the rows before it written until the import is
+repeated. Imports write without ETags, so an admin editing a company while an import of the
+same company runs may lose one of the two changes. ``externalId`` is checked for uniqueness by
+a read before the write, so two concurrent requests can still give two companies the same id.
+Listing one company's contacts filters the tenant's contact partition by company id. Admin
+actions are logged but not yet written to an audit table.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.tablelimits import table_key
+from shared.directory import _entities as ent
+from shared.directory._companystore import CompanyStore
+from shared.directory._importplan import plan_import
+from shared.directory.model import ImportResult
+from shared.directory.validation import (
+    company_draft,
+    company_drafts,
+    guid,
+    tenant_draft,
+    user_draft,
+)
+from shared.errors import NotFoundError, ValidationError
+from shared.matching.companies import CompanyMatchData
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from shared.adapters.tables import TableEntityStore
+    from shared.directory.model import Company, CompanySummary, DirectoryUser, Tenant
+
+__all__ = ["DirectoryService"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 1_000
+
+
+class DirectoryService:
+    """Reads and maintains the directory of every tenant in Table Storage."""
+
+    def __init__(self, tables: TableEntityStore) -> None:
+        self._tables = tables
+        self._companies = CompanyStore(tables)
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """Return a tenant's settings, or ``None`` when it is not set up."""
+        entity = self._tables.get(ent.TENANTS, ent.TENANT_PARTITION, table_key(tenant_id))
+        return None if entity is None else ent.tenant_of(tenant_id, entity)
+
+    def upsert_tenant(self, tenant_id: str, body: Mapping[str, Any]) -> Tenant:
+        """Set up a tenant or replace its settings; settings left out take their defaults.
+
+        Raises:
+            ValidationError: naming the field of the body that breaks a rule.
+        """
+        draft = tenant_draft(body)
+
+        # Merge, not replace: other features keep their own tenant settings on this entity.
+        entity = ent.tenant_entity(tenant_id, draft)
+        self._tables.upsert(ent.TENANTS, entity)
+        logger.info("tenant saved", extra={"tenant_id": tenant_id})
+        return ent.tenant_of(tenant_id, entity)
+
+    def get_user(self, tenant_id: str, user_id: str) -> DirectoryUser | None:
+        """Return a user of a tenant by Entra object id, or ``None`` when unknown."""
+        key = table_key(user_id.strip().lower())
+        entity = self._tables.get(ent.USERS, table_key(tenant_id), key)
+        return None if entity is None else ent.user_of(tenant_id, entity)
+
+    def upsert_user(self, tenant_id: str, user_id: str, body: Mapping[str, Any]) -> DirectoryUser:
+        """Add a user to a tenant or replace the user's profile and roles.
+
+        Raises:
+            ValidationError: when the user id is not a GUID or a field breaks a rule.
+            NotFoundError: when the tenant is not set up.
+        """
+        user_id = guid(user_id, "user_id")
+        draft = user_draft(body)
+        self._require_tenant(tenant_id)
+
+        entity = ent.user_entity(tenant_id, user_id, draft)
+        self._tables.upsert(ent.USERS, entity)
+        logger.info("user saved", extra={"tenant_id": tenant_id, "user_id": user_id})
+        return ent.user_of(tenant_id, entity)
+
+    def list_users(self, tenant_id: str) -> list[DirectoryUser]:
+        """Return every user of a tenant.
+
+        Raises:
+            NotFoundError: when the tenant is not set up.
+        """
+        self._require_tenant(tenant_id)
+        found = self._tables.list_partition(ent.USERS, table_key(tenant_id))
+        return [ent.user_of(tenant_id, entity) for entity in found]
+
+    def get_company(self, tenant_id: str, company_id: str) -> Company:
+        """Return a company of a tenant with its contacts.
+
+        Raises:
+            NotFoundError: when the tenant has no such company.
+        """
+        company_id = company_id.strip().lower()
+        entity = self._companies.get(tenant_id, company_id)
+        if entity is None:
+            message = f"company {company_id} not found in this tenant"
+            raise NotFoundError(message)
+        contacts = self._companies.contacts_of(tenant_id, company_id)
+        return ent.company_of(tenant_id, entity, contacts)
+
+    def list_companies(
+        self, tenant_id: str, *, page_size: int = 100, token: str | None = None
+    ) -> tuple[list[CompanySummary], str | None]:
+        """Return one page of a tenant's companies and the token of the next page, if any.
+
+        Raises:
+            ValidationError: when the page size is out of range or the token is not ours.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            field, rule = "pageSize", f"must be a whole number from 1 to {MAX_PAGE_SIZE}"
+            raise ValidationError(field, rule)
+        where, parameters = "PartitionKey eq @pk", {"pk": table_key(tenant_id)}
+        found, next_token = self._tables.page(
+            ent.COMPANIES, where, parameters, size=page_size, token=token
+        )
+        return [ent.summary_of(tenant_id, entity) for entity in found], next_token
+
+    def company_match_data(self, tenant_id: str) -> list[CompanyMatchData]:
+        """Return every company of a tenant with its related domains and contact addresses."""
+        partition = table_key(tenant_id)
+        addresses: defaultdict[str, list[str]] = defaultdict(list)
+        for contact in self._tables.list_partition(ent.CONTACTS, partition):
+            addresses[str(contact.get("companyId"))].append(str(contact.get("address", "")))
+
+        # NOTE: a contact counts only while its company exists; see the write order below.
+        companies = self._tables.list_partition(ent.COMPANIES, partition)
+        summaries = (ent.summary_of(tenant_id, entity) for entity in companies)
+        return [
+            CompanyMatchData(s.company_id, s.domains, tuple(addresses.get(s.company_id, ())))
+            for s in summaries
+        ]
+
+    def create_company(self, tenant_id: str, body: Mapping[str, Any]) -> Company:
+        """Add a company with a new id.
+
+        Raises:
+            ValidationError: naming the field of the body that breaks a rule.
+            NotFoundError: when the tenant is not set up.
+            ConflictError: when another company has the same ``externalId``.
+        """
+        draft = company_draft(body)
+        self._require_tenant(tenant_id)
+
+        company_id = str(uuid.uuid4())
+        self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
+        return self._companies.write(tenant_id, company_id, draft, None, [])
+
+    def upsert_company(self, tenant_id: str, company_id: str, body: Mapping[str, Any]) -> Company:
+        """Add a company under a chosen id, or replace one; contacts left out stay as they are.
+
+        Raises:
+            ValidationError: when the id is not a GUID or a field breaks a rule.
+            NotFoundError: when the tenant is not set up.
+            ConflictError: when another company has the same ``externalId``, or the company
+                changed while this request ran.
+        """
+        company_id = guid(company_id, "company_id")
+        draft = company_draft(body)
+        self._require_tenant(tenant_id)
+
+        self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
+        stored = self._companies.get(tenant_id, company_id)
+        # Read contacts even for a new id: an interrupted earlier PUT may have left some.
+        old = self._companies.contacts_of(tenant_id, company_id)
+        return self._companies.write(tenant_id, company_id, draft, stored, old)
+
+    def delete_company(self, tenant_id: str, company_id: str) -> None:
+        """Remove a company and its contacts.
+
+        Unlike other ``delete_`` methods this raises for an unknown company, so the API can
+        answer 404; contacts left by an interrupted earlier delete are removed all the same.
+
+        Raises:
+            NotFoundError: when the tenant has no such company.
+            ConflictError: when the company changed while this request ran.
+        """
+        company_id = company_id.strip().lower()
+        if not self._companies.delete(tenant_id, company_id):
+            message = f"company {company_id} not found in this tenant"
+            raise NotFoundError(message)
+        logger.info("company deleted", extra={"tenant_id": tenant_id, "company_id": company_id})
+
+    def import_companies(
+        self, tenant_id: str, companies: Sequence[Mapping[str, Any]], *, mode: str = "upsert"
+    ) -> ImportResult:
+        """Create or update many companies at once, matched by ``externalId`` or exact name.
+
+        Every row is checked and matched before the first write, and re-importing the same
+        file updates the companies it created instead of adding them again. ``mode`` is
+        ``upsert`` or ``create`` (which refuses the import if any row matches a company).
+
+        Raises:
+            ValidationError: naming the row and field, as in ``companies[3].domains[0]``.
+            NotFoundError: when the tenant is not set up.
+        """
+        drafts = company_drafts(companies)
+        self._require_tenant(tenant_id)
+        stored = list(self._tables.list_partition(ent.COMPANIES, table_key(tenant_id)))
+        planned = plan_import(drafts, stored, mode=mode)
+
+        self._companies.write_import(tenant_id, planned)
+
+        created = sum(1 for row in planned if row.stored is None)
+        result = ImportResult(created=created, updated=len(planned) - created)
+        extra = {"tenant_id": tenant_id, "created": result.created, "updated": result.updated}
+        logger.info("companies imported", extra=extra)
+        return result
+
+    def _require_tenant(self, tenant_id: str) -> None:
+        if self.get_tenant(tenant_id) is None:
+            message = f"tenant {tenant_id} is not set up; PUT admin/tenant first"
+            raise NotFoundError(message)
