@@ -163,8 +163,12 @@ def generate_mailboxes(
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Generate every user's mail: upn -> ``[(well-known folder, Graph message without id)]``.
 
-    ``users`` are ``(upn, display name)`` pairs; ``now`` defaults to the current time, and is
-    the only input that makes two runs differ.
+    ``users`` are ``(upn, display name)`` pairs. ``companies`` use ``demo_companies``' shape;
+    a company that lists domains but no contacts gets two invented contacts. ``now`` defaults
+    to the current time and is the only input that makes two runs differ.
+
+    Raises:
+        ValueError: when ``now`` is naive or no company has a domain or a contact.
     """
     moment = now or datetime.now(UTC)
     if moment.tzinfo is None:
@@ -222,12 +226,24 @@ class _World:
         self.rng, self.tenant, self.now, self.serial = rng, tenant, now, 0
         self.staff = [_Person(name, upn, 1, upn) for upn, name in users]
         self.boxes: dict[str, list[tuple[str, dict[str, Any]]]] = {upn: [] for upn, _ in users}
+        contact_lists = [self._contacts_of(company) for company in companies]
         self.customers = [
-            [_Person(c["name"], c["email"], rng.choice(_OFFSETS)) for c in company["contacts"]]
-            for company in companies
-            if company["contacts"]
+            [_Person(c["name"], c["email"], rng.choice(_OFFSETS)) for c in contacts]
+            for contacts in contact_lists
+            if contacts
         ]
-        self.domains = [company["domains"][0] for company in companies if company["contacts"]]
+        if not self.customers:
+            message = f"companies must give at least one domain or contact, got {len(companies)}"
+            raise ValueError(message)
+        self.domains = [people[0].address.rpartition("@")[2] for people in self.customers]
+
+    def _contacts_of(self, company: dict[str, Any]) -> list[dict[str, str]]:
+        """Return a company's contacts, inventing two at its first domain when it lists none."""
+        contacts: list[dict[str, str]] = company.get("contacts") or []
+        if contacts or not company.get("domains"):
+            return contacts
+        names = self.rng.sample(_FIRST, 2)
+        return [_contact(f, self.rng.choice(_LAST), company["domains"][0], style=0) for f in names]
 
     def office_hours(self, days: int) -> datetime:
         """Pick a start time between 07:00 and 18:00 UTC within ``days`` before now."""

@@ -54,7 +54,7 @@ _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 _MBOX_SUFFIXES = frozenset({".mbox", ".mbx"})
 
 
-class MailLoadError(Exception):
+class MailLoadError(ValueError):
     """Raised when a file or a byte string cannot be read as mail at all."""
 
 

@@ -241,3 +241,25 @@ def test_generate_mailboxes_rejects_naive_now() -> None:
     # GIVEN / WHEN / THEN a naive datetime raises
     with pytest.raises(ValueError, match="timezone-aware"):
         generate(now=datetime(2026, 5, 1))  # noqa: DTZ001
+
+
+def test_generate_mailboxes_invents_contacts_for_domain_only_companies() -> None:
+    """A company given only by its domains still gets customer mail, from invented contacts."""
+    # GIVEN one company without contacts
+    companies = [{"name": "Fabrikam", "domains": ["fabrikam.example"]}]
+
+    # WHEN mailboxes are generated
+    boxes = generate(4, companies=companies, threads_per_user=10)
+
+    # THEN customer mail comes from that company's domain
+    domains = {
+        p["address"].rpartition("@")[2].lower() for m in messages(boxes) for p in participants(m)
+    }
+    assert "fabrikam.example" in domains
+
+
+def test_generate_mailboxes_rejects_companies_without_domains_or_contacts() -> None:
+    """Without any customer to write to, the generator refuses to run."""
+    # GIVEN / WHEN / THEN an empty company list raises
+    with pytest.raises(ValueError, match="at least one domain or contact"):
+        generate(companies=[])
