@@ -173,7 +173,8 @@ class _Reader:
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         raw = self.optional(name) or str(default)
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        # NOTE: str.isdigit() is also true for "²", which int() refuses; keep to ASCII digits.
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
             self._problems.append(
                 f"{name} must be a whole number from {low} to {high}, got {raw!r}"
             )
