@@ -21,6 +21,9 @@ Known limitations:
     parts (``Content-Disposition: inline`` or inside ``multipart/related``) never count as
     attachments, even where Exchange might list them. Header bytes that are not UTF-8 are read
     as Windows-1252. ``conversationIndex``, ``uniqueBody`` and categories are not produced.
+    ``conversationId`` groups by the References root only; Exchange also uses Thread-Index and
+    the subject, so its grouping can differ. Like a real one, the id is base64 and may contain
+    ``/``, ``+`` and ``=``. A message without a usable From address gets ``"from": null``.
 """
 
 from __future__ import annotations
