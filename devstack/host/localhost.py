@@ -93,8 +93,12 @@ class LocalHost:
         application = HostApplication(http, config.route_prefix, self._runner, self)
         self._server = make_server(*self._bind, application, threaded=True)
 
-        for poller in self._pollers.values():
-            poller.start()
+        try:
+            for poller in self._pollers.values():
+                poller.start()
+        except Exception:
+            self.stop()
+            raise
         for timer in self._timers.values():
             timer.start()
         self._server_thread = threading.Thread(
@@ -116,7 +120,9 @@ class LocalHost:
                 extra={"inflight": self._runner.inflight, "grace_s": self._grace_s},
             )
         if self._server is not None:
-            self._server.shutdown()
+            # shutdown() waits for serve_forever(), so call it only once serving has begun.
+            if self._server_thread is not None:
+                self._server.shutdown()
             self._server.server_close()
         logger.info("host stopped")
 

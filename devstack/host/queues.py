@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.queue import QueueMessage as TriggerMessage
-from azure.storage.queue import QueueClient
+from azure.storage.queue import LinearRetry, QueueClient
 
+from devstack.host.errors import HostConfigError
 from devstack.host.hostconfig import MIN_POLLING_INTERVAL_S
 
 if TYPE_CHECKING:
@@ -92,10 +93,8 @@ class QueuePoller:
         self._options = options
         self._runner = runner
         self._stop = stop
-        self._client = QueueClient.from_connection_string(
-            function.connection_string, function.queue_name
-        )
-        self._poison = QueueClient.from_connection_string(
+        self._client = _queue_client(function.connection_string, function.queue_name)
+        self._poison = _queue_client(
             function.connection_string, function.queue_name + POISON_SUFFIX
         )
         self._poison_ready = False
@@ -109,13 +108,29 @@ class QueuePoller:
         )
 
     def start(self) -> None:
-        """Create the queue if it is missing and start polling."""
-        _create_queue(self._client)
+        """Create the queue if it is missing and start polling.
+
+        Raises:
+            HostConfigError: The storage account named by the connection cannot be reached.
+        """
+        try:
+            _create_queue(self._client)
+        except AzureError as error:
+            message = (
+                f"queue function {self.function.name!r} cannot create or reach queue "
+                f"{self.function.queue_name!r} through setting {self.function.connection!r}: "
+                f"{type(error).__name__}"
+            )
+            raise HostConfigError(message) from error
         self._thread.start()
 
     def join(self, timeout_s: float) -> None:
         """Wait for the polling thread to end, then release the worker threads."""
-        self._thread.join(timeout_s)
+        # Wake a poller that waits for capacity so it sees the stop request.
+        with self._capacity:
+            self._capacity.notify_all()
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def invoke_now(self, body: bytes) -> None:
@@ -231,6 +246,13 @@ class QueuePoller:
                 "poison_queue": self.function.queue_name + POISON_SUFFIX,
             },
         )
+
+
+def _queue_client(connection_string: str, queue_name: str) -> QueueClient:
+    # The SDK still retries, but a local emulator needs seconds between tries, not the
+    # 15-second-and-up defaults that make a missing Azurite look like a hung host.
+    retry = LinearRetry(backoff=1, random_jitter_range=1, retry_total=3)
+    return QueueClient.from_connection_string(connection_string, queue_name, retry_policy=retry)
 
 
 def _create_queue(client: QueueClient) -> None:

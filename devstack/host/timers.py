@@ -49,7 +49,8 @@ class TimerScheduler:
 
     def join(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for the scheduler thread to end after a stop."""
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
 
     def invoke_now(self) -> None:
         """Run the function once in a new thread, waiting for any current run to finish first."""
