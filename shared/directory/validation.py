@@ -207,7 +207,8 @@ def _text(
     fields: Mapping[str, Any], key: str, path: str, *, max_chars: int, required: bool = False
 ) -> str | None:
     value = fields.get(key)
-    if value is None and not required:
+    # An optional text may be null or empty, so that a document read with GET can be PUT back.
+    if not required and (value is None or value == ""):
         return None
     rule = f"must be text of 1 to {max_chars} characters without control characters"
     if not isinstance(value, str):

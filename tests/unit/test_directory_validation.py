@@ -235,3 +235,23 @@ def test_company_drafts_refuses_a_non_list():
     # WHEN it is checked
     # THEN the list itself is named
     assert _field_of(company_drafts, {"name": "A"}) == "companies"
+
+
+def test_company_draft_accepts_a_document_read_back():
+    """A company as GET returns it (id, null externalId, empty contact names) can be PUT back."""
+    # GIVEN a document in the API's output shape
+    body = {
+        "id": "0a1b2c3d-0000-4000-8000-00000000abcd",
+        "name": "Acme",
+        "domains": ["acme.example"],
+        "externalId": None,
+        "contacts": [{"email": "jane@acme.example", "name": ""}],
+        "contactCount": 1,
+    }
+
+    # WHEN it is checked
+    draft = company_draft(body)
+
+    # THEN it is accepted with the read-only fields ignored
+    assert draft.external_id is None
+    assert draft.contacts == (Contact("jane@acme.example", ""),)
