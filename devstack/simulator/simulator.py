@@ -1,0 +1,271 @@
+"""The Microsoft 365 simulator: Entra ID, Microsoft Graph mail and Key Vault on loopback HTTPS.
+
+One HTTPS port serves identity (``/{tenant}/...``), Graph (``/graph/v1.0``) and the ``/_sim``
+control API; a second port serves Key Vault at its root, as a vault host does. All state lives in
+memory behind one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from devstack.simulator import operations
+from devstack.simulator.app import main_app, vault_app
+from devstack.simulator.state import SimState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import WSGIApplication
+
+    from devstack.simulator.directory import SimApp, SimUser
+    from devstack.simulator.faults import FaultRule, RequestRecord
+    from devstack.tls import TlsMaterial
+
+logger = logging.getLogger(__name__)
+# How often the serving threads look for a stop request; keeps stop() quick in tests.
+_POLL_INTERVAL_S = 0.05
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """Logs each request at DEBUG without its query string, which can carry codes and tokens."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug(
+            "simulator http request",
+            extra={"method": self.command, "path": self.path.split("?", 1)[0], "status": code},
+        )
+
+
+class Simulator:
+    """Simulated Microsoft 365 for one test or demo; see the package docstring for the surface."""
+
+    def __init__(
+        self, tls: TlsMaterial, *, api_audience: str, vault_tenant_id: str | None = None
+    ) -> None:
+        """Prepare a simulator; nothing listens until ``start``.
+
+        Args:
+            tls: Certificate and key to serve with (see ``devstack.tls``).
+            api_audience: The ``aud`` of tokens from ``issue_api_token`` by default.
+            vault_tenant_id: The tenant the vault belongs to; its challenge names this tenant and
+                it accepts only tokens from it. A random GUID when not given.
+        """
+        self._tls = tls
+        self.state = SimState(api_audience=api_audience)
+        if vault_tenant_id is not None:
+            self.state.vault_tenant_id = vault_tenant_id
+        self._servers: list[BaseWSGIServer] = []
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    def _serve(self, host: str, port: int, app: WSGIApplication) -> BaseWSGIServer:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self._tls.cert_pem), str(self._tls.key_pem))
+        server = make_server(
+            host,
+            port,
+            app,
+            threaded=True,
+            request_handler=_QuietRequestHandler,
+            ssl_context=context,
+        )
+        thread = threading.Thread(
+            target=server.serve_forever, args=(_POLL_INTERVAL_S,), name="simulator", daemon=True
+        )
+        thread.start()
+        self._servers.append(server)
+        return server
+
+    def start(self, host: str = "127.0.0.1", port: int = 0, vault_port: int = 0) -> None:
+        """Start both HTTPS servers in daemon threads; port 0 picks a free port."""
+        if self._servers:
+            message = "the simulator is already running; stop() it first"
+            raise RuntimeError(message)
+        shown = f"[{host}]" if ":" in host else host
+        main = self._serve(host, port, main_app(self.state))
+        self.state.urls.base_url = f"https://{shown}:{main.server_port}"
+        vault = self._serve(host, vault_port, vault_app(self.state))
+        self.state.urls.vault_url = f"https://{shown}:{vault.server_port}"
+        logger.info(
+            "simulator started",
+            extra={"port": main.server_port, "vault_port": vault.server_port},
+        )
+
+    def stop(self) -> None:
+        """Stop both servers and wait for their threads."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
+
+    @property
+    def base_url(self) -> str:
+        """Return ``https://127.0.0.1:P``, the root of identity, Graph and control."""
+        return self.state.urls.base_url
+
+    @property
+    def authority_host(self) -> str:
+        """Return the authority host to give MSAL and azure-identity (the base URL)."""
+        return self.state.urls.base_url
+
+    @property
+    def graph_url(self) -> str:
+        """Return the Graph v1.0 root, ``{base_url}/graph/v1.0``."""
+        return self.state.urls.graph_url
+
+    @property
+    def vault_url(self) -> str:
+        """Return the vault URL, ``https://127.0.0.1:V``."""
+        return self.state.urls.vault_url
+
+    @property
+    def jwks_url(self) -> str:
+        """Return the URL of the signing keys (``/common/discovery/v2.0/keys``)."""
+        return f"{self.base_url}/common/discovery/v2.0/keys"
+
+    @property
+    def vault_tenant_id(self) -> str:
+        """Return the tenant the vault belongs to."""
+        return self.state.vault_tenant_id
+
+    # Directory and identity ---------------------------------------------------------------
+
+    def add_user(
+        self,
+        tenant_id: str,
+        upn: str,
+        display_name: str | None = None,
+        oid: str | None = None,
+        time_zone: str = "UTC",
+    ) -> SimUser:
+        """Create a user, with a mailbox holding the well-known folders."""
+        return operations.add_user(
+            self.state, tenant_id, upn, display_name=display_name, oid=oid, time_zone=time_zone
+        )
+
+    def register_app(
+        self, client_id: str, client_secret: str, redirect_uris: Iterable[str] = ()
+    ) -> SimApp:
+        """Register a confidential client; it can also get app-only tokens for itself."""
+        return operations.register_app(self.state, client_id, client_secret, redirect_uris)
+
+    def issue_api_token(
+        self,
+        tenant_id: str,
+        oid: str,
+        *,
+        roles: Iterable[str] = (),
+        upn: str | None = None,
+        audience: str | None = None,
+        expires_in: int = 3600,
+        not_before: float | None = None,
+    ) -> str:
+        """Return a bearer token for the product's API, as Entra would issue it."""
+        return operations.issue_api_token(
+            self.state,
+            tenant_id,
+            oid,
+            roles=roles,
+            upn=upn,
+            audience=audience,
+            expires_in=expires_in,
+            not_before=not_before,
+        )
+
+    def revoke_refresh_tokens(
+        self, upn: str, *, client_id: str | None = None, error_code: int = 50173
+    ) -> None:
+        """Make a user's refresh tokens fail with ``invalid_grant`` and ``error_code``.
+
+        Use 50173 for revoked grants, 65001 for withdrawn consent, 700082 for inactivity. A new
+        consent lifts the revocation.
+        """
+        with self.state.lock:
+            user = self.state.directory.get_user(upn)
+            self.state.grants.revoke(user.oid, client_id, error_code)
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the simulator's clock forward for issuing and checking tokens and codes."""
+        self.state.clock.advance(seconds)
+
+    # Faults and the request log -------------------------------------------------------------
+
+    def add_fault(self, rule: FaultRule) -> None:
+        """Answer matching requests with the rule's canned response (see ``FaultRule``)."""
+        with self.state.lock:
+            self.state.faults.add(rule)
+
+    def clear_faults(self) -> None:
+        """Drop every fault rule."""
+        with self.state.lock:
+            self.state.faults.clear()
+
+    def requests_seen(self) -> list[RequestRecord]:
+        """Return every request served so far (method, path, user oid, status), oldest first."""
+        with self.state.lock:
+            return list(self.state.log)
+
+    # Key Vault -----------------------------------------------------------------------------
+
+    def vault_set(self, name: str, value: str) -> str:
+        """Store a new version of a secret and return the version id."""
+        with self.state.lock:
+            _, version = self.state.vault.set(name, value, int(self.state.clock.now()))
+            return version.version
+
+    def vault_get(self, name: str) -> str:
+        """Return the newest value of a live secret; raise ``VaultError`` when there is none."""
+        with self.state.lock:
+            return self.state.vault.get(name)[1].value
+
+    # Mailboxes -----------------------------------------------------------------------------
+
+    def add_message(self, upn: str, folder: str, message: dict[str, Any]) -> str:
+        """Add one Graph-shaped message (without id) to a folder; return its immutable id."""
+        return operations.load_messages(self.state, upn, folder, [message])[0]
+
+    def load_messages(self, upn: str, folder: str, messages: Iterable[dict[str, Any]]) -> list[str]:
+        """Add many messages to a folder; return their immutable ids in order."""
+        return operations.load_messages(self.state, upn, folder, messages)
+
+    def load_eml(self, upn: str, folder: str, raw: bytes) -> str:
+        """Parse an RFC 822 message with ``devstack.mailload`` and add it to a folder."""
+        from devstack.mailload import graph_message_from_eml  # noqa: PLC0415 - optional module
+
+        return self.add_message(upn, folder, graph_message_from_eml(raw))
+
+    def update_message(self, upn: str, message_id: str, changes: dict[str, Any]) -> None:
+        """Change properties of a message (e.g. ``{"isRead": True}``)."""
+        operations.update_message(self.state, upn, message_id, changes)
+
+    def move_message(self, upn: str, message_id: str, folder: str) -> None:
+        """Move a message to another folder; its REST id changes, its immutable id does not."""
+        operations.move_message(self.state, upn, message_id, folder)
+
+    def delete_message(self, upn: str, message_id: str) -> None:
+        """Delete a message permanently."""
+        operations.delete_message(self.state, upn, message_id)
+
+    def folder_id(self, upn: str, folder: str) -> str:
+        """Return a folder's id from its well-known name, display name or id."""
+        return operations.folder_id(self.state, upn, folder)
+
+    def create_folder(self, upn: str, display_name: str, parent: str | None = None) -> str:
+        """Create a folder under ``parent`` (the mailbox root when None); return its id."""
+        return operations.create_folder(self.state, upn, display_name, parent)
+
+    def messages(self, upn: str, folder: str) -> list[dict[str, Any]]:
+        """Return the Graph JSON, with immutable ids, of every message in a folder."""
+        return operations.list_messages(self.state, upn, folder)
+
+    def invalidate_delta_tokens(self, upn: str) -> None:
+        """Make every delta and skip token of a mailbox answer 410 ``syncStateNotFound``."""
+        with self.state.lock:
+            _, mailbox = self.state.mailbox(upn)
+            mailbox.invalidate_sync_state()
