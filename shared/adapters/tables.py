@@ -36,7 +36,6 @@ TABLES = (
     "tenants",
     "users",
     "companies",
-    "companydomains",
     "companycontacts",
     "connections",
     "consentstates",
