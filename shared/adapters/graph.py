@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -147,7 +148,8 @@ class GraphMailClient:
         url = f"{self._base}/me/mailFolders/{quote(folder_id, safe='')}/messages/delta"
         url += f"?$select={select}"
         if since is not None:
-            stamp = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+            # The filter's literal is UTC; a window start in another zone must be converted.
+            stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             url += f"&$filter=receivedDateTime%20ge%20{stamp}"
         return url
 
