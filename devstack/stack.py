@@ -85,7 +85,9 @@ class LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.tls = create_tls_material(self.workdir / "tls")
         self.azurite = start_azurite(self.workdir / "azurite")
-        self.simulator = Simulator(self.tls, api_audience=API_AUDIENCE)
+        self.simulator = Simulator(
+            self.tls, api_audience=API_AUDIENCE, vault_tenant_id=APP_TENANT_ID
+        )
         self.simulator.start()
         self.host_port = self.host_port or free_port()
         client_secret = secrets.token_urlsafe(32)

@@ -30,6 +30,10 @@ class ValidationError(SyncError):
         self.rule = rule
 
 
+class StorageLimitError(ValidationError):
+    """Raised when an entity would break a Table Storage limit: a product bug, never user input."""
+
+
 class NotFoundError(SyncError):
     """Raised when an entity the caller named does not exist (or belongs to another tenant)."""
 

@@ -12,7 +12,7 @@ import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import ValidationError
+from shared.errors import StorageLimitError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -94,21 +94,21 @@ def guard_entity(table: str, entity: Mapping[str, Any]) -> None:
     """Check an entity against every Table Storage limit before it is written.
 
     Raises:
-        ValidationError: naming the table, the key or property and the limit it breaks.
+        StorageLimitError: naming the table, the key or property and the limit it breaks.
     """
     for key_name in ("PartitionKey", "RowKey"):
         if not key_is_valid(str(entity.get(key_name, ""))):
             msg = f"{table}.{key_name}"
-            raise ValidationError(msg, "must be a valid table key")
+            raise StorageLimitError(msg, "must be a valid table key")
     if len(entity) - 2 > MAX_PROPERTIES:
-        raise ValidationError(table, f"an entity holds at most {MAX_PROPERTIES} properties")
+        raise StorageLimitError(table, f"an entity holds at most {MAX_PROPERTIES} properties")
     for name, value in entity.items():
         if isinstance(value, str) and not string_fits(value):
             rule = f"string properties hold at most {MAX_STRING_BYTES} UTF-16 bytes"
             msg = f"{table}.{name}"
-            raise ValidationError(msg, rule)
+            raise StorageLimitError(msg, rule)
         if isinstance(value, bytes) and len(value) > MAX_STRING_BYTES:
             msg = f"{table}.{name}"
-            raise ValidationError(msg, "binary properties hold at most 64,000 bytes")
+            raise StorageLimitError(msg, "binary properties hold at most 64,000 bytes")
     if entity_size(entity) > MAX_ENTITY_BYTES:
-        raise ValidationError(table, f"an entity holds at most {MAX_ENTITY_BYTES} bytes")
+        raise StorageLimitError(table, f"an entity holds at most {MAX_ENTITY_BYTES} bytes")

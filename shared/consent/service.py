@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 STATES = "consentstates"
 STATE_TTL = timedelta(minutes=10)
+STATE_ROW = "state"
 DEFAULT_FOLDERS = ("inbox", "sentitems")
 MAX_FOLDERS = 50
 
@@ -85,7 +86,7 @@ class ConsentService:
             STATES,
             {
                 "PartitionKey": table_key(state),
-                "RowKey": "",
+                "RowKey": STATE_ROW,
                 "tenantId": caller.tenant_id,
                 "userId": caller.user_id,
                 "kind": kind,
@@ -123,12 +124,12 @@ class ConsentService:
         if not state:
             msg = "missing_state"
             raise ConsentError(msg, "the callback carries no state")
-        row = self._tables.get(STATES, table_key(state), "")
+        row = self._tables.get(STATES, table_key(state), STATE_ROW)
         if row is None:
             msg = "unknown_state"
             raise ConsentError(msg, "the consent link is unknown or was already used")
         try:
-            self._tables.delete(STATES, table_key(state), "", etag=row["_etag"])
+            self._tables.delete(STATES, table_key(state), STATE_ROW, etag=row["_etag"])
         except ConflictError as error:
             msg = "replayed_state"
             raise ConsentError(msg, "the consent link was already used") from error

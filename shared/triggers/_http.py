@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 _STATUS: list[tuple[type[Exception], int, str]] = [
+    (errors.StorageLimitError, 500, "internal"),
     (errors.ValidationError, 400, "invalid_input"),
     (errors.ConsentError, 400, "consent_failed"),
     (errors.AuthenticationError, 401, "unauthenticated"),

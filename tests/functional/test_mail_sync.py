@@ -95,7 +95,7 @@ def test_consent_expired_state_is_refused(tenant: Tenant) -> None:
     state = location.split("state=", 1)[1].split("&", 1)[0]
     states = TableServiceClient.from_connection_string(tenant.stack.env["AzureWebJobsStorage"])
     table = states.get_table_client("consentstates")
-    row = table.get_entity(table_key(state), "")
+    row = table.get_entity(table_key(state), "state")
     row["expiresAt"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     table.update_entity(row)
 
@@ -132,7 +132,7 @@ def test_sync_keeps_customer_mail_and_drops_the_rest(tenant: Tenant) -> None:
     upn = tenant.add_user("eve")
     tenant.add_company("Acme", ["acme.example"], contacts=["pat@freemail.example"])
     tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
-    customer = message("buyer@eu.acme.example", [upn], "Order 1")
+    customer = message("buyer@eu.acme.example", [upn], "Order 1", days_ago=2)
     contact = message("pat@freemail.example", [upn], "From my phone")
     internal = message(f"boss@{tenant.domain}", [upn], "Team lunch")
     private = message("lawyer@law.example", [upn], "Your case")
