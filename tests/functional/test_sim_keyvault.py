@@ -1,4 +1,4 @@
-"""Functional tests of the simulator's Key Vault, driven with the real azure-keyvault-secrets SDK."""
+"""Functional tests of the simulator's Key Vault, driven with the real azure-keyvault-secrets."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def client(sim, tls):
 
 
 def test_secret_client_lifecycle_with_soft_delete(sim, client):
-    """Set, get, versions, delete, conflicting set, purge and set again all behave like Key Vault."""
+    """Set, get, versions, delete, conflicting set, purge and set again behave like Key Vault."""
     # GIVEN a secret with two versions
     first = client.set_secret("token-cache-abc", "v1")
     second = client.set_secret("token-cache-abc", "v2")
