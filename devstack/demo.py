@@ -66,7 +66,9 @@ def run_demo(
     admin = stack.token(
         tenant_id, str(uuid.uuid4()), roles=("Admin",), upn=f"admin@{TENANT_DOMAIN}"
     )
-    _setup_tenant(stack, admin, users, companies)
+    # Real corpora are often years old: sync all their history, not the default 360 days.
+    backfill = 360 if mail is None else 36_500
+    _setup_tenant(stack, admin, users, companies, backfill_days=backfill)
     for upn, name, oid in users:
         stack.sim.add_user(tenant_id, upn, display_name=name, oid=oid)
         callback = stack.connect_mail(stack.token(tenant_id, oid, upn=upn))
@@ -146,8 +148,14 @@ def _setup_tenant(
     admin: str,
     users: list[tuple[str, str, str]],
     companies: list[dict[str, Any]],
+    *,
+    backfill_days: int,
 ) -> None:
-    tenant = {"name": "Contoso (demo)", "ownDomains": [TENANT_DOMAIN], "backfillDays": 360}
+    tenant = {
+        "name": "Contoso (demo)",
+        "ownDomains": [TENANT_DOMAIN],
+        "backfillDays": backfill_days,
+    }
     stack.call("PUT", "admin/tenant", admin, json=tenant).raise_for_status()
     for upn, name, oid in users:
         body = {"upn": upn, "displayName": name, "roles": ["Member"]}
