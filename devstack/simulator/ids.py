@@ -11,7 +11,7 @@ import base64
 import secrets
 import uuid
 
-# Leading bytes that make the ids start like real ones ("AAMkA", "AAkALg", "AQMkA").
+# Leading bytes that make the ids start like real ones ("AAMkA", "AAkAL", "AQMkA").
 _REST_MESSAGE = b"\x00\x03\x24\x00"
 _IMMUTABLE_MESSAGE = b"\x00\x09\x00\x2e"
 _FOLDER = b"\x01\x03\x24\x00"
