@@ -228,7 +228,11 @@ class DirectoryService:
 
         created = sum(1 for row in planned if row.stored is None)
         result = ImportResult(created=created, updated=len(planned) - created)
-        extra = {"tenant_id": tenant_id, "companies_created": result.created, "companies_updated": result.updated}
+        extra = {
+            "tenant_id": tenant_id,
+            "companies_created": result.created,
+            "companies_updated": result.updated,
+        }
         logger.info("companies imported", extra=extra)
         return result
 
