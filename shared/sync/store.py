@@ -245,5 +245,7 @@ def _sort_time(message: Mapping[str, Any]) -> str:
 
 
 def _index_key(sort_time: str, key: str) -> str:
-    seconds = int(datetime.fromisoformat(sort_time).timestamp())
+    # Dates before 1970 (Exchange's 0001-01-01 placeholder) or past _NEVER would make the
+    # number longer than 10 digits or negative and break the lexical order, so clamp them.
+    seconds = min(max(int(datetime.fromisoformat(sort_time).timestamp()), 0), _NEVER)
     return f"{_NEVER - seconds:010d}|{key}"

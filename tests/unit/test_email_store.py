@@ -1,0 +1,328 @@
+"""Unit tests for shared.sync.store with in-memory tables and blobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.adapters.tablelimits import MAX_STRING_BYTES, key_is_valid, string_fits
+from shared.matching.addresses import Address, parse_address
+from shared.sync.connections import connection_key
+from shared.sync.store import EMAILS, HOLDERS, INDEX, ITEMS, EmailStore, email_key
+from tests.unit.fakes import FakeBlobs, FakeTables
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+OTHER_TENANT = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+ALICE, BOB = "user-alice", "user-bob"
+ALICE_CONNECTION = connection_key(TENANT, ALICE, "mail")
+BOB_CONNECTION = connection_key(TENANT, BOB, "mail")
+
+
+def _recipient(address: str, name: str = "") -> dict[str, Any]:
+    return {"emailAddress": {"name": name, "address": address}}
+
+
+def _message(item_id: str = "AAMkAD-1", **fields: Any) -> dict[str, Any]:
+    """A kept Graph message with customer participants; fields override the defaults."""
+    message: dict[str, Any] = {
+        "id": item_id,
+        "internetMessageId": "<CAF/ab#1?x@mail.customer.example>",
+        "conversationId": "conv-1",
+        "subject": "Renewal",
+        "bodyPreview": "Hello",
+        "body": {"contentType": "html", "content": "<p>Hello</p>"},
+        "from": _recipient("jane@customer.example", "Jane"),
+        "toRecipients": [_recipient("alice@vendor.example", "Alice")],
+        "sentDateTime": "2024-05-01T10:00:00Z",
+        "receivedDateTime": "2024-05-01T10:00:05Z",
+        "parentFolderId": "inbox-id",
+        "hasAttachments": False,
+    }
+    message.update(fields)
+    return message
+
+
+def _participants(*values: str) -> list[Address]:
+    parsed = [parse_address(value) for value in values]
+    return [address for address in parsed if address is not None]
+
+
+@pytest.fixture
+def tables() -> FakeTables:
+    return FakeTables()
+
+
+@pytest.fixture
+def blobs() -> FakeBlobs:
+    return FakeBlobs()
+
+
+@pytest.fixture
+def store(tables: FakeTables, blobs: FakeBlobs) -> EmailStore:
+    return EmailStore(tables, blobs)  # type: ignore[arg-type]
+
+
+def _save(
+    store: EmailStore,
+    message: dict[str, Any],
+    *,
+    user: str = ALICE,
+    connection: str = ALICE_CONNECTION,
+    companies: frozenset[str] = frozenset({"acme"}),
+) -> bool:
+    return store.save(
+        tenant_id=TENANT,
+        user_id=user,
+        connection=connection,
+        message=message,
+        participants=_participants("jane@customer.example", "alice@vendor.example"),
+        company_ids=companies,
+    )
+
+
+def test_email_key_same_message_id_in_tenant_gives_same_key():
+    """Copies of one message in two mailboxes of a tenant share a key, whitespace ignored."""
+    # GIVEN one Message-ID as seen in two mailboxes, once with surrounding whitespace
+    message_id = "<abc@customer.example>"
+
+    # WHEN keys are computed for both copies
+    first = email_key(TENANT, message_id, ALICE_CONNECTION, "item-a")
+    second = email_key(TENANT, f"  {message_id}\r\n", BOB_CONNECTION, "item-b")
+
+    # THEN they are equal and make a valid hex row key
+    assert first == second
+    assert len(first) == 64
+    assert key_is_valid(first)
+
+
+def test_email_key_other_tenant_gives_other_key():
+    """The same Message-ID in another tenant is another email."""
+    # GIVEN one Message-ID in two tenants
+
+    # WHEN keys are computed
+    ours = email_key(TENANT, "<abc@customer.example>", ALICE_CONNECTION, "item-a")
+    theirs = email_key(OTHER_TENANT, "<abc@customer.example>", ALICE_CONNECTION, "item-a")
+
+    # THEN they differ
+    assert ours != theirs
+
+
+@pytest.mark.parametrize("missing", [None, "", "   "])
+def test_email_key_without_message_id_is_per_connection(missing):
+    """Without a Message-ID the key is per connection and item, never shared across users."""
+    # GIVEN a message without a usable Message-ID, with the same item id in two connections
+
+    # WHEN keys are computed for each connection, and again for the first
+    alice = email_key(TENANT, missing, ALICE_CONNECTION, "item-1")
+    bob = email_key(TENANT, missing, BOB_CONNECTION, "item-1")
+    again = email_key(TENANT, missing, ALICE_CONNECTION, "item-1")
+
+    # THEN the connections get different keys and the key is stable
+    assert alice != bob
+    assert alice == again
+    assert alice != email_key(TENANT, missing, ALICE_CONNECTION, "item-2")
+
+
+def test_save_small_message_is_stored_inline(store, tables, blobs):
+    """A message that fits is stored in its row, readable back without blobs."""
+    # GIVEN a small message
+    message = _message()
+
+    # WHEN it is saved and read back
+    created = _save(store, message)
+    key = email_key(TENANT, message["internetMessageId"], ALICE_CONNECTION, message["id"])
+    stored = store.get_email(TENANT, key)
+
+    # THEN it is new, inline, and every key written is valid
+    assert created is True
+    assert blobs.blobs == {}
+    assert stored is not None
+    assert stored["body"] == "<p>Hello</p>"
+    assert stored["bodyType"] == "html"
+    assert json.loads(stored["companyIds"]) == ["acme"]
+    for table in (EMAILS, HOLDERS, ITEMS, INDEX):
+        for row in tables.rows(table):
+            assert key_is_valid(row["PartitionKey"])
+            assert key_is_valid(row["RowKey"])
+
+
+def test_save_large_body_moves_to_blob_and_reads_back_whole(store, tables, blobs):
+    """A 200,000-character body goes to a blob and get_email returns it whole (BR-12)."""
+    # GIVEN a message whose body is far over the property limit
+    body = "<p>" + "x" * 199_993 + "</p>"
+    message = _message(body={"contentType": "html", "content": body})
+
+    # WHEN it is saved and read back
+    _save(store, message)
+    key = email_key(TENANT, message["internetMessageId"], ALICE_CONNECTION, message["id"])
+    row = tables.rows(EMAILS)[0]
+    stored = store.get_email(TENANT, key)
+
+    # THEN the row names a blob instead of the body, and the body comes back whole
+    assert "body" not in row
+    assert row["bodyBlob"] in blobs.blobs
+    assert blobs.blobs[row["bodyBlob"]][1] == "text/html"
+    assert stored is not None
+    assert len(stored["body"]) == 200_000
+    assert stored["body"] == body
+    assert "bodyBlob" not in stored
+
+
+def test_save_body_at_limit_stays_inline(store, tables, blobs):
+    """A 32,000-character body fits and is stored verbatim in the row (BR-12 a)."""
+    # GIVEN a body of exactly the property limit in UTF-16 bytes
+    body = "a" * (MAX_STRING_BYTES // 2)
+    message = _message(body={"contentType": "text", "content": body})
+
+    # WHEN it is saved
+    _save(store, message)
+
+    # THEN it stayed in the row
+    assert tables.rows(EMAILS)[0]["body"] == body
+    assert blobs.blobs == {}
+
+
+def test_save_many_recipients_with_long_names_still_stores(store, tables, blobs):
+    """500 recipients with long non-ASCII names are stored, the list moved to a blob."""
+    # GIVEN a message to 500 recipients with 200-character display names
+    recipients = [
+        _recipient(f"person{i}@customer.example", f"Ünïcødé Person {i} " + "n" * 180)
+        for i in range(500)
+    ]
+    message = _message(toRecipients=recipients)
+
+    # WHEN it is saved and read back
+    _save(store, message)
+    key = email_key(TENANT, message["internetMessageId"], ALICE_CONNECTION, message["id"])
+    row = tables.rows(EMAILS)[0]
+    stored = store.get_email(TENANT, key)
+
+    # THEN the row fits, the recipients sit in a blob, and all 500 come back
+    assert "recipientsBlob" in row
+    assert all(string_fits(v) for v in row.values() if isinstance(v, str))
+    assert stored is not None
+    to = json.loads(stored["recipients"])["to"]
+    assert len(to) == 500
+    assert to[499]["name"].startswith("Ünïcødé Person 499")
+
+
+def test_save_same_message_from_two_users_keeps_one_email(store, tables):
+    """Two holders of one message give one email row, two holder rows, one index row each."""
+    # GIVEN the same message in Alice's and Bob's mailboxes, under different item ids
+    alice_copy = _message("alice-item")
+    bob_copy = _message("bob-item", parentFolderId="bob-inbox")
+
+    # WHEN both are saved, Bob's copy matching one more company
+    first = _save(store, alice_copy, companies=frozenset({"acme"}))
+    second = _save(
+        store,
+        bob_copy,
+        user=BOB,
+        connection=BOB_CONNECTION,
+        companies=frozenset({"acme", "globex"}),
+    )
+
+    # THEN there is one email, two holders, one index row per company
+    assert (first, second) == (True, False)
+    emails = tables.rows(EMAILS)
+    assert len(emails) == 1
+    assert json.loads(emails[0]["companyIds"]) == ["acme", "globex"]
+    holders = store.holders(TENANT, emails[0]["RowKey"])
+    assert sorted((h["userId"], h["itemId"]) for h in holders) == [
+        (ALICE, "alice-item"),
+        (BOB, "bob-item"),
+    ]
+    index = tables.rows(INDEX)
+    assert sorted(row["PartitionKey"] for row in index) == [f"{TENANT}|acme", f"{TENANT}|globex"]
+    assert {row["emailKey"] for row in index} == {emails[0]["RowKey"]}
+    assert len(tables.rows(ITEMS)) == 2
+
+
+def test_save_again_by_same_user_is_idempotent(store, tables):
+    """Saving a message its holder already has changes no row counts."""
+    # GIVEN a saved message
+    _save(store, _message())
+    counts = {t: len(tables.rows(t)) for t in (EMAILS, HOLDERS, ITEMS, INDEX)}
+
+    # WHEN it is saved again
+    created = _save(store, _message())
+
+    # THEN it is not new and nothing was added
+    assert created is False
+    assert {t: len(tables.rows(t)) for t in (EMAILS, HOLDERS, ITEMS, INDEX)} == counts
+
+
+def test_company_index_lists_newest_first(store):
+    """A company's emails page newest first, whatever order they were saved in."""
+    # GIVEN messages sent at various times, saved out of order, around digit-count boundaries
+    sent = [
+        "2001-09-09T01:46:40Z",
+        "2024-05-01T10:00:00Z",
+        "1999-12-31T23:59:59Z",
+        "2001-09-09T01:46:39Z",
+        "2024-05-01T11:30:00+02:00",
+    ]
+    for number, stamp in enumerate(sent):
+        _save(
+            store,
+            _message(f"item-{number}", internetMessageId=f"<m{number}@x>", sentDateTime=stamp),
+        )
+
+    # WHEN the company's first page is read
+    rows, token = store.company_page(TENANT, "acme", size=10, token=None)
+
+    # THEN the rows come newest first
+    assert token is None
+    assert [row["sentDateTime"] for row in rows] == [
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T11:30:00+02:00",
+        "2001-09-09T01:46:40Z",
+        "2001-09-09T01:46:39Z",
+        "1999-12-31T23:59:59Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00Z", "1601-01-01T00:00:00Z", "1969-12-31T23:59:59Z"]
+)
+def test_company_index_places_pre_1970_dates_last(store, stamp):
+    """A message with a placeholder or pre-1970 date sorts after every real one."""
+    # GIVEN a recent message and one with a date before 1970
+    _save(store, _message("recent", internetMessageId="<recent@x>"))
+    _save(store, _message("old", internetMessageId="<old@x>", sentDateTime=stamp))
+
+    # WHEN the company's first page is read
+    rows, _ = store.company_page(TENANT, "acme", size=10, token=None)
+
+    # THEN the old one is last
+    assert [row["sentDateTime"] for row in rows] == ["2024-05-01T10:00:00Z", stamp]
+
+
+def test_company_index_places_far_future_dates_first(store):
+    """A message dated beyond the key's range still sorts as the newest, not among the old."""
+    # GIVEN a recent message and one dated in the year 9999
+    _save(store, _message("recent", internetMessageId="<recent@x>"))
+    _save(
+        store,
+        _message("future", internetMessageId="<future@x>", sentDateTime="9999-12-31T00:00:00Z"),
+    )
+
+    # WHEN the company's first page is read
+    rows, _ = store.company_page(TENANT, "acme", size=10, token=None)
+
+    # THEN the future one is first
+    assert rows[0]["sentDateTime"] == "9999-12-31T00:00:00Z"
+
+
+def test_get_email_rejects_malformed_key(store):
+    """A key that is not 64 lower-case hex digits finds nothing, without a table read."""
+    # GIVEN a saved message
+    _save(store, _message())
+
+    # WHEN malformed keys are looked up
+    found = [store.get_email(TENANT, key) for key in ("", "../x", "A" * 64, "0" * 63)]
+
+    # THEN none is found
+    assert found == [None, None, None, None]
