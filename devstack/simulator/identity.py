@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from werkzeug.utils import redirect
 
 from devstack.simulator import ids, pages
+from devstack.simulator.directory import SimApp
 from devstack.simulator.entra import MULTI_TENANT, describe, split_scopes, tenant_is_valid
 from devstack.simulator.grants import AuthCode, AuthorizeRequest
 from devstack.simulator.web import json_response
@@ -111,8 +112,8 @@ def _protocol_error(args: MultiDict[str, str]) -> tuple[str, int] | None:
     return None
 
 
-def authorize(call: Call) -> Response:
-    """Serve ``GET /{tenant}/oauth2/v2.0/authorize``: validate, then show the consent page."""
+def _registered_client(call: Call) -> SimApp | Response:
+    """Return the app, or the error page Entra shows when it cannot trust the redirect URI."""
     args = call.request.args
     with call.state.lock:
         app = call.state.directory.find_app(args.get("client_id", ""))
@@ -120,34 +121,49 @@ def authorize(call: Call) -> Response:
         return pages.error_page(describe(90002))
     if app is None:
         return pages.error_page(describe(700016))
-    redirect_uri = args.get("redirect_uri", "")
-    if redirect_uri not in app.redirect_uris:
+    if args.get("redirect_uri", "") not in app.redirect_uris:
         return pages.error_page(describe(50011))
+    return app
 
-    mode = args.get("response_mode", "query")
+
+def _rejection(args: MultiDict[str, str]) -> Response | None:
+    """Return the redirect carrying a protocol error back to the app, or None when valid."""
     problem = _protocol_error(args)
     try:
-        graph_scopes, reserved = split_scopes(args.get("scope", ""))
+        split_scopes(args.get("scope", ""))
     except ValueError:
         problem = problem or ("invalid_scope", 70000)
-    if problem is not None:
-        error, code = problem
-        safe_mode = mode if mode in RESPONSE_MODES else "query"
-        params = {"error": error, "error_description": describe(code), "state": args.get("state")}
-        return reply(redirect_uri, safe_mode, params)
+    if problem is None:
+        return None
+    error, code = problem
+    mode = args.get("response_mode", "query")
+    params = {"error": error, "error_description": describe(code), "state": args.get("state")}
+    return reply(args["redirect_uri"], mode if mode in RESPONSE_MODES else "query", params)
 
+
+def authorize(call: Call) -> Response:
+    """Serve ``GET /{tenant}/oauth2/v2.0/authorize``: validate, then show the consent page."""
+    app = _registered_client(call)
+    if not isinstance(app, SimApp):
+        return app
+    args = call.request.args
+    rejection = _rejection(args)
+    if rejection is not None:
+        return rejection
     user, failure = _find_hint(call, args)
     if failure is not None:
         return failure
+
+    graph_scopes, reserved = split_scopes(args["scope"])
     request = AuthorizeRequest(
         txn=ids.opaque_token(),
         client_id=app.client_id,
-        redirect_uri=redirect_uri,
+        redirect_uri=args["redirect_uri"],
         scopes=graph_scopes + reserved,
         state=args.get("state"),
         nonce=args.get("nonce"),
         code_challenge=args["code_challenge"],
-        response_mode=mode,
+        response_mode=args.get("response_mode", "query"),
         user_oid=user.oid if user else None,
         created=call.state.clock.now(),
     )
@@ -166,6 +182,22 @@ def _decision_user(call: Call, request: AuthorizeRequest) -> SimUser | None:
     if user is not None and tenant not in MULTI_TENANT and user.tenant_id != tenant:
         return None
     return user
+
+
+def _issue_code(call: Call, request: AuthorizeRequest, user: SimUser, now: float) -> str:
+    """Store a code for the accepted request; a new consent also lifts earlier revocations."""
+    code = AuthCode(
+        client_id=request.client_id,
+        redirect_uri=request.redirect_uri,
+        scopes=request.scopes,
+        nonce=request.nonce,
+        code_challenge=request.code_challenge,
+        user_oid=user.oid,
+        issued=now,
+    )
+    with call.state.lock:
+        call.state.grants.restore(user.oid)
+        return call.state.grants.new_code(code)
 
 
 def decision(call: Call) -> Response:
@@ -187,18 +219,7 @@ def decision(call: Call) -> Response:
     user = _decision_user(call, request)
     if user is None:
         return pages.error_page(describe(50034))
-    code = AuthCode(
-        client_id=request.client_id,
-        redirect_uri=request.redirect_uri,
-        scopes=request.scopes,
-        nonce=request.nonce,
-        code_challenge=request.code_challenge,
-        user_oid=user.oid,
-        issued=now,
-    )
-    with call.state.lock:
-        text = call.state.grants.new_code(code)
-        call.state.grants.restore(user.oid)
+    text = _issue_code(call, request, user, now)
     call.user = user
     return reply(
         request.redirect_uri, request.response_mode, {"code": text, "state": request.state}

@@ -140,19 +140,42 @@ def _redeem_refresh(call: Call, app: SimApp) -> Response:
     return _user_tokens(call, app, user, (wanted or granted) + reserved, None)
 
 
+def _user_extras(
+    call: Call, app: SimApp, user: SimUser, scopes: tuple[str, ...], nonce: str | None
+) -> dict[str, str]:
+    """Return the refresh token, id_token and client_info the request's scopes call for."""
+    state = call.state
+    now = state.clock.now()
+    extras: dict[str, str] = {}
+    if "offline_access" in scopes:
+        grant = RefreshGrant(app.client_id, user.oid, scopes, now)
+        with state.lock:
+            extras["refresh_token"] = state.grants.new_refresh_token(grant)
+    if "openid" in scopes:
+        id_claims = tokens.id_token_claims(
+            issuer=state.issuer(user.tenant_id),
+            user=user,
+            client_id=app.client_id,
+            nonce=nonce,
+            now=now,
+        )
+        extras["id_token"] = state.key.sign(id_claims)
+    if call.request.form.get("client_info") == "1":
+        extras["client_info"] = tokens.client_info(user)
+    return extras
+
+
 def _user_tokens(
     call: Call, app: SimApp, user: SimUser, scopes: tuple[str, ...], nonce: str | None
 ) -> Response:
     state = call.state
-    now = state.clock.now()
-    issuer = state.issuer(user.tenant_id)
     graph_scopes = [s for s in scopes if s not in RESERVED_SCOPES]
     claims = tokens.user_access_claims(
-        issuer=issuer,
+        issuer=state.issuer(user.tenant_id),
         user=user,
         client_id=app.client_id,
         scopes=graph_scopes,
-        now=now,
+        now=state.clock.now(),
         expires_in=ACCESS_TOKEN_LIFETIME_S,
     )
     body: dict[str, Any] = {
@@ -162,17 +185,7 @@ def _user_tokens(
         "ext_expires_in": ACCESS_TOKEN_LIFETIME_S,
         "access_token": state.key.sign(claims),
     }
-    if "offline_access" in scopes:
-        grant = RefreshGrant(app.client_id, user.oid, scopes, now)
-        with state.lock:
-            body["refresh_token"] = state.grants.new_refresh_token(grant)
-    if "openid" in scopes:
-        id_claims = tokens.id_token_claims(
-            issuer=issuer, user=user, client_id=app.client_id, nonce=nonce, now=now
-        )
-        body["id_token"] = state.key.sign(id_claims)
-    if call.request.form.get("client_info") == "1":
-        body["client_info"] = tokens.client_info(user)
+    body.update(_user_extras(call, app, user, scopes, nonce))
     call.user = user
     return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

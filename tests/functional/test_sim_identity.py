@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -63,6 +64,12 @@ def _msal_app(sim, client_id, ca):
         instance_discovery=False,
         verify=ca,
     )
+
+
+def _expire_cached_access_tokens(app):
+    kind = msal.TokenCache.CredentialType.ACCESS_TOKEN
+    for entry in list(app.token_cache.search(kind)):
+        app.token_cache.modify(kind, entry, {"expires_on": str(int(time.time()) - 60)})
 
 
 def _query(location):
@@ -126,10 +133,11 @@ def test_auth_code_flow_with_msal_rotates_refresh_token(sim, ca, tenant):
     assert claims["aud"] == "https://graph.microsoft.com"
     assert claims["scp"] == "Mail.ReadWrite"
 
-    # WHEN the access token has expired (simulated clock) and MSAL refreshes silently
+    # WHEN the access token has expired, for MSAL's cache and for the simulator's clock
+    _expire_cached_access_tokens(app)
     sim.advance_time(3700)
     account = app.get_accounts(username=user.upn)[0]
-    refreshed = app.acquire_token_silent_with_error(["Mail.ReadWrite"], account, force_refresh=True)
+    refreshed = app.acquire_token_silent_with_error(["Mail.ReadWrite"], account)
 
     # THEN a new access token and a new refresh token come back; the old RT still works
     assert refreshed is not None
