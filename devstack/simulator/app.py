@@ -72,8 +72,11 @@ def _dispatch(service: Service, call: Call) -> Response:
         return _fault_response(fault)
     try:
         return service.handlers[str(endpoint)](call)
-    except Exception:
-        logger.exception("simulator handler failed", extra={"request_id": call.request_id})
+    except Exception as exc:
+        # Only the type above DEBUG: exception texts can name users; the traceback is for debugging.
+        failure = {"request_id": call.request_id, "error_type": type(exc).__name__}
+        logger.warning("simulator handler failed", extra=failure)
+        logger.debug("simulator handler traceback", exc_info=True, extra=failure)
         return service.error(call, 500, "InternalServerError", "The simulator failed.")
 
 
