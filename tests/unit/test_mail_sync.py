@@ -1,0 +1,516 @@
+"""Unit tests for shared.sync.mail with hand-written fakes for every collaborator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.adapters.graph import DeltaPage
+from shared.adapters.queues import MAIL_SYNC_QUEUE
+from shared.adapters.tablelimits import table_key
+from shared.errors import (
+    ConflictError,
+    DeltaCursorExpiredError,
+    InvalidJobError,
+    ReauthRequiredError,
+    ThrottledError,
+    TransientError,
+)
+from shared.matching.companies import DROP_INTERNAL, CompanyMatchData
+from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, REVOKED, Connection, Folder
+from shared.sync.mail import CURSORS, DROP_DRAFT, MailJob, MailSyncService
+from tests.unit.fakes import FakeQueue, FakeTables, SentJob
+
+TENANT, USER = "tenant-1", "user-1"
+JOB = {"kind": MAIL, "tenant": TENANT, "user": USER}
+INBOX = Folder("inbox-id", "Inbox")
+SENT = Folder("sent-id", "Sent Items")
+BACKFILL_DAYS = 30
+
+
+def _connection(state: str = ACTIVE, folders: tuple[Folder, ...] = (INBOX,)) -> Connection:
+    return Connection(
+        tenant_id=TENANT,
+        user_id=USER,
+        kind=MAIL,
+        state=state,
+        upn="alice@vendor.example",
+        folders=folders,
+        home_account_id="home-1",
+        scopes=("Mail.Read",),
+    )
+
+
+def _mail(item_id: str, sender: str = "jane@customer.example", **fields: Any) -> dict[str, Any]:
+    """A Graph message from ``sender`` to Alice."""
+    return {
+        "id": item_id,
+        "internetMessageId": f"<{item_id}@mail.example>",
+        "from": {"emailAddress": {"name": "", "address": sender}},
+        "toRecipients": [{"emailAddress": {"name": "Alice", "address": "alice@vendor.example"}}],
+        "sentDateTime": "2024-05-01T10:00:00Z",
+        **fields,
+    }
+
+
+def _cursor_key() -> tuple[str, str]:
+    return _connection().key, table_key(INBOX.folder_id)
+
+
+@dataclass
+class FakeConnections:
+    """ConnectionStore stand-in: one stored connection and a scripted token outcome."""
+
+    connection: Connection | None
+    token_error: Exception | None = None
+    errors: list[tuple[str, str | None]] = field(default_factory=list)
+    rounds: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def get(self, tenant_id: str, user_id: str, kind: str = MAIL) -> Connection | None:
+        found = self.connection
+        if found and (found.tenant_id, found.user_id, found.kind) == (tenant_id, user_id, kind):
+            return found
+        return None
+
+    def access_token(self, connection: Connection) -> str:
+        if self.token_error is not None:
+            raise self.token_error
+        return "token-1"
+
+    def record_error(self, connection: Connection, code: str, *, state: str | None = None) -> None:
+        self.errors.append((code, state))
+
+    def record_round(self, connection: Connection, stats: Mapping[str, Any]) -> None:
+        self.rounds.append(stats)
+
+
+@dataclass(frozen=True)
+class DeltaCall:
+    """One delta round the service asked for."""
+
+    folder_id: str
+    resume_url: str | None
+    since: datetime | None
+
+
+@dataclass
+class FakeGraph:
+    """GraphMailClient stand-in: per folder, links lead to pages or errors.
+
+    ``links[(folder_id, url)]`` answers a request for ``url``; the first round of a folder
+    asks for ``url=None``.
+    """
+
+    links: dict[tuple[str, str | None], DeltaPage | Exception] = field(default_factory=dict)
+    calls: list[DeltaCall] = field(default_factory=list)
+
+    def chain(self, folder_id: str, start: str | None, pages: list[list[dict[str, Any]]]) -> None:
+        """Script a round from ``start``: pages joined by next links ending with a delta link."""
+        url = start
+        for number, items in enumerate(pages, start=1):
+            last = number == len(pages)
+            following = None if last else f"{folder_id}-from-{start}-next-{number}"
+            delta = f"{folder_id}-from-{start}-delta" if last else None
+            self.links[(folder_id, url)] = DeltaPage(items, following, delta)
+            url = following
+
+    def delta_pages(
+        self, token: str, folder_id: str, *, resume_url: str | None, since: datetime | None
+    ) -> Iterator[DeltaPage]:
+        self.calls.append(DeltaCall(folder_id, resume_url, since))
+        url = resume_url
+        while True:
+            answer = self.links[(folder_id, url)]
+            if isinstance(answer, Exception):
+                raise answer
+            yield answer
+            if answer.next_link is None:
+                return
+            url = answer.next_link
+
+
+@dataclass(frozen=True)
+class FakeTenant:
+    own_domains: tuple[str, ...]
+    backfill_days: int
+
+
+@dataclass
+class FakeDirectory:
+    """DirectoryService stand-in: one tenant with one customer company."""
+
+    def get_tenant(self, tenant_id: str) -> FakeTenant | None:
+        return FakeTenant(("vendor.example",), BACKFILL_DAYS) if tenant_id == TENANT else None
+
+    def company_match_data(self, tenant_id: str) -> list[CompanyMatchData]:
+        return [CompanyMatchData("acme", domains=("customer.example",))]
+
+
+@dataclass
+class FakeEmails:
+    """EmailStore stand-in: records saved item ids; fails on the ids listed in ``fail_on``."""
+
+    saved: list[str] = field(default_factory=list)
+    fail_on: set[str] = field(default_factory=set)
+
+    def save(self, *, message: Mapping[str, Any], company_ids: frozenset[str], **_: Any) -> bool:
+        item_id = str(message["id"])
+        if item_id in self.fail_on:
+            msg = "writing emails failed"
+            raise TransientError(msg)
+        assert company_ids == {"acme"}
+        self.saved.append(item_id)
+        return True
+
+
+@dataclass
+class World:
+    """The service under test and every fake around it."""
+
+    connections: FakeConnections
+    graph: FakeGraph
+    emails: FakeEmails
+    queue: FakeQueue
+    tables: FakeTables
+    service: MailSyncService
+
+    def cursor(self) -> dict[str, Any] | None:
+        return self.tables.get(CURSORS, *_cursor_key())
+
+    def store_cursor(self, *, next_link: str = "", delta_link: str = "") -> None:
+        partition, row = _cursor_key()
+        entity = {"PartitionKey": partition, "RowKey": row}
+        self.tables.upsert(CURSORS, {**entity, "nextLink": next_link, "deltaLink": delta_link})
+
+
+def _world(connection: Connection | None = None, *, page_budget: int = 200) -> World:
+    connections = FakeConnections(connection or _connection())
+    graph, emails, queue, tables = FakeGraph(), FakeEmails(), FakeQueue(), FakeTables()
+    service = MailSyncService(
+        connections=connections,  # type: ignore[arg-type]
+        graph=graph,  # type: ignore[arg-type]
+        directory=FakeDirectory(),  # type: ignore[arg-type]
+        emails=emails,  # type: ignore[arg-type]
+        queue=queue,  # type: ignore[arg-type]
+        tables=tables,  # type: ignore[arg-type]
+        page_budget=page_budget,
+    )
+    return World(connections, graph, emails, queue, tables, service)
+
+
+def test_run_first_round_stores_pages_and_records_round():
+    """A first round reads the backfill window, stores each page and records the round."""
+    # GIVEN a folder with two pages of customer mail
+    world = _world()
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1"), _mail("m2")], [_mail("m3")]])
+    started = datetime.now(UTC)
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN every message is stored, the window is the tenant's, and the round is recorded
+    assert world.emails.saved == ["m1", "m2", "m3"]
+    (call,) = world.graph.calls
+    assert call.resume_url is None
+    assert call.since is not None
+    expected_since = started - timedelta(days=BACKFILL_DAYS)
+    assert abs(call.since - expected_since) < timedelta(minutes=1)
+    assert stats is not None
+    assert (stats.pages, stats.kept, stats.stored_new, stats.complete) == (2, 3, 3, True)
+    assert world.connections.rounds == [stats.as_record()]
+    cursor = world.cursor()
+    assert cursor is not None
+    assert (cursor["nextLink"], cursor["deltaLink"]) == ("", "inbox-id-from-None-delta")
+    assert world.queue.sent == []
+
+
+def test_run_saves_cursor_only_after_page_is_stored():
+    """When storing page 2 fails, the cursor still holds page 1's nextLink."""
+    # GIVEN three pages, and a store that fails on an item of page 2
+    world = _world()
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")], [_mail("m2"), _mail("m3")], []])
+    world.emails.fail_on = {"m3"}
+
+    # WHEN the job runs
+    with pytest.raises(TransientError):
+        world.service.run(JOB)
+
+    # THEN the cursor points at page 2, so a retry re-reads it; no round was recorded
+    cursor = world.cursor()
+    assert cursor is not None
+    assert cursor["nextLink"] == "inbox-id-from-None-next-1"
+    assert world.emails.saved == ["m1", "m2"]
+    assert world.connections.rounds == []
+
+
+def test_run_store_failure_on_first_page_leaves_no_cursor():
+    """When storing the first page fails, no cursor is written at all."""
+    # GIVEN a first page whose item cannot be stored
+    world = _world()
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")], [_mail("m2")]])
+    world.emails.fail_on = {"m1"}
+
+    # WHEN the job runs
+    with pytest.raises(TransientError):
+        world.service.run(JOB)
+
+    # THEN there is no cursor, so a retry starts the round again
+    assert world.cursor() is None
+
+
+def test_run_resumes_from_stored_next_link():
+    """An interrupted round continues from its stored nextLink, not from the deltaLink."""
+    # GIVEN a cursor with a nextLink left by an interrupted round
+    world = _world()
+    world.store_cursor(next_link="stored-next", delta_link="older-delta")
+    world.graph.chain(INBOX.folder_id, "stored-next", [[_mail("m5")], [_mail("m6")]])
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN Graph was asked for the stored link and the round ends on its new deltaLink
+    assert [c.resume_url for c in world.graph.calls] == ["stored-next"]
+    assert world.emails.saved == ["m5", "m6"]
+    cursor = world.cursor()
+    assert cursor is not None
+    assert (cursor["nextLink"], cursor["deltaLink"]) == ("", "inbox-id-from-stored-next-delta")
+
+
+def test_run_follows_stored_delta_link_for_next_round():
+    """A finished round's deltaLink starts the next round."""
+    # GIVEN a cursor holding only a deltaLink
+    world = _world()
+    world.store_cursor(delta_link="last-delta")
+    world.graph.chain(INBOX.folder_id, "last-delta", [[_mail("m7")]])
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN the round started from the deltaLink
+    assert [c.resume_url for c in world.graph.calls] == ["last-delta"]
+    assert world.emails.saved == ["m7"]
+
+
+def test_run_page_budget_exhausted_requeues_without_recording_round():
+    """A job that reads its page budget re-queues itself and records no finished round."""
+    # GIVEN a budget of two pages and a folder of four
+    world = _world(page_budget=2)
+    world.graph.chain(INBOX.folder_id, None, [[_mail(f"m{i}")] for i in range(4)])
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN two pages were stored, the job is queued again at once, the cursor holds page 3
+    assert world.emails.saved == ["m0", "m1"]
+    assert stats is not None
+    assert stats.complete is False
+    assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, JOB, 0)]
+    assert world.connections.rounds == []
+    cursor = world.cursor()
+    assert cursor is not None
+    assert cursor["nextLink"] == "inbox-id-from-None-next-2"
+
+
+def test_run_budget_reached_on_last_page_completes():
+    """Reaching the budget on the page that carries the deltaLink still completes the round."""
+    # GIVEN a budget of two pages and a folder of exactly two
+    world = _world(page_budget=2)
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")], [_mail("m2")]])
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN the round is recorded and nothing re-queued
+    assert stats is not None
+    assert stats.complete is True
+    assert world.queue.sent == []
+    assert len(world.connections.rounds) == 1
+
+
+def test_run_expired_cursor_resets_and_rereads_folder_once():
+    """An expired stored link deletes the cursor and the folder is read again from scratch."""
+    # GIVEN a stored link Graph no longer knows, and a fresh round that works
+    world = _world()
+    world.store_cursor(next_link="stale-next", delta_link="stale-delta")
+    world.graph.links[(INBOX.folder_id, "stale-next")] = DeltaCursorExpiredError("410")
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")]])
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN the second read started fresh with the window, and the new cursor replaced the old
+    assert [c.resume_url for c in world.graph.calls] == ["stale-next", None]
+    assert world.graph.calls[1].since is not None
+    assert world.emails.saved == ["m1"]
+    assert stats is not None
+    assert stats.complete is True
+    cursor = world.cursor()
+    assert cursor is not None
+    assert (cursor["nextLink"], cursor["deltaLink"]) == ("", "inbox-id-from-None-delta")
+
+
+def test_run_cursor_expiring_twice_raises_transient():
+    """A folder whose cursor expires again after the reset fails the job for a later retry."""
+    # GIVEN a stored link and a fresh round that both expire
+    world = _world()
+    world.store_cursor(next_link="stale-next")
+    world.graph.links[(INBOX.folder_id, "stale-next")] = DeltaCursorExpiredError("410")
+    world.graph.links[(INBOX.folder_id, None)] = DeltaCursorExpiredError("410")
+
+    # WHEN the job runs THEN it raises TransientError after exactly two reads
+    with pytest.raises(TransientError):
+        world.service.run(JOB)
+
+    assert [c.resume_url for c in world.graph.calls] == ["stale-next", None]
+    assert world.connections.rounds == []
+
+
+def test_run_throttled_requeues_with_delay_and_no_error():
+    """A long throttle re-queues the job after the wait and records no error."""
+    # GIVEN Graph asking for two minutes
+    world = _world()
+    world.graph.links[(INBOX.folder_id, None)] = ThrottledError("429", retry_after_s=120)
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN the same job is queued to become visible after the wait, and nothing else happens
+    assert result is None
+    assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, JOB, 121)]
+    assert world.connections.errors == []
+    assert world.connections.rounds == []
+
+
+def test_run_reauth_required_records_state_without_graph_call():
+    """A refused grant marks the connection reauth_required and calls no Graph API."""
+    # GIVEN a connection whose token refresh Microsoft refuses
+    world = _world()
+    world.connections.token_error = ReauthRequiredError("invalid_grant:70008", "expired")
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN the code and new state are recorded, and Graph was never asked
+    assert result is None
+    assert world.connections.errors == [("invalid_grant:70008", REAUTH_REQUIRED)]
+    assert world.graph.calls == []
+    assert world.queue.sent == []
+
+
+@pytest.mark.parametrize("state", [REAUTH_REQUIRED, REVOKED, None])
+def test_run_inactive_or_missing_connection_is_noop(state):
+    """A job for a connection that is not active, or gone, does nothing."""
+    # GIVEN a connection in another state, or none at all
+    world = _world()
+    world.connections.connection = None if state is None else _connection(state)
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN nothing was read, written or queued
+    assert result is None
+    assert world.graph.calls == []
+    assert world.connections.errors == world.connections.rounds == []
+    assert world.queue.sent == []
+    assert world.tables.tables == {}
+
+
+def test_run_drops_drafts_and_internal_mail_with_reasons():
+    """Drafts and internal-only mail are counted as dropped, with their reasons, not stored."""
+    # GIVEN a page with a customer draft, an internal mail, a kept mail and a removal
+    world = _world()
+    items = [
+        _mail("draft", isDraft=True),
+        _mail("internal", sender="bob@vendor.example"),
+        _mail("kept"),
+        {"id": "gone", "@removed": {"reason": "deleted"}},
+    ]
+    world.graph.chain(INBOX.folder_id, None, [items])
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN only the customer mail is stored, and the reasons are in the recorded round
+    assert world.emails.saved == ["kept"]
+    assert stats is not None
+    assert dict(stats.dropped) == {DROP_DRAFT: 1, DROP_INTERNAL: 1}
+    assert (stats.seen, stats.kept, stats.removed_seen) == (3, 1, 1)
+    assert world.connections.rounds[0]["dropped"] == {"draft": 1, "internal_only": 1}
+
+
+def test_run_walks_every_folder():
+    """Each chosen folder keeps its own cursor and all are read in one job."""
+    # GIVEN two folders with one page each
+    world = _world(_connection(folders=(INBOX, SENT)))
+    world.graph.chain(INBOX.folder_id, None, [[_mail("in-1")]])
+    world.graph.chain(SENT.folder_id, None, [[_mail("out-1")]])
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN both folders were read and each has its own cursor
+    assert [c.folder_id for c in world.graph.calls] == [INBOX.folder_id, SENT.folder_id]
+    assert world.emails.saved == ["in-1", "out-1"]
+    assert len(world.tables.rows(CURSORS)) == 2
+
+
+def test_run_cursor_moved_by_another_worker_raises_transient():
+    """A lost race on the cursor row stops the job with TransientError."""
+    # GIVEN a cursor write that another worker wins
+    world = _world()
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")]])
+
+    def lose_race(operation: str, table: str, _: object) -> None:
+        if table == CURSORS and operation in ("create", "update"):
+            raise ConflictError(table)
+
+    world.tables.fail = lose_race
+
+    # WHEN the job runs THEN it stops for a retry, with nothing recorded as finished
+    with pytest.raises(TransientError):
+        world.service.run(JOB)
+
+    assert world.connections.rounds == []
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {},
+        {"kind": "calendar", "tenant": TENANT, "user": USER},
+        {"tenant": TENANT, "user": USER},
+        {"kind": MAIL, "user": USER},
+        {"kind": MAIL, "tenant": TENANT},
+        {"kind": MAIL, "tenant": 7, "user": USER},
+        {"kind": MAIL, "tenant": TENANT, "user": None},
+    ],
+    ids=["empty", "other-kind", "no-kind", "no-tenant", "no-user", "int-tenant", "null-user"],
+)
+def test_mail_job_parse_rejects_bad_jobs(job):
+    """Jobs without kind mail and string tenant and user raise InvalidJobError."""
+    # GIVEN a job the producer never sends
+    world = _world()
+
+    # WHEN it is parsed, or run, THEN it is refused before anything is read
+    with pytest.raises(InvalidJobError):
+        MailJob.parse(job)
+    with pytest.raises(InvalidJobError):
+        world.service.run(job)
+
+    assert world.graph.calls == []
+
+
+def test_mail_job_round_trips_through_message():
+    """A parsed job gives back the message it was parsed from."""
+    # GIVEN a valid job message
+
+    # WHEN it is parsed and turned back into a message
+    job = MailJob.parse(JOB)
+
+    # THEN both match
+    assert (job.tenant_id, job.user_id) == (TENANT, USER)
+    assert job.as_message() == JOB
