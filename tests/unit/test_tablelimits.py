@@ -19,7 +19,7 @@ from shared.adapters.tablelimits import (
     table_key,
     utf16_size,
 )
-from shared.errors import ValidationError
+from shared.errors import StorageLimitError
 
 FORBIDDEN = "/\\#?"
 CONTROL = [chr(c) for c in range(0x20)] + [chr(c) for c in range(0x7F, 0xA0)]
@@ -252,7 +252,7 @@ def test_guard_entity_rejects_bad_key(key_name):
     entity = _entity(**{key_name: "a/b"})
 
     # WHEN it is guarded
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StorageLimitError) as caught:
         guard_entity("emails", entity)
 
     # THEN the error names the table and the key
@@ -265,7 +265,7 @@ def test_guard_entity_rejects_missing_key():
     entity = {"PartitionKey": "tenant", "x": 1}
 
     # WHEN it is guarded
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StorageLimitError) as caught:
         guard_entity("emails", entity)
 
     # THEN the error names the row key
@@ -280,7 +280,7 @@ def test_guard_entity_rejects_too_many_properties():
 
     # WHEN both are guarded
     guard_entity("emails", at_limit)
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StorageLimitError) as caught:
         guard_entity("emails", over)
 
     # THEN only the larger is refused, naming the table
@@ -299,7 +299,7 @@ def test_guard_entity_rejects_oversize_property(value):
     entity = _entity(body=value)
 
     # WHEN it is guarded
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StorageLimitError) as caught:
         guard_entity("emails", entity)
 
     # THEN the error names the table and the property
@@ -325,7 +325,7 @@ def test_guard_entity_rejects_oversize_entity():
     assert all(string_fits(value) for name, value in entity.items() if name.startswith("part"))
 
     # WHEN the entity is guarded
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StorageLimitError) as caught:
         guard_entity("emails", entity)
 
     # THEN it is refused for its total size, naming the table
