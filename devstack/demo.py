@@ -76,7 +76,7 @@ def run_demo(
     loaded = {upn: _load(stack, upn, mailboxes.get(upn, [])) for upn, _, _ in users}
     started = time.monotonic()
     stack.run_function("sync_fanout")
-    stack.wait_idle()
+    stack.wait_idle(queues=("sync-fanout", "mail-sync"))
     elapsed = time.monotonic() - started
     return _report(
         stack,

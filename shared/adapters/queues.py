@@ -9,6 +9,7 @@ are the one JSON form of a job on both sides.
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,12 @@ if TYPE_CHECKING:
 
     from azure.storage.queue import QueueClient
 
+logger = logging.getLogger(__name__)
+
 MAIL_SYNC_QUEUE = "mail-sync"
-QUEUES = (MAIL_SYNC_QUEUE, f"{MAIL_SYNC_QUEUE}-poison")
+MAIL_SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
+FANOUT_QUEUE = "sync-fanout"
+QUEUES = (MAIL_SYNC_QUEUE, MAIL_SYNC_POISON_QUEUE, FANOUT_QUEUE, f"{FANOUT_QUEUE}-poison")
 """Every queue the product produces to or triggers on; created on start-up."""
 
 MAX_MESSAGE_BYTES = 48 * 1024
@@ -91,12 +96,31 @@ class JobQueue:
             raise TransientError(msg) from error
 
     def send_many(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> int:
-        """Send many jobs concurrently; return how many were sent."""
+        """Send many jobs concurrently; return how many were sent.
+
+        Raises:
+            TransientError: when any job could not be sent (every other job was still tried).
+        """
+        failed = self.send_each(queue, jobs)
+        if failed:
+            msg = f"sending to queue {queue} failed for {len(failed)} of {len(jobs)} jobs"
+            raise TransientError(msg)
+        return len(jobs)
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Send every job concurrently, going on past failures; return the failed positions.
+
+        Raises:
+            InvalidJobError: before anything is sent, when a job would not fit in a message.
+        """
         texts = [encode_job(job) for job in jobs]
+        if not texts:
+            return []
         client = self._client(queue)
-        with ThreadPoolExecutor(max_workers=self._max_workers) as pool:
-            results = list(pool.map(lambda text: _send_text(client, queue, text), texts))
-        return len(results)
+        workers = min(self._max_workers, len(texts))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+            sent = list(pool.map(lambda text: _try_send(client, text), texts))
+        return [position for position, ok in enumerate(sent) if not ok]
 
     def approximate_length(self, queue: str) -> int:
         """Return the queue's approximate message count."""
@@ -115,9 +139,10 @@ class JobQueue:
         return client
 
 
-def _send_text(client: QueueClient, queue: str, text: str) -> None:
+def _try_send(client: QueueClient, text: str) -> bool:
     try:
         client.send_message(text)
     except AzureError as error:
-        msg = f"sending to queue {queue} failed"
-        raise TransientError(msg) from error
+        logger.debug("queue send failed", extra={"error_type": type(error).__name__})
+        return False
+    return True

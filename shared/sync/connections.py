@@ -5,22 +5,38 @@ Key Vault and bound to the row's keys. A refresh that rotates the refresh token 
 at once, conditionally on the ETag read, so a rotated token is never lost; when two workers
 refresh at the same moment the loser keeps its token for this run, and the winner's newer cache
 (whose refresh token is equally valid) stays stored.
+
+Two more kinds of row live in the ``connections`` table, in partitions that no tenant's key can
+take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s`` or ``~t``):
+
+- ``~tenants``: one row per tenant that ever had a connection, written with each consent; the
+  fan-out timer lists this small partition instead of scanning every connection.
+- ``~slots|<tenant key>``: one row per connection holding the last sync slot a job was enqueued
+  for. The fan-out claims a slot by rewriting this row conditionally on its ETag, so two fan-outs
+  for one slot enqueue one job (BR-15). The claim is kept apart from the connection row so it
+  never races the conditional write of a rotated token cache.
+
+Known limitations: a tenant stays in ``~tenants`` after its last connection is gone (its fan-out
+finds nothing); connections written before the index existed need one
+:meth:`ConnectionStore.rebuild_tenant_index`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.consent.crypto import Sealed, TokenCipher
-from shared.errors import ConflictError, ReauthRequiredError
+from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError
+from shared.sync.schedule import parse_slot, slot_text
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from shared.adapters.tables import TableEntityStore
     from shared.adapters.tokens import Grant, MsalTokenClient
@@ -33,6 +49,16 @@ ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 REVOKED = "revoked"
 ERROR = "error"
+DUE_STATES = frozenset({ACTIVE, ERROR})
+"""States the fan-out enqueues jobs for: an ``error`` connection is retried every slot."""
+JOB_POISONED = "job_poisoned"
+
+# NOTE: table_key() escapes "~" as "~7E" and hashes as "~h…", so these never meet a tenant's key.
+TENANT_INDEX = "~tenants"
+SLOT_PREFIX = "~slots|"
+CLAIM_ATTEMPTS = 3
+CLAIM_WORKERS = 16
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +84,27 @@ class Connection:
     last_sync_at: str | None = None
     last_round: Mapping[str, Any] = field(default_factory=dict)
     last_error: str | None = None
+    last_error_at: str | None = None
 
     @property
     def key(self) -> str:
         """The connection's stable id within the product, safe as a table key."""
         return connection_key(self.tenant_id, self.user_id, self.kind)
+
+    @property
+    def row_key(self) -> str:
+        """The connection's RowKey within its tenant's partition."""
+        return table_key(self.user_id, self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """A connection's claim on a sync slot, with what to restore if its job is not sent."""
+
+    connection: Connection
+    slot: str
+    etag: str
+    previous: Mapping[str, Any] | None
 
 
 def connection_key(tenant_id: str, user_id: str, kind: str) -> str:
@@ -103,6 +145,89 @@ class ConnectionStore:
             _connection(row) for row in self._tables.list_partition(TABLE, table_key(tenant_id))
         ]
 
+    def page_for_tenant(
+        self, tenant_id: str, *, size: int, token: str | None, due_only: bool = False
+    ) -> tuple[list[Connection], str | None]:
+        """Return one page of a tenant's connections in row key order, and the next page's token.
+
+        With ``due_only``, only mail connections the fan-out enqueues jobs for are returned (a
+        page may then hold fewer than ``size``, or none, and still have a next page).
+
+        Raises:
+            ValidationError: when the token is not one this store issued.
+        """
+        where, parameters = "PartitionKey eq @pk", {"pk": table_key(tenant_id)}
+        if due_only:
+            where, parameters = f"{where} and kind eq @kind", {**parameters, "kind": MAIL}
+        rows, following = self._tables.page(TABLE, where, parameters, size=size, token=token)
+        found = [_connection(row) for row in rows]
+        if due_only:
+            found = [c for c in found if c.state in DUE_STATES]
+        return found, following
+
+    def list_indexed_tenants(self) -> Iterator[str]:
+        """Yield the id of every tenant that has (or had) a connection."""
+        for row in self._tables.list_partition(TABLE, TENANT_INDEX):
+            yield str(row["tenantId"])
+
+    def index_tenant(self, tenant_id: str) -> None:
+        """Record that a tenant has connections, so the fan-out visits it."""
+        entity = {"PartitionKey": TENANT_INDEX, "RowKey": table_key(tenant_id)}
+        self._tables.upsert(TABLE, {**entity, "tenantId": tenant_id})
+
+    def rebuild_tenant_index(self) -> int:
+        """Index the tenant of every stored connection, scanning the table; return the count."""
+        tenants = {
+            str(row["tenantId"])
+            for row in self._tables.query(TABLE, "kind eq @kind", {"kind": MAIL})
+        }
+        for tenant_id in tenants:
+            self.index_tenant(tenant_id)
+        return len(tenants)
+
+    def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
+        """Claim ``slot`` for each connection of one tenant; return the claims this call won.
+
+        A connection already claimed for this slot or a later one is skipped, so however many
+        fan-outs run for a slot, each connection is claimed once.
+        """
+        if not connections:
+            return []
+        known = self._slot_rows(connections)
+        workers = min(CLAIM_WORKERS, len(connections))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claim") as pool:
+            won = pool.map(lambda c: self._claim(c, slot, known.get(c.row_key)), connections)
+            return [claim for claim in won if claim is not None]
+
+    def release_slots(self, claims: Iterable[SlotClaim]) -> int:
+        """Give back claims whose job was not sent, unless claimed again since; return how many."""
+        released = 0
+        for claim in claims:
+            partition = SLOT_PREFIX + table_key(claim.connection.tenant_id)
+            try:
+                if claim.previous is None:
+                    self._tables.delete(TABLE, partition, claim.connection.row_key, etag=claim.etag)
+                else:
+                    self._tables.update(TABLE, claim.previous, etag=claim.etag)
+            except ConflictError:
+                continue
+            released += 1
+        return released
+
+    def record_poisoned(self, tenant_id: str, user_id: str, kind: str = MAIL) -> bool:
+        """Move a connection whose job was poisoned to ``error``; False when nothing changed.
+
+        Nothing changes when the connection does not exist, or when it waits for consent or is
+        revoked: that state and its error code tell the user more.
+        """
+        if not tenant_id or not user_id:
+            return False
+        connection = self.get(tenant_id, user_id, kind)
+        if connection is None or connection.state not in DUE_STATES:
+            return False
+        self.record_error(connection, JOB_POISONED, state=ERROR)
+        return True
+
     def list_active(self) -> Iterator[Connection]:
         """Yield every active connection of every tenant."""
         for row in self._tables.query(TABLE, "state eq @state", {"state": ACTIVE}):
@@ -115,6 +240,7 @@ class ConnectionStore:
             grant.cache_json, connection_key(grant.tenant_id, grant.user_id, kind)
         )
         now = _now()
+        self.index_tenant(grant.tenant_id)
         self._tables.upsert(
             TABLE,
             {
@@ -139,7 +265,7 @@ class ConnectionStore:
             raise ConflictError(message)
         return saved
 
-    def access_token(self, connection: Connection) -> str:
+    def access_token(self, connection: Connection, *, force_refresh: bool = False) -> str:
         """Return a Graph access token for the connection, persisting a rotated cache.
 
         Raises:
@@ -153,7 +279,9 @@ class ConnectionStore:
             raise ReauthRequiredError(msg, "the connection holds no token")
         sealed = Sealed(str(row["tokenCache"]), str(row["tokenKeyVersion"]))
         cache_json = self._cipher.open(sealed, connection.key)
-        result = self._msal.access_token(cache_json, connection.home_account_id, connection.scopes)
+        result = self._msal.access_token(
+            cache_json, connection.home_account_id, connection.scopes, force_refresh=force_refresh
+        )
         if result.changed_cache_json is not None:
             self._store_cache(row, connection.key, result.changed_cache_json)
         return result.token
@@ -172,10 +300,14 @@ class ConnectionStore:
         return _replace(connection, folders=tuple(folders))
 
     def record_round(self, connection: Connection, stats: Mapping[str, Any]) -> None:
-        """Record a finished sync round: when, and what it kept and dropped."""
-        self._merge(
-            connection, {"lastSyncAt": _now(), "lastRound": json.dumps(stats), "lastError": ""}
-        )
+        """Record a finished sync round: when, and what it kept and dropped.
+
+        A connection in ``error`` (its last job was poisoned) is ``active`` again.
+        """
+        changes = {"lastSyncAt": _now(), "lastRound": json.dumps(stats), "lastError": ""}
+        if connection.state == ERROR:
+            changes["state"] = ACTIVE
+        self._merge(connection, changes)
 
     def record_error(self, connection: Connection, code: str, *, state: str | None = None) -> None:
         """Record a failure code, optionally moving the connection to another state."""
@@ -183,6 +315,32 @@ class ConnectionStore:
         if state is not None:
             changes["state"] = state
         self._merge(connection, changes)
+
+    def _slot_rows(self, connections: Sequence[Connection]) -> dict[str, dict[str, Any]]:
+        keys = sorted(c.row_key for c in connections)
+        rows = self._tables.query(
+            TABLE,
+            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
+            {"pk": _slot_partition(connections[0]), "first": keys[0], "last": keys[-1]},
+        )
+        return {str(row["RowKey"]): row for row in rows}
+
+    def _claim(
+        self, connection: Connection, slot: datetime, row: dict[str, Any] | None
+    ) -> SlotClaim | None:
+        keys = {"PartitionKey": _slot_partition(connection), "RowKey": connection.row_key}
+        claim = {**keys, "slot": slot_text(slot)}
+        for _ in range(CLAIM_ATTEMPTS):
+            if row is not None and _claimed_slot(row) >= slot:
+                return None
+            try:
+                etag = self._tables.update(TABLE, {**claim, "claimedAt": _now()}, etag=_etag(row))
+            except ConflictError:
+                # Another fan-out wrote first: re-read, and skip if it claimed this slot.
+                row = self._tables.get(TABLE, keys["PartitionKey"], keys["RowKey"])
+                continue
+            return SlotClaim(connection, claim["slot"], etag, row)
+        return None
 
     def _merge(self, connection: Connection, changes: Mapping[str, Any]) -> None:
         keys = {
@@ -208,12 +366,28 @@ def _connection(row: Mapping[str, Any]) -> Connection:
         last_sync_at=row.get("lastSyncAt"),
         last_round=json.loads(row.get("lastRound") or "{}"),
         last_error=row.get("lastError") or None,
+        last_error_at=row.get("lastErrorAt") or None,
     )
 
 
 def _replace(connection: Connection, **changes: Any) -> Connection:
     values = {name: getattr(connection, name) for name in connection.__dataclass_fields__}
     return Connection(**{**values, **changes})
+
+
+def _slot_partition(connection: Connection) -> str:
+    return SLOT_PREFIX + table_key(connection.tenant_id)
+
+
+def _claimed_slot(row: Mapping[str, Any]) -> datetime:
+    try:
+        return parse_slot(row.get("slot"))
+    except InvalidJobError:
+        return _NEVER
+
+
+def _etag(row: Mapping[str, Any] | None) -> str | None:
+    return None if row is None else str(row["_etag"])
 
 
 def _now() -> str:

@@ -1,46 +1,192 @@
-"""The timer's fan-out: one mail sync job per active connection.
+"""The sync fan-out, in two stages, so 100,000 connections are enqueued well inside one slot.
 
-Known limitations: connections are listed with one cross-partition query and jobs are sent
-from one invocation; two timer runs for the same slot each enqueue a job per connection.
+Stage 1, :meth:`SyncPlanner.fan_out` (timer ``sync_fanout``, every 10 minutes): lists the tenants
+that have connections, one small index partition, and sends one ``{"kind": "fanout", "tenant",
+"slot"}`` message per tenant to ``sync-fanout``. It reads no connection, so it takes seconds
+however many connections there are.
+
+Stage 2, :meth:`SyncPlanner.fan_out_tenant` (queue ``sync-fanout``, scaled out by the host): reads
+one page of at most :data:`PAGE_SIZE` of the tenant's connections, in row key order. When more
+remain it first sends the same message with the page's continuation token under ``"page"``, so
+the next page of a large tenant runs on another instance while this one works. It then claims
+the slot for each due connection (``active``, or ``error`` to retry it) and sends one mail job
+``{"kind": "mail", "tenant", "user", "slot"}`` per claim won, concurrently.
+
+One job per connection per slot (BR-15): the claim is a conditional write per connection (see
+:meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over the tenants'
+partitions. A second timer run, a replayed fan-out message or a duplicated page finds the slot
+claimed and sends nothing. A mail job that could not be sent has its claim released, and the
+stage 2 message raises so the queue retries it; the retry claims and sends only what is left.
+
+Known limitations: if the worker dies between claiming and sending, those connections get no
+job in that slot and are picked up by the next one; a tenant whose stage 1 message could not be
+sent (the timer raises) waits for the next slot too.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from shared.adapters.queues import MAIL_SYNC_QUEUE
-from shared.sync.connections import MAIL
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE
+from shared.errors import InvalidJobError, TransientError, ValidationError
 from shared.sync.mail import MailJob
+from shared.sync.schedule import parse_slot, slot_of, slot_text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     from shared.adapters.queues import JobQueue
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connections import Connection, ConnectionStore, SlotClaim
 
 logger = logging.getLogger(__name__)
 
-SEND_CHUNK = 500
+FANOUT = "fanout"
+PAGE_SIZE = 1000
+"""Connections per stage 2 invocation: one Table Storage query page."""
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutJob:
+    """A stage 2 message: enqueue the mail jobs of one page of one tenant for one slot."""
+
+    tenant_id: str
+    slot: datetime
+    page: str | None = None
+
+    @classmethod
+    def parse(cls, job: Mapping[str, Any]) -> FanoutJob:
+        """Read a fan-out job from its queue JSON.
+
+        Raises:
+            InvalidJobError: naming the field that is missing or malformed.
+        """
+        if job.get("kind") != FANOUT:
+            msg = f"kind: must be {FANOUT!r}"
+            raise InvalidJobError(msg)
+        tenant, page = job.get("tenant"), job.get("page")
+        if not isinstance(tenant, str) or not tenant:
+            msg = "tenant: must be a non-empty string"
+            raise InvalidJobError(msg)
+        if page is not None and (not isinstance(page, str) or not page):
+            msg = "page: must be a non-empty string when present"
+            raise InvalidJobError(msg)
+        return cls(tenant, parse_slot(job.get("slot")), page)
+
+    def as_message(self) -> dict[str, Any]:
+        """Return the job as queue JSON."""
+        message = {"kind": FANOUT, "tenant": self.tenant_id, "slot": slot_text(self.slot)}
+        return message if self.page is None else {**message, "page": self.page}
+
+    def next_page(self, token: str) -> FanoutJob:
+        """Return the job for the page after this one."""
+        return FanoutJob(self.tenant_id, self.slot, token)
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutResult:
+    """What one stage 2 invocation did."""
+
+    due: int
+    sent: int
+    more: bool
+
+    @property
+    def skipped(self) -> int:
+        """Due connections already claimed for this slot (or a later one)."""
+        return self.due - self.sent
 
 
 class SyncPlanner:
-    """Finds connections due for sync and enqueues their jobs."""
+    """Finds connections due for sync and enqueues their jobs, once per slot."""
 
-    def __init__(self, connections: ConnectionStore, queue: JobQueue) -> None:
+    def __init__(
+        self,
+        connections: ConnectionStore,
+        queue: JobQueue,
+        *,
+        page_size: int = PAGE_SIZE,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._connections = connections
         self._queue = queue
+        self._page_size = page_size
+        self._clock = clock or _utcnow
 
-    def fan_out(self) -> int:
-        """Enqueue one mail job per active mail connection; return how many were sent."""
-        sent = 0
-        chunk: list[dict[str, str]] = []
-        for connection in self._connections.list_active():
-            if connection.kind != MAIL:
-                continue
-            chunk.append(MailJob(connection.tenant_id, connection.user_id).as_message())
-            if len(chunk) >= SEND_CHUNK:
-                sent += self._queue.send_many(MAIL_SYNC_QUEUE, chunk)
-                chunk = []
-        if chunk:
-            sent += self._queue.send_many(MAIL_SYNC_QUEUE, chunk)
-        logger.info("sync fan-out done", extra={"jobs": sent})
+    def fan_out(self, now: datetime | None = None) -> int:
+        """Stage 1: send one fan-out job per tenant for the current slot; return how many.
+
+        Raises:
+            TransientError: when a job could not be sent; the others were.
+        """
+        slot = parse_slot(slot_of(now or self._clock()))
+        jobs = [
+            FanoutJob(tenant_id, slot).as_message()
+            for tenant_id in self._connections.list_indexed_tenants()
+        ]
+        sent = self._queue.send_many(FANOUT_QUEUE, jobs)
+        logger.info("sync fan-out planned", extra={"slot": slot_text(slot), "tenants": sent})
         return sent
+
+    def fan_out_tenant(self, raw_job: Mapping[str, Any]) -> FanoutResult:
+        """Stage 2: enqueue one mail job per due connection of one page, once per slot.
+
+        Raises:
+            InvalidJobError: when the message is malformed.
+            TransientError: when some mail jobs could not be sent; their claims are released.
+        """
+        job = FanoutJob.parse(raw_job)
+        connections, following = self._page(job)
+        if following is not None:
+            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
+
+        claims = self._connections.claim_slots(connections, job.slot)
+        failed = self._queue.send_each(MAIL_SYNC_QUEUE, [_mail_job(claim) for claim in claims])
+        if failed:
+            self._give_back(job, [claims[position] for position in failed], len(claims))
+
+        result = FanoutResult(due=len(connections), sent=len(claims), more=following is not None)
+        logger.info(
+            "sync fan-out page done",
+            extra={
+                "tenant": job.tenant_id,
+                "slot": slot_text(job.slot),
+                "due": result.due,
+                "sent": result.sent,
+                "skipped": result.skipped,
+                "more": result.more,
+            },
+        )
+        return result
+
+    def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:
+        try:
+            return self._connections.page_for_tenant(
+                job.tenant_id, size=self._page_size, token=job.page, due_only=True
+            )
+        except ValidationError as error:
+            msg = "page: must be a continuation token from a previous fan-out page"
+            raise InvalidJobError(msg) from error
+
+    def _give_back(self, job: FanoutJob, unsent: Sequence[SlotClaim], claimed: int) -> None:
+        released = self._connections.release_slots(unsent)
+        logger.warning(
+            "sync fan-out could not send every mail job; the page is retried",
+            extra={"tenant": job.tenant_id, "failed": len(unsent), "released": released},
+        )
+        msg = (
+            f"fan-out for tenant {job.tenant_id} slot {slot_text(job.slot)}: "
+            f"{len(unsent)} of {claimed} mail jobs were not sent; the page is retried"
+        )
+        raise TransientError(msg)
+
+
+def _mail_job(claim: SlotClaim) -> dict[str, Any]:
+    connection = claim.connection
+    return {**MailJob(connection.tenant_id, connection.user_id).as_message(), "slot": claim.slot}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -55,9 +57,15 @@ class Tenant:
         return company_id
 
     def sync(self) -> None:
-        """Run one sync round through the timer's fan-out and wait for the workers."""
-        self.stack.run_function("sync_fanout")
-        self.stack.wait_idle()
+        """Run one sync round of this tenant through the fan-out worker and wait for the workers.
+
+        Each call is a new slot (the current time), so calls within one 10-minute timer slot
+        still each run a round; two timer runs for one slot would enqueue nothing the second
+        time (BR-15). The timer itself is tested in ``test_fanout.py``.
+        """
+        job = {"kind": "fanout", "tenant": self.tenant_id, "slot": datetime.now(UTC).isoformat()}
+        self.stack.run_function("sync_fanout_worker", json.dumps(job))
+        self.stack.wait_idle(queues=("sync-fanout", "mail-sync"))
 
     def company_emails(self, company: str) -> list[dict[str, Any]]:
         """Every stored email of a company, through the read API, newest first."""
