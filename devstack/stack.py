@@ -147,6 +147,13 @@ class LocalStack:
         message = f"the functions host did not answer within 60 s; see {log.name}"
         raise TimeoutError(message)
 
+    def kill_host(self) -> None:
+        """Kill the functions host at once, as a crashed worker dies, then start a new one."""
+        if self.host is not None:
+            self.host.kill()
+            self.host.wait()
+        self._start_host()
+
     def stop(self) -> None:
         """Stop the host, the simulator and Azurite."""
         if self.host is not None and self.host.poll() is None:
@@ -207,7 +214,7 @@ class LocalStack:
             quiet = quiet + 1 if pending == 0 and status.get("inflight", 0) == 0 else 0
             if quiet >= 3:
                 return time.monotonic() - started
-            time.sleep(0.3)
+            time.sleep(0.1)
         message = f"queues {queues} did not drain within {timeout_s} s"
         raise TimeoutError(message)
 

@@ -66,6 +66,10 @@ class ReauthRequiredError(SyncError):
         self.code = code
 
 
+class AccessTokenRejectedError(SyncError):
+    """Raised when Graph answers 401 to an access token; a forced refresh may fix it."""
+
+
 class ThrottledError(SyncError):
     """Raised when Graph keeps throttling past the in-invocation retry budget."""
 

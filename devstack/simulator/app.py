@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import HTTPException
@@ -68,7 +69,9 @@ def _dispatch(service: Service, call: Call) -> Response:
         return stopped
     request = call.request
     fault = call.state.take_fault(service.name, request.method, request.path, call.caller_keys())
-    if fault is not None:
+    if fault is not None and fault.delay_s:
+        time.sleep(fault.delay_s)
+    if fault is not None and fault.status:
         return _fault_response(fault)
     try:
         return service.handlers[str(endpoint)](call)

@@ -20,6 +20,9 @@ class FaultRule:
         body: JSON body of the response, or None for an empty body.
         headers: Extra response headers, e.g. ``{"Retry-After": "2"}``.
         count: How many matching requests get the fault; None means all of them.
+        after: How many matching requests to serve normally before the fault starts.
+        delay_s: Seconds to wait before answering; with ``status`` 0 the request is then
+            served normally, which makes a slow Graph rather than a failing one.
     """
 
     path: str
@@ -30,6 +33,8 @@ class FaultRule:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     count: int | None = 1
+    after: int = 0
+    delay_s: float = 0.0
 
     def matches(self, service: str, method: str, path: str, user_keys: tuple[str, ...]) -> bool:
         """Tell whether this rule applies to a request."""
@@ -77,6 +82,9 @@ class FaultBook:
         folded = tuple(k.casefold() for k in user_keys)
         for rule in self._rules:
             if rule.matches(service, method, path, folded):
+                if rule.after > 0:
+                    rule.after -= 1
+                    continue
                 if rule.count is not None:
                     rule.count -= 1
                 return rule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from devstack.simulator import ids, tokens
@@ -110,7 +111,12 @@ def issue_api_token(
     expires_in: int = 3600,
     not_before: float | None = None,
 ) -> str:
-    """Return a v2.0 bearer token for the product's API, signed like every simulator token."""
+    """Return a v2.0 bearer token for the product's API, signed like every simulator token.
+
+    It is stamped with the machine's real clock, not the simulated one: the product checks API
+    tokens against real time, and moving the simulated clock is meant to age only the tokens
+    Microsoft issues to the product (codes, access and refresh tokens).
+    """
     claims = tokens.api_claims(
         issuer=state.issuer(tenant_id),
         audience=audience or state.api_audience,
@@ -118,7 +124,7 @@ def issue_api_token(
         oid=oid,
         roles=tuple(roles),
         upn=upn,
-        now=state.clock.now(),
+        now=time.time(),
         expires_in=expires_in,
         not_before=not_before,
     )

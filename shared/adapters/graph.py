@@ -19,9 +19,11 @@ from urllib.parse import quote
 import requests
 
 from shared.errors import (
+    AccessTokenRejectedError,
     DeltaCursorExpiredError,
     GraphRequestError,
     NotFoundError,
+    ReauthRequiredError,
     ThrottledError,
     TransientError,
 )
@@ -220,6 +222,13 @@ def _body_or_raise(response: requests.Response) -> dict[str, Any]:
     if response.status_code == 410 or EXPIRED_CODES & {code.lower() for code in codes}:
         msg = f"Graph refused the delta link (request-id {request_id})"
         raise DeltaCursorExpiredError(msg)
+    if response.status_code == 401:
+        msg = f"Graph refused the access token (request-id {request_id})"
+        raise AccessTokenRejectedError(msg)
+    if response.status_code == 403:
+        msg = f"Graph denied access to the mailbox (request-id {request_id})"
+        code = "graph_forbidden"
+        raise ReauthRequiredError(code, msg)
     if response.status_code == 404:
         msg = f"Graph item not found (request-id {request_id})"
         raise NotFoundError(msg)

@@ -44,7 +44,7 @@ TABLES = (
     "emailholders",
     "companyemails",
     "mailboxitems",
-    "syncruns",
+    "pendingremovals",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

@@ -95,7 +95,12 @@ class MsalTokenClient:
         )
 
     def access_token(
-        self, cache_json: str, home_account_id: str, scopes: Sequence[str]
+        self,
+        cache_json: str,
+        home_account_id: str,
+        scopes: Sequence[str],
+        *,
+        force_refresh: bool = False,
     ) -> AccessToken:
         """Return a delegated access token from the cache, refreshing it when needed.
 
@@ -110,7 +115,9 @@ class MsalTokenClient:
         if not accounts:
             msg = "no_account"
             raise ReauthRequiredError(msg, "the token cache holds no account")
-        result = app.acquire_token_silent_with_error(list(scopes), accounts[0])
+        result = app.acquire_token_silent_with_error(
+            list(scopes), accounts[0], force_refresh=force_refresh
+        )
         if result is None:
             msg = "no_refresh_token"
             raise ReauthRequiredError(msg, "the token cache holds no usable token")

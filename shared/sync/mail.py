@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from shared.adapters.queues import MAIL_SYNC_QUEUE
 from shared.adapters.tablelimits import table_key
 from shared.errors import (
+    AccessTokenRejectedError,
     ConflictError,
     DeltaCursorExpiredError,
     InvalidJobError,
@@ -32,6 +33,7 @@ from shared.errors import (
 from shared.matching.addresses import message_participants
 from shared.matching.companies import CompanyIndex, CompanyMatchData, classify
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, Connection, Folder
+from shared.sync.removals import RemovalLedger
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,6 +52,8 @@ PAGE_BUDGET = 200
 INDEX_TTL_S = 60.0
 DEFAULT_BACKFILL_DAYS = 360
 DROP_DRAFT = "draft"
+RESET_BACKOFF_S = 300
+RESET_BACKOFF_CODE = "delta_reset_backoff"
 
 
 @dataclass(slots=True)
@@ -60,6 +64,7 @@ class RoundStats:
     kept: int = 0
     stored_new: int = 0
     removed_seen: int = 0
+    unlinked: int = 0
     pages: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     complete: bool = True
@@ -71,6 +76,7 @@ class RoundStats:
             "kept": self.kept,
             "storedNew": self.stored_new,
             "removedSeen": self.removed_seen,
+            "unlinked": self.unlinked,
             "pages": self.pages,
             "dropped": dict(self.dropped),
             "complete": self.complete,
@@ -85,6 +91,7 @@ class _Round:
     token: str
     index: CompanyIndex
     since: datetime
+    pending: set[str]
     stats: RoundStats = field(default_factory=RoundStats)
 
 
@@ -134,10 +141,11 @@ class MailSyncService:
         self._queue = queue
         self._tables = tables
         self._page_budget = page_budget
+        self._removals = RemovalLedger(tables, emails, graph)
         self._indexes: dict[str, tuple[float, CompanyIndex]] = {}
 
     def run(self, raw_job: Mapping[str, Any]) -> RoundStats | None:
-        """Sync one connection; return its stats, or ``None`` when there was nothing to do."""
+        """Sync one connection; return its stats, or ``None`` when the job ended early."""
         job = MailJob.parse(raw_job)
         connection = self._connections.get(job.tenant_id, job.user_id, MAIL)
         if connection is None or connection.state != ACTIVE:
@@ -147,7 +155,7 @@ class MailSyncService:
             )
             return None
         try:
-            token = self._connections.access_token(connection)
+            stats = self._sync_with_token(connection)
         except ReauthRequiredError as error:
             self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
             logger.warning(
@@ -155,19 +163,31 @@ class MailSyncService:
                 extra={"user": job.user_id, "code": error.code},
             )
             return None
-        try:
-            stats = self._sync(connection, token)
         except ThrottledError as error:
-            self._queue.send(
-                MAIL_SYNC_QUEUE, job.as_message(), delay_s=int(error.retry_after_s) + 1
-            )
-            logger.info(
-                "mail job throttled, re-queued",
-                extra={"user": job.user_id, "retry_after_s": error.retry_after_s},
-            )
+            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
+            return None
+        except DeltaCursorExpiredError:
+            self._connections.record_error(connection, RESET_BACKOFF_CODE)
+            self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
             return None
         self._finish(job, connection, stats)
         return stats
+
+    def _sync_with_token(self, connection: Connection) -> RoundStats:
+        token = self._connections.access_token(connection)
+        try:
+            return self._sync(connection, token)
+        except AccessTokenRejectedError:
+            # Graph refused a token MSAL still thought valid (revoked, or clocks disagree):
+            # get a new one from the refresh token once, then carry on from the checkpoint.
+            token = self._connections.access_token(connection, force_refresh=True)
+            return self._sync(connection, token)
+
+    def _requeue(self, job: MailJob, delay_s: int, reason: str) -> None:
+        self._queue.send(MAIL_SYNC_QUEUE, job.as_message(), delay_s=delay_s)
+        logger.info(
+            "mail job re-queued", extra={"user": job.user_id, "delay_s": delay_s, "reason": reason}
+        )
 
     def _sync(self, connection: Connection, token: str) -> RoundStats:
         work = _Round(
@@ -175,11 +195,14 @@ class MailSyncService:
             token=token,
             index=self._index(connection.tenant_id),
             since=self._backfill_start(connection.tenant_id),
+            pending=self._removals.pending(connection),
         )
         for folder in connection.folders:
             if not self._sync_folder(work, folder):
                 work.stats.complete = False
-                break
+                return work.stats
+        resolved = self._removals.resolve(connection, token)
+        work.stats.unlinked = resolved.unlinked
         return work.stats
 
     def _finish(self, job: MailJob, connection: Connection, stats: RoundStats) -> None:
@@ -213,8 +236,8 @@ class MailSyncService:
                     extra={"user": connection.user_id, "attempt": attempt},
                 )
                 self._reset_cursor(connection, folder)
-        message = "delta cursor expired twice in one job; the next delivery retries"
-        raise TransientError(message)
+        message = "delta cursor expired twice in one job; the job backs off"
+        raise DeltaCursorExpiredError(message)
 
     def _follow(self, work: _Round, folder: Folder, cursor: Entity | None) -> bool:
         resume = None
@@ -224,20 +247,22 @@ class MailSyncService:
             work.token, folder.folder_id, resume_url=resume, since=work.since
         )
         for page in pages:
-            self._store_page(work.connection, page, work.index, work.stats)
+            self._store_page(work, page)
             cursor = self._save_cursor(work.connection, folder, cursor, page)
             work.stats.pages += 1
             if page.next_link and work.stats.pages >= self._page_budget:
                 return False
         return True
 
-    def _store_page(
-        self, connection: Connection, page: DeltaPage, index: CompanyIndex, stats: RoundStats
-    ) -> None:
+    def _store_page(self, work: _Round, page: DeltaPage) -> None:
+        connection, index, stats, pending = work.connection, work.index, work.stats, work.pending
         for item in page.items:
+            item_id = str(item.get("id", ""))
             if "@removed" in item:
                 stats.removed_seen += 1
+                self._removals.note_removed(connection, item_id, pending)
                 continue
+            self._removals.note_present(connection, item_id, pending)
             stats.seen += 1
             if item.get("isDraft"):
                 stats.dropped[DROP_DRAFT] += 1

@@ -75,9 +75,7 @@ class EmailStore:
         key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
         partition = email_partition(tenant_id, key)
         existing = self._tables.get(EMAILS, partition, key)
-        companies = company_ids | frozenset(
-            json.loads(existing["companyIds"]) if existing and existing.get("companyIds") else []
-        )
+        companies = company_ids | self._company_ids(existing)
         sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
         row = _email_row(
             tenant_id,
@@ -119,6 +117,57 @@ class EmailStore:
             "folderId": folder,
         }
         self._tables.upsert(ITEMS, item)
+
+    def item(self, connection: str, item_id: str) -> Entity | None:
+        """Return what a mailbox item was stored as (email key, folder), or ``None``."""
+        return self._tables.get(ITEMS, connection, table_key(item_id))
+
+    def move_item(self, connection: str, item_id: str, folder_id: str) -> None:
+        """Record that a stored mailbox item now lives in another folder."""
+        row = {"PartitionKey": connection, "RowKey": table_key(item_id), "folderId": folder_id}
+        self._tables.upsert(ITEMS, row)
+
+    def unlink(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> bool:
+        """Forget that a mailbox held an email; delete the email when no holder is left.
+
+        Returns:
+            True when the email itself was deleted.
+        """
+        item = self.item(connection, item_id)
+        if item is None:
+            return False
+        key = str(item["emailKey"])
+        self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
+        self._tables.delete(ITEMS, connection, table_key(item_id))
+        if self.holders(tenant_id, key):
+            return False
+        self._delete_email(tenant_id, key)
+        return True
+
+    def _company_ids(self, row: Entity | None) -> frozenset[str]:
+        """Return the companies an email row is linked to, read from a blob if it moved."""
+        if row is None:
+            return frozenset()
+        text = row.get("companyIds")
+        blob_name = row.get("companyIds" + BLOB_SUFFIX)
+        if text is None and blob_name:
+            text = self._blobs.get_text(str(blob_name))
+        return frozenset(json.loads(text or "[]"))
+
+    def _delete_email(self, tenant_id: str, key: str) -> None:
+        """Delete an email row, its company index rows and its blobs; the row goes last."""
+        partition = email_partition(tenant_id, key)
+        row = self._tables.get(EMAILS, partition, key)
+        if row is None:
+            return
+        for company_id in self._company_ids(row):
+            index_key = _index_key(str(row["sortTime"]), key)
+            self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+        for name in OVERFLOW_FIELDS:
+            blob_name = row.get(name + BLOB_SUFFIX)
+            if blob_name:
+                self._blobs.delete(str(blob_name))
+        self._tables.delete(EMAILS, partition, key)
 
     def _overflow(self, tenant_id: str, key: str, row: Entity) -> Entity:
         """Move strings that break a table limit into blobs, largest first."""

@@ -49,7 +49,7 @@ def test_tenant_draft_normalises_domains_and_defaults_backfill():
         ({"name": "T", "ownDomains": []}, "ownDomains"),
         ({"name": "T", "ownDomains": "a.example"}, "ownDomains"),
         ({"name": "T", "ownDomains": ["a.example", "not a domain"]}, "ownDomains[1]"),
-        ({"name": "T", "ownDomains": ["a.example"], "backfillDays": 3651}, "backfillDays"),
+        ({"name": "T", "ownDomains": ["a.example"], "backfillDays": 36501}, "backfillDays"),
         ({"name": "T", "ownDomains": ["a.example"], "backfillDays": -1}, "backfillDays"),
         ({"name": "T", "ownDomains": ["a.example"], "backfillDays": True}, "backfillDays"),
         ({"name": "T", "ownDomains": ["a.example"], "backfillDays": "30"}, "backfillDays"),

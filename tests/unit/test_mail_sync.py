@@ -76,7 +76,7 @@ class FakeConnections:
             return found
         return None
 
-    def access_token(self, connection: Connection) -> str:
+    def access_token(self, connection: Connection, *, force_refresh: bool = False) -> str:
         if self.token_error is not None:
             raise self.token_error
         return "token-1"
@@ -165,6 +165,9 @@ class FakeEmails:
         assert company_ids == {"acme"}
         self.saved.append(item_id)
         return True
+
+    def item(self, connection: str, item_id: str) -> dict[str, Any] | None:
+        return {"emailKey": "k"} if item_id in self.saved else None
 
 
 @dataclass
@@ -353,19 +356,22 @@ def test_run_expired_cursor_resets_and_rereads_folder_once():
     assert (cursor["nextLink"], cursor["deltaLink"]) == ("", "inbox-id-from-None-delta")
 
 
-def test_run_cursor_expiring_twice_raises_transient():
-    """A folder whose cursor expires again after the reset fails the job for a later retry."""
+def test_run_cursor_expiring_twice_backs_off():
+    """A folder whose cursor expires again after the reset re-queues the job with a delay."""
     # GIVEN a stored link and a fresh round that both expire
     world = _world()
     world.store_cursor(next_link="stale-next")
     world.graph.links[(INBOX.folder_id, "stale-next")] = DeltaCursorExpiredError("410")
     world.graph.links[(INBOX.folder_id, None)] = DeltaCursorExpiredError("410")
 
-    # WHEN the job runs THEN it raises TransientError after exactly two reads
-    with pytest.raises(TransientError):
-        world.service.run(JOB)
+    # WHEN the job runs
+    result = world.service.run(JOB)
 
+    # THEN it read exactly twice, then re-queued itself five minutes out and recorded why
+    assert result is None
     assert [c.resume_url for c in world.graph.calls] == ["stale-next", None]
+    assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, JOB, 300)]
+    assert world.connections.errors == [("delta_reset_backoff", None)]
     assert world.connections.rounds == []
 
 
