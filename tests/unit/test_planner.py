@@ -1,0 +1,251 @@
+"""Unit tests for shared.sync.planner: the two-stage fan-out, with hand-written fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue
+from shared.errors import InvalidJobError, TransientError, ValidationError
+from shared.sync.connections import (
+    ACTIVE,
+    ERROR,
+    MAIL,
+    REAUTH_REQUIRED,
+    Connection,
+    ConnectionStore,
+    SlotClaim,
+)
+from shared.sync.planner import FanoutJob, SyncPlanner
+from shared.sync.schedule import slot_text
+
+NOW = datetime(2025, 6, 1, 12, 17, 3, tzinfo=UTC)
+SLOT = "2025-06-01T12:10:00+00:00"
+
+
+def connection(tenant: str, user: str, state: str = ACTIVE) -> Connection:
+    return Connection(tenant, user, MAIL, state, f"{user}@x.example", (), "home", ("Mail.Read",))
+
+
+@dataclass
+class FakeConnections:
+    """ConnectionStore stand-in: connections per tenant, one claimed slot per connection."""
+
+    tenants: dict[str, list[Connection]] = field(default_factory=dict)
+    claimed: dict[tuple[str, str], str] = field(default_factory=dict)
+    released: list[SlotClaim] = field(default_factory=list)
+
+    def list_indexed_tenants(self) -> Iterator[str]:
+        yield from self.tenants
+
+    def page_for_tenant(
+        self, tenant_id: str, *, size: int, token: str | None, due_only: bool = False
+    ) -> tuple[list[Connection], str | None]:
+        if token is not None and not token.isdigit():
+            raise ValidationError("continuationToken", "must be a token from a previous page")
+        start = int(token or 0)
+        rows = self.tenants.get(tenant_id, [])
+        page = rows[start : start + size]
+        if due_only:
+            page = [c for c in page if c.state in (ACTIVE, ERROR)]
+        following = str(start + size) if start + size < len(rows) else None
+        return page, following
+
+    def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
+        won = []
+        for c in connections:
+            key, text = (c.tenant_id, c.user_id), slot_text(slot)
+            if self.claimed.get(key, "") >= text:
+                continue
+            self.claimed[key] = text
+            won.append(SlotClaim(c, text, "etag", None))
+        return won
+
+    def release_slots(self, claims: Sequence[SlotClaim]) -> int:
+        for claim in claims:
+            del self.claimed[(claim.connection.tenant_id, claim.connection.user_id)]
+            self.released.append(claim)
+        return len(claims)
+
+
+@dataclass
+class FakeQueue:
+    """JobQueue stand-in recording jobs per queue; ``refuse`` names users whose jobs fail once."""
+
+    sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refuse: set[str] = field(default_factory=set)
+
+    def send(self, queue: str, job: Mapping[str, Any], *, delay_s: int = 0) -> None:
+        self.sent.setdefault(queue, []).append(dict(job))
+
+    def send_many(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> int:
+        for job in jobs:
+            self.send(queue, job)
+        return len(jobs)
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        failed = []
+        for position, job in enumerate(jobs):
+            if job.get("user") in self.refuse:
+                self.refuse.discard(str(job["user"]))
+                failed.append(position)
+            else:
+                self.send(queue, job)
+        return failed
+
+
+def planner(store: FakeConnections, queue: FakeQueue, page_size: int = 1000) -> SyncPlanner:
+    return SyncPlanner(
+        cast(ConnectionStore, store),
+        cast(JobQueue, queue),
+        page_size=page_size,
+        clock=lambda: NOW,
+    )
+
+
+def drain(plan: SyncPlanner, queue: FakeQueue) -> None:
+    """Run stage 2 for every fan-out job until none is left, as the queue trigger would."""
+    while queue.sent.get(FANOUT_QUEUE):
+        plan.fan_out_tenant(queue.sent[FANOUT_QUEUE].pop(0))
+
+
+def test_fan_out_sends_one_job_per_tenant_for_the_current_slot() -> None:
+    """Stage 1 reads no connection: one fan-out job per indexed tenant, slot floored."""
+    # GIVEN two tenants with connections
+    store = FakeConnections({"t1": [connection("t1", "a")], "t2": [connection("t2", "b")]})
+    queue = FakeQueue()
+
+    # WHEN stage 1 runs at 12:17:03
+    sent = planner(store, queue).fan_out()
+
+    # THEN each tenant has one fan-out job for the 12:10 slot and no mail job is sent yet
+    assert sent == 2
+    assert queue.sent[FANOUT_QUEUE] == [
+        {"kind": "fanout", "tenant": "t1", "slot": SLOT},
+        {"kind": "fanout", "tenant": "t2", "slot": SLOT},
+    ]
+    assert MAIL_SYNC_QUEUE not in queue.sent
+
+
+def test_fan_out_tenant_sends_mail_jobs_for_due_connections_only() -> None:
+    """Active and error connections get a mail job with the slot; others get none."""
+    # GIVEN connections in every state
+    states = {"a": ACTIVE, "b": ERROR, "c": REAUTH_REQUIRED, "d": "revoked"}
+    store = FakeConnections({"t1": [connection("t1", u, s) for u, s in states.items()]})
+    queue = FakeQueue()
+    plan = planner(store, queue)
+
+    # WHEN both stages run
+    plan.fan_out()
+    drain(plan, queue)
+
+    # THEN jobs went to a and b, in the mail job's shape plus the slot
+    assert queue.sent[MAIL_SYNC_QUEUE] == [
+        {"kind": "mail", "tenant": "t1", "user": u, "slot": SLOT} for u in ("a", "b")
+    ]
+
+
+def test_fan_out_tenant_pages_a_large_tenant_with_continuations() -> None:
+    """A tenant larger than a page is split: each page sends its successor first."""
+    # GIVEN a tenant with 7 connections and a page size of 3
+    store = FakeConnections({"t1": [connection("t1", f"u{i}") for i in range(7)]})
+    queue = FakeQueue()
+    plan = planner(store, queue, page_size=3)
+
+    # WHEN stage 1 and the first stage 2 page run
+    plan.fan_out()
+    first = plan.fan_out_tenant(queue.sent[FANOUT_QUEUE].pop(0))
+
+    # THEN the first page sent 3 jobs and queued the next page with its token
+    assert (first.due, first.sent, first.more) == (3, 3, True)
+    assert queue.sent[FANOUT_QUEUE] == [
+        {"kind": "fanout", "tenant": "t1", "slot": SLOT, "page": "3"}
+    ]
+
+    # WHEN the remaining pages run
+    drain(plan, queue)
+
+    # THEN every connection has exactly one job
+    users = [job["user"] for job in queue.sent[MAIL_SYNC_QUEUE]]
+    assert sorted(users) == [f"u{i}" for i in range(7)]
+
+
+def test_fan_out_twice_in_one_slot_sends_each_job_once() -> None:
+    """A second timer run for the same slot enqueues nothing more (BR-15)."""
+    # GIVEN a tenant with two connections, fanned out once
+    store = FakeConnections({"t1": [connection("t1", "a"), connection("t1", "b")]})
+    queue = FakeQueue()
+    plan = planner(store, queue)
+    plan.fan_out()
+    drain(plan, queue)
+
+    # WHEN the timer fires again for the same slot
+    plan.fan_out()
+    drain(plan, queue)
+
+    # THEN still one job per connection
+    assert [job["user"] for job in queue.sent[MAIL_SYNC_QUEUE]] == ["a", "b"]
+
+
+def test_fan_out_tenant_releases_claims_of_unsent_jobs_and_raises() -> None:
+    """A mail job that could not be sent gives its claim back; the retry sends only it."""
+    # GIVEN a send that fails once for user b
+    store = FakeConnections({"t1": [connection("t1", u) for u in ("a", "b", "c")]})
+    queue = FakeQueue(refuse={"b"})
+    plan = planner(store, queue)
+    plan.fan_out()
+    job = queue.sent[FANOUT_QUEUE].pop(0)
+
+    # WHEN stage 2 runs, fails, and the queue delivers the message again
+    with pytest.raises(TransientError, match="1 of 3 mail jobs were not sent"):
+        plan.fan_out_tenant(job)
+    retried = plan.fan_out_tenant(job)
+
+    # THEN b's claim was released, and the retry sent only b
+    assert [claim.connection.user_id for claim in store.released] == ["b"]
+    assert (retried.due, retried.sent, retried.skipped) == (3, 1, 2)
+    assert sorted(j["user"] for j in queue.sent[MAIL_SYNC_QUEUE]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"kind": "mail", "tenant": "t", "slot": SLOT}, "kind"),
+        ({"kind": "fanout", "slot": SLOT}, "tenant"),
+        ({"kind": "fanout", "tenant": "", "slot": SLOT}, "tenant"),
+        ({"kind": "fanout", "tenant": "t"}, "slot"),
+        ({"kind": "fanout", "tenant": "t", "slot": "soon"}, "slot"),
+        ({"kind": "fanout", "tenant": "t", "slot": SLOT, "page": 3}, "page"),
+    ],
+)
+def test_fanout_job_parse_names_the_bad_field(job: dict[str, Any], field: str) -> None:
+    """A malformed fan-out message is refused with the field that is wrong."""
+    # GIVEN / WHEN
+    with pytest.raises(InvalidJobError) as raised:
+        FanoutJob.parse(job)
+
+    # THEN
+    assert str(raised.value).startswith(f"{field}: ")
+
+
+def test_fan_out_tenant_refuses_a_forged_page_token() -> None:
+    """A page token the store did not issue is an invalid job naming the page field."""
+    # GIVEN a fan-out job with a token the store cannot read
+    plan = planner(FakeConnections({"t1": []}), FakeQueue())
+
+    # WHEN / THEN
+    with pytest.raises(InvalidJobError, match=r"^page: "):
+        plan.fan_out_tenant({"kind": "fanout", "tenant": "t1", "slot": SLOT, "page": "x"})
+
+
+def test_fanout_job_round_trips_through_its_message() -> None:
+    """A job's message parses back to the same job."""
+    # GIVEN
+    job = FanoutJob("t1", datetime(2025, 6, 1, 12, 10, tzinfo=UTC), "tok")
+
+    # WHEN / THEN
+    assert FanoutJob.parse(job.as_message()) == job
