@@ -1,0 +1,235 @@
+"""The two-stage fan-out against Azurite: real tables, real queues, real conditional writes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, decode_job
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import TableEntityStore
+from shared.errors import TransientError
+from shared.sync.connections import ACTIVE, ERROR, MAIL, REAUTH_REQUIRED, TABLE, ConnectionStore
+from shared.sync.planner import SyncPlanner
+
+if TYPE_CHECKING:
+    from devstack.azurite import Azurite
+
+NOW = datetime(2025, 6, 1, 12, 17, 3, tzinfo=UTC)
+SLOT = "2025-06-01T12:10:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def tables(azurite: Azurite) -> TableEntityStore:
+    store = TableEntityStore(TableServiceClient.from_connection_string(azurite.connection_string))
+    store.ensure_tables()
+    return store
+
+
+@pytest.fixture
+def queue(azurite: Azurite) -> Iterator[JobQueue]:
+    """The job queue on Azurite, with the fan-out and mail queues empty at start and end."""
+    jobs = JobQueue(QueueServiceClient.from_connection_string(azurite.connection_string))
+    jobs.ensure_queues()
+    for name in (FANOUT_QUEUE, MAIL_SYNC_QUEUE):
+        jobs._client(name).clear_messages()
+    yield jobs
+    for name in (FANOUT_QUEUE, MAIL_SYNC_QUEUE):
+        jobs._client(name).clear_messages()
+
+
+@pytest.fixture
+def store(tables: TableEntityStore) -> ConnectionStore:
+    # The fan-out never opens token caches, so no cipher or MSAL client is needed.
+    return ConnectionStore(tables, cast(Any, None), cast(Any, None))
+
+
+def seed(tables: TableEntityStore, store: ConnectionStore, states: Sequence[str]) -> str:
+    """Store connections of a new tenant in the given states, as consent does; return its id."""
+    tenant = str(uuid.uuid4())
+    rows = [
+        {
+            "PartitionKey": table_key(tenant),
+            "RowKey": table_key(f"user-{i:03d}", MAIL),
+            "tenantId": tenant,
+            "userId": f"user-{i:03d}",
+            "kind": MAIL,
+            "state": state,
+            "upn": f"user-{i:03d}@t.example",
+            "scopes": "[]",
+            "tokenCache": "sealed",
+        }
+        for i, state in enumerate(states)
+    ]
+    tables.upsert_batch(TABLE, rows)
+    store.index_tenant(tenant)
+    return tenant
+
+
+def receive_all(queue: JobQueue, name: str) -> list[dict[str, Any]]:
+    """Take every message off a queue and return the decoded jobs."""
+    client = queue._client(name)
+    jobs = []
+    while True:
+        batch = list(client.receive_messages(messages_per_page=32, max_messages=32))
+        if not batch:
+            return jobs
+        for message in batch:
+            jobs.append(decode_job(message.content))
+            client.delete_message(message)
+
+
+def run_stage_two(plan: SyncPlanner, queue: JobQueue) -> None:
+    """Run every fan-out message, continuations included, as the queue trigger would."""
+    while jobs := receive_all(queue, FANOUT_QUEUE):
+        for job in jobs:
+            plan.fan_out_tenant(job)
+
+
+def mail_jobs(queue: JobQueue, tenants: set[str]) -> Counter[tuple[str, str, str]]:
+    jobs = receive_all(queue, MAIL_SYNC_QUEUE)
+    return Counter((j["tenant"], j["user"], j["slot"]) for j in jobs if j["tenant"] in tenants)
+
+
+def planner(store: ConnectionStore, queue: JobQueue, page_size: int = 1000) -> SyncPlanner:
+    return SyncPlanner(store, queue, page_size=page_size, clock=lambda: NOW)
+
+
+def test_fan_out_enqueues_one_job_per_due_connection_across_pages(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """Stage 1 and 2 send one mail job per active or error connection, paging a big tenant."""
+    # GIVEN a tenant of 25 mixed connections and a small one, with a page size of 10
+    big = seed(tables, store, [ACTIVE] * 20 + [ERROR] * 2 + [REAUTH_REQUIRED] * 2 + ["revoked"])
+    small = seed(tables, store, [ACTIVE])
+    plan = planner(store, queue, page_size=10)
+
+    # WHEN the timer runs and every fan-out message is processed
+    plan.fan_out()
+    run_stage_two(plan, queue)
+
+    # THEN each due connection has exactly one job for the slot
+    jobs = mail_jobs(queue, {big, small})
+    assert sum(1 for t, _, _ in jobs if t == big) == 22
+    assert sum(1 for t, _, _ in jobs if t == small) == 1
+    assert set(jobs.values()) == {1}
+    assert {slot for _, _, slot in jobs} == {SLOT}
+
+
+def test_fan_out_twice_for_one_slot_enqueues_once(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """A timer that fires twice for a slot still leaves one job per connection (BR-15)."""
+    # GIVEN a tenant with 30 active connections, fanned out once for the slot
+    tenant = seed(tables, store, [ACTIVE] * 30)
+    plan = planner(store, queue, page_size=7)
+    plan.fan_out()
+    run_stage_two(plan, queue)
+    first = mail_jobs(queue, {tenant})
+
+    # WHEN the timer fires again for the same slot
+    plan.fan_out()
+    run_stage_two(plan, queue)
+
+    # THEN nothing more is enqueued
+    assert sum(first.values()) == 30
+    assert mail_jobs(queue, {tenant}) == Counter()
+
+
+def test_fan_out_from_two_threads_at_once_enqueues_once(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """Two fan-outs for one slot racing on the same connections enqueue one job each (BR-15)."""
+    # GIVEN a tenant with 60 active connections and its fan-out job
+    tenant = seed(tables, store, [ACTIVE] * 60)
+    job = {"kind": "fanout", "tenant": tenant, "slot": SLOT}
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def race() -> None:
+        try:
+            start.wait()
+            planner(store, queue).fan_out_tenant(job)
+        except BaseException as error:
+            errors.append(error)
+
+    # WHEN two workers run it at the same moment
+    threads = [threading.Thread(target=race) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every connection has exactly one job
+    assert errors == []
+    jobs = mail_jobs(queue, {tenant})
+    assert len(jobs) == 60
+    assert set(jobs.values()) == {1}
+
+
+def test_fan_out_for_the_next_slot_enqueues_again(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """The next slot claims again; an older slot that comes late finds nothing to do."""
+    # GIVEN a tenant fanned out for the 12:10 slot
+    tenant = seed(tables, store, [ACTIVE] * 3)
+    planner(store, queue).fan_out()
+    run_stage_two(planner(store, queue), queue)
+    mail_jobs(queue, {tenant})
+
+    # WHEN the 12:20 slot runs, then a late 12:10 message
+    later = SyncPlanner(store, queue, clock=lambda: NOW + timedelta(minutes=10))
+    later.fan_out()
+    run_stage_two(later, queue)
+    second = mail_jobs(queue, {tenant})
+    late = planner(store, queue).fan_out_tenant({"kind": "fanout", "tenant": tenant, "slot": SLOT})
+
+    # THEN 12:20 enqueued one job each and the late 12:10 message none
+    assert {slot for _, _, slot in second} == {"2025-06-01T12:20:00+00:00"}
+    assert sum(second.values()) == 3
+    assert (late.due, late.sent) == (3, 0)
+
+
+class FlakyQueue(JobQueue):
+    """A JobQueue whose first mail send fails for the given positions."""
+
+    def __init__(self, inner: JobQueue, fail: set[int]) -> None:
+        super().__init__(inner._service)
+        self._fail = fail
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        if queue != MAIL_SYNC_QUEUE or not self._fail:
+            return super().send_each(queue, jobs)
+        keep = [job for i, job in enumerate(jobs) if i not in self._fail]
+        super().send_each(queue, keep)
+        failed, self._fail = sorted(self._fail), set()
+        return failed
+
+
+def test_fan_out_gives_back_claims_of_unsent_jobs(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """Jobs that could not be sent are claimed again when the queue retries the message."""
+    # GIVEN a tenant of 5 and a queue that loses two mail jobs once
+    tenant = seed(tables, store, [ACTIVE] * 5)
+    job = {"kind": "fanout", "tenant": tenant, "slot": SLOT}
+    plan = planner(store, FlakyQueue(queue, {1, 3}))
+
+    # WHEN stage 2 fails and is retried
+    with pytest.raises(TransientError):
+        plan.fan_out_tenant(job)
+    retried = plan.fan_out_tenant(job)
+
+    # THEN the retry sent just the two, and every connection has one job
+    assert (retried.sent, retried.skipped) == (2, 3)
+    jobs = mail_jobs(queue, {tenant})
+    assert len(jobs) == 5
+    assert set(jobs.values()) == {1}
