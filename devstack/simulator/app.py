@@ -11,6 +11,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from devstack.simulator import control, graph, identity, ids, keyvault, tokenendpoint
+from devstack.simulator.concurrency import THROTTLED_BODY
 from devstack.simulator.entra import entra_error
 from devstack.simulator.faults import RequestRecord
 from devstack.simulator.web import Call, Service, json_response
@@ -67,6 +68,20 @@ def _dispatch(service: Service, call: Call) -> Response:
     stopped = service.prepare(call)
     if stopped is not None:
         return stopped
+    mailbox = call.user.oid if service.name == "graph" and call.user is not None else None
+    if mailbox is None:
+        return _serve(service, call, endpoint)
+    limits = call.state.concurrency
+    if not limits.enter(mailbox):
+        headers = {"Retry-After": str(limits.retry_after_s)}
+        return json_response(THROTTLED_BODY, 429, headers)
+    try:
+        return _serve(service, call, endpoint)
+    finally:
+        limits.leave(mailbox)
+
+
+def _serve(service: Service, call: Call, endpoint: object) -> Response:
     request = call.request
     fault = call.state.take_fault(service.name, request.method, request.path, call.caller_keys())
     if fault is not None and fault.delay_s:

@@ -86,6 +86,23 @@ def post_time(call: Call) -> Response:
     return json_response({"now": call.state.clock.iso()})
 
 
+def post_concurrency(call: Call) -> Response:
+    """Serve ``POST /_sim/concurrency`` (JSON: limit, a number or null; retry_after_s)."""
+    body = json_body(call)
+    limit, retry_after = body.get("limit"), body.get("retry_after_s")
+    call.state.concurrency.configure(
+        None if limit is None else int(limit), None if retry_after is None else int(retry_after)
+    )
+    return json_response({"limit": call.state.concurrency.limit})
+
+
+def get_concurrency(call: Call) -> Response:
+    """Serve ``GET /_sim/concurrency/{upn}``: the mailbox's peak and refused requests."""
+    user, _ = call.state.mailbox(call.args["upn"])
+    peak, refused = call.state.concurrency.stats(user.oid)
+    return json_response({"peak": peak, "refused": refused})
+
+
 def get_requests(call: Call) -> Response:
     """Serve ``GET /_sim/requests``: the request log."""
     with call.state.lock:
@@ -118,6 +135,8 @@ def service() -> Service:
         ("/_sim/faults", "DELETE", delete_faults),
         ("/_sim/time", "POST", post_time),
         ("/_sim/requests", "GET", get_requests),
+        ("/_sim/concurrency", "POST", post_concurrency),
+        ("/_sim/concurrency/<upn>", "GET", get_concurrency),
     ]
     rules = [Rule(p, endpoint=f"{m} {p}", methods=[m]) for p, m, _ in routes]
     return Service(

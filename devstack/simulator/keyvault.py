@@ -170,7 +170,7 @@ def list_deleted(call: Call) -> Response:
 def purge_deleted(call: Call) -> Response:
     """Serve ``DELETE /deletedsecrets/{name}``: purge."""
     with call.state.lock:
-        call.state.vault.purge(call.args["name"])
+        call.state.vault.purge(call.args["name"], call.state.clock.now())
     return Response(status=204)
 
 

@@ -211,6 +211,26 @@ class Simulator:
         with self.state.lock:
             return list(self.state.log)
 
+    # Mailbox concurrency (BR-06) -------------------------------------------------------------
+
+    def set_mailbox_concurrency(self, limit: int | None, retry_after_s: int | None = None) -> None:
+        """Refuse Graph requests over ``limit`` in flight per mailbox; ``None`` only counts them.
+
+        A refused request gets 429 ``ApplicationThrottled`` (MailboxConcurrency) with
+        ``Retry-After: retry_after_s``. The default is Outlook's limit, 4, with 2 seconds.
+        """
+        self.state.concurrency.configure(limit, retry_after_s)
+
+    def peak_concurrency(self, upn: str) -> int:
+        """Return the most Graph requests a mailbox had in flight at once so far."""
+        user, _ = self.state.mailbox(upn)
+        return self.state.concurrency.stats(user.oid)[0]
+
+    def concurrency_refusals(self, upn: str) -> int:
+        """Return how many Graph requests for a mailbox were refused as over its limit."""
+        user, _ = self.state.mailbox(upn)
+        return self.state.concurrency.stats(user.oid)[1]
+
     # Key Vault -----------------------------------------------------------------------------
 
     def vault_set(self, name: str, value: str) -> str:
@@ -218,6 +238,16 @@ class Simulator:
         with self.state.lock:
             _, version = self.state.vault.set(name, value, int(self.state.clock.now()))
             return version.version
+
+    def vault_lags(self, *, delete_s: float = 0.0, purge_s: float = 0.0) -> None:
+        """Make the vault lag as Key Vault does after a delete and after a purge.
+
+        For ``delete_s`` after a delete, purging answers 409 ``ObjectIsBeingDeleted``; for
+        ``purge_s`` after a purge, setting the name still answers 409 ``ObjectIsBeingDeleted``.
+        """
+        with self.state.lock:
+            self.state.vault.delete_lag_s = delete_s
+            self.state.vault.purge_lag_s = purge_s
 
     def vault_get(self, name: str) -> str:
         """Return the newest value of a live secret; raise ``VaultError`` when there is none."""

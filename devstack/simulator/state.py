@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from devstack.simulator import ids
 from devstack.simulator.clock import SimClock
+from devstack.simulator.concurrency import MailboxConcurrency
 from devstack.simulator.directory import Directory, SimUser
 from devstack.simulator.faults import FaultBook, RequestRecord
 from devstack.simulator.grants import GrantStore
@@ -50,6 +51,7 @@ class SimState:
     grants: GrantStore = field(default_factory=GrantStore)
     vault: VaultStore = field(default_factory=VaultStore)
     faults: FaultBook = field(default_factory=FaultBook)
+    concurrency: MailboxConcurrency = field(default_factory=MailboxConcurrency)
     log: list[RequestRecord] = field(default_factory=list)
 
     def issuer(self, tenant_id: str) -> str:

@@ -1,5 +1,10 @@
 """Secrets of the simulated Key Vault: versions, soft delete, purge and recover.
 
+Like Key Vault, the store can lag (BR-13): for ``delete_lag_s`` after a delete, purging answers
+409 ``ObjectIsBeingDeleted``; for ``purge_lag_s`` after a purge, setting the name still answers
+409 ``ObjectIsBeingDeleted`` although the deleted secret can no longer be read. Both are 0 unless
+a test sets them.
+
 Known limitations: soft-deleted secrets are never purged by the passage of time, there is no
 purge protection switch, and updating a version's attributes (PATCH) is not supported.
 """
@@ -71,12 +76,20 @@ def _not_found(name: str, *, deleted: bool = False) -> VaultError:
     return VaultError(404, "SecretNotFound", message)
 
 
+def _being_deleted(name: str, what: str) -> VaultError:
+    message = f"Secret {name} is currently being deleted and cannot be {what}."
+    return VaultError(409, "Conflict", message, "ObjectIsBeingDeleted")
+
+
 class VaultStore:
     """Live and soft-deleted secrets by lower-cased name; the caller holds the lock."""
 
     def __init__(self) -> None:
         self._live: dict[str, Secret] = {}
         self._deleted: dict[str, Secret] = {}
+        self._purged_until: dict[str, float] = {}
+        self.delete_lag_s = 0.0
+        self.purge_lag_s = 0.0
 
     def set(
         self,
@@ -90,6 +103,8 @@ class VaultStore:
         """Add a new version of ``name`` (creating the secret) and return it."""
         check_name(name)
         key = name.lower()
+        if self._purged_until.get(key, 0.0) > now or self._being_deleted(key, now):
+            raise _being_deleted(name, "re-created; retry later")
         if key in self._deleted:
             message = f"Secret {name} is currently in a deleted but recoverable state, and its"
             message += " name cannot be reused; in this state, the secret can only be recovered"
@@ -139,10 +154,20 @@ class VaultStore:
             raise _not_found(name, deleted=True)
         return secret
 
-    def purge(self, name: str) -> None:
-        """Remove a soft-deleted secret for good."""
+    def purge(self, name: str, now: float = 0.0) -> None:
+        """Remove a soft-deleted secret for good; its name stays blocked for ``purge_lag_s``."""
         self.get_deleted(name)
+        if self._being_deleted(name.lower(), now):
+            raise _being_deleted(name, "purged; retry later")
         del self._deleted[name.lower()]
+        if self.purge_lag_s:
+            self._purged_until[name.lower()] = now + self.purge_lag_s
+
+    def _being_deleted(self, key: str, now: float) -> bool:
+        secret = self._deleted.get(key)
+        if secret is None or not self.delete_lag_s:
+            return False
+        return (secret.deleted or 0) + self.delete_lag_s > now
 
     def recover(self, name: str) -> Secret:
         """Bring a soft-deleted secret back and return it."""
