@@ -45,6 +45,7 @@ TABLES = (
     "companyemails",
     "mailboxitems",
     "pendingremovals",
+    "leases",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

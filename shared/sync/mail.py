@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from shared.errors import (
 from shared.matching.addresses import message_participants
 from shared.matching.companies import CompanyIndex, CompanyMatchData, classify
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, Connection, Folder
+from shared.sync.leases import MailboxGate
 from shared.sync.removals import RemovalLedger
 
 if TYPE_CHECKING:
@@ -133,6 +135,7 @@ class MailSyncService:
         queue: JobQueue,
         tables: TableEntityStore,
         page_budget: int = PAGE_BUDGET,
+        gate: MailboxGate | None = None,
     ) -> None:
         self._connections = connections
         self._graph = graph
@@ -143,35 +146,46 @@ class MailSyncService:
         self._page_budget = page_budget
         self._removals = RemovalLedger(tables, emails, graph)
         self._indexes: dict[str, tuple[float, CompanyIndex]] = {}
+        self._gate = gate or MailboxGate(tables, queue)
 
     def run(self, raw_job: Mapping[str, Any]) -> RoundStats | None:
-        """Sync one connection; return its stats, or ``None`` when the job ended early."""
+        """Sync one connection; return its stats, or ``None`` when the job ended early.
+
+        The job holds its connection and one of the mailbox's Graph request slots while it runs
+        (see :mod:`shared.sync.leases`); when either is busy it re-queues itself or, if another
+        job already waits for the connection, ends as a no-op.
+        """
         job = MailJob.parse(raw_job)
         connection = self._connections.get(job.tenant_id, job.user_id, MAIL)
-        if connection is None or connection.state != ACTIVE:
-            logger.info(
-                "mail job skipped: connection not active",
-                extra={"tenant": job.tenant_id, "user": job.user_id},
-            )
-            return None
-        try:
-            stats = self._sync_with_token(connection)
-        except ReauthRequiredError as error:
-            self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
-            logger.warning(
-                "mail connection needs consent again",
-                extra={"user": job.user_id, "code": error.code},
-            )
-            return None
-        except ThrottledError as error:
-            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
-            return None
-        except DeltaCursorExpiredError:
-            self._connections.record_error(connection, RESET_BACKOFF_CODE)
-            self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
-            return None
-        self._finish(job, connection, stats)
-        return stats
+        active = connection is not None and connection.state == ACTIVE
+        gate = self._gate.admit(job.tenant_id, job.user_id, MAIL, MAIL_SYNC_QUEUE, raw_job)
+        with gate if active else nullcontext(False) as ready:
+            # Read again once admitted: the job that held the connection may have changed it.
+            connection = self._connections.get(job.tenant_id, job.user_id, MAIL) if ready else None
+            if connection is None or connection.state != ACTIVE:
+                logger.info(
+                    "mail job skipped: connection busy or not active",
+                    extra={"tenant": job.tenant_id, "user": job.user_id, "admitted": ready},
+                )
+                return None
+            try:
+                stats = self._sync_with_token(connection)
+            except ReauthRequiredError as error:
+                self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
+                logger.warning(
+                    "mail connection needs consent again",
+                    extra={"user": job.user_id, "code": error.code},
+                )
+                return None
+            except ThrottledError as error:
+                self._requeue(job, int(error.retry_after_s) + 1, "throttled")
+                return None
+            except DeltaCursorExpiredError:
+                self._connections.record_error(connection, RESET_BACKOFF_CODE)
+                self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
+                return None
+            self._finish(job, connection, stats)
+            return stats
 
     def _sync_with_token(self, connection: Connection) -> RoundStats:
         token = self._connections.access_token(connection)
