@@ -1,25 +1,47 @@
-"""Key Vault adapter: reads the app's secrets, cached in memory.
+"""Key Vault adapter: reads and writes the app's secrets, cached in memory.
 
 Key Vault throttles at a few thousand reads per ten seconds per vault, so a secret is read once
 per worker process and kept for :data:`CACHE_TTL_S`; an older version (for a rotated key) is
 kept for the life of the process, since versions never change.
+
+Writing a name whose secret was deleted meets soft delete (BR-13): Key Vault answers 409
+``ObjectIsDeletedButRecoverable`` while the deleted secret is kept, and ``ObjectIsBeingDeleted``
+while a delete or a purge is still in progress, which can last 1-5 s after the purge returned.
+:meth:`KeyVaultSecretStore.set` purges the deleted secret and retries with a bounded backoff. It
+never recovers it: recovering would bring its old versions back, readable under the new one.
+
+Known limitations: a set purges a soft-deleted secret of the same name without asking, so a
+secret deleted on purpose to be recovered later is gone once the product writes its name again.
+Other worker processes keep serving a cached current version for up to :data:`CACHE_TTL_S`
+after a set, and old versions they already hold for the life of the process.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
-from shared.errors import SecretStoreError, TransientError
+from shared.errors import SecretStoreError, TransientError, ValidationError
 
 if TYPE_CHECKING:
-    from azure.keyvault.secrets import SecretClient
+    from collections.abc import Callable
+
+    from azure.keyvault.secrets import KeyVaultSecret, SecretClient
+
+logger = logging.getLogger(__name__)
 
 CACHE_TTL_S = 300.0
+NAME_PATTERN = re.compile(r"^[a-zA-Z][0-9a-zA-Z-]{0,126}$")
+"""Key Vault names: 1-127 of ``0-9 a-z A-Z -``; newer docs also require a leading letter."""
+DELETED_CODES = frozenset({"ObjectIsDeletedButRecoverable", "ObjectIsBeingDeleted"})
+SET_ATTEMPTS = 8
+MAX_BACKOFF_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +53,13 @@ class Secret:
 
 
 class KeyVaultSecretStore:
-    """Gives the current or a given version of a secret."""
+    """Gives the current or a given version of a secret, and stores new versions."""
 
-    def __init__(self, client: SecretClient) -> None:
+    def __init__(
+        self, client: SecretClient, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._client = client
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[float, Secret]] = {}
         self._versions: dict[tuple[str, str], Secret] = {}
@@ -72,6 +97,73 @@ class KeyVaultSecretStore:
             self._versions[(name, version)] = secret
         return secret
 
+    def set(self, name: str, value: str) -> Secret:
+        """Store a new current version of a secret, purging a soft-deleted one of that name.
+
+        Raises:
+            ValidationError: when the name breaks Key Vault's naming rule.
+            SecretStoreError: when the name stays blocked by a deleted secret through every
+                attempt, or the deleted secret may not be purged (purge protection, no right).
+            TransientError: when Key Vault cannot be reached.
+        """
+        check_name(name)
+        for attempt in range(1, SET_ATTEMPTS + 1):
+            blocked = self._try_set(name, value)
+            if isinstance(blocked, Secret):
+                self._remember(name, blocked)
+                return blocked
+            if attempt == SET_ATTEMPTS:
+                break
+            if blocked == "ObjectIsDeletedButRecoverable":
+                self._purge(name)
+            # Key Vault keeps refusing the name for a few seconds after a purge returned.
+            self._sleep(min(0.5 * attempt, MAX_BACKOFF_S))
+        msg = f"Key Vault secret {name!r} stayed deleted after {SET_ATTEMPTS} attempts; not stored"
+        raise SecretStoreError(msg)
+
+    def _try_set(self, name: str, value: str) -> Secret | str:
+        """Set the secret; return it, or the 409 code of a deleted secret blocking the name."""
+        try:
+            found = self._client.set_secret(name, value)
+        except HttpResponseError as error:
+            code = _inner_code(error)
+            if error.status_code == 409 and code in DELETED_CODES:
+                logger.debug("secret name blocked by a deleted secret", extra={"code": code})
+                return code
+            msg = f"writing Key Vault secret {name!r} failed with {error.status_code}"
+            raise _write_error(error, msg) from error
+        except AzureError as error:
+            msg = f"writing Key Vault secret {name!r} failed"
+            raise TransientError(msg) from error
+        return _secret(name, found)
+
+    def _purge(self, name: str) -> None:
+        try:
+            self._client.purge_deleted_secret(name)
+        except ResourceNotFoundError:
+            # Purged already (by us a moment ago, or by another writer): the set is retried.
+            return
+        except HttpResponseError as error:
+            if error.status_code == 409:
+                # Still being deleted: the next attempt sees it deleted and purges it then.
+                return
+            msg = (
+                f"Key Vault refused to purge deleted secret {name!r} ({error.status_code}); "
+                "check purge protection and the app's purge permission"
+            )
+            raise SecretStoreError(msg) from error
+        except AzureError as error:
+            msg = f"purging Key Vault secret {name!r} failed"
+            raise TransientError(msg) from error
+        with self._lock:
+            for key in [k for k in self._versions if k[0] == name]:
+                del self._versions[key]
+
+    def _remember(self, name: str, secret: Secret) -> None:
+        with self._lock:
+            self._latest[name] = (time.monotonic(), secret)
+            self._versions[(name, secret.version)] = secret
+
     def _fetch(self, name: str, version: str | None) -> Secret:
         try:
             found = self._client.get_secret(name, version)
@@ -81,7 +173,37 @@ class KeyVaultSecretStore:
         except AzureError as error:
             msg = f"reading Key Vault secret {name!r} failed"
             raise TransientError(msg) from error
-        if found.value is None or found.properties.version is None:
-            msg = f"Key Vault secret {name!r} has no value"
-            raise SecretStoreError(msg)
-        return Secret(found.value, found.properties.version)
+        return _secret(name, found)
+
+
+def check_name(name: str) -> None:
+    """Refuse a secret name Key Vault would refuse.
+
+    Raises:
+        ValidationError: when the name is not a letter then up to 126 of ``0-9 a-z A-Z -``.
+    """
+    if NAME_PATTERN.match(name) is None:
+        # The name is not echoed: names derived from user data could carry an address.
+        field = "name"
+        raise ValidationError(field, "must be 1-127 of 0-9, a-z, A-Z and -, starting with a letter")
+
+
+def _secret(name: str, found: KeyVaultSecret) -> Secret:
+    if found.value is None or found.properties.version is None:
+        msg = f"Key Vault secret {name!r} has no value"
+        raise SecretStoreError(msg)
+    return Secret(found.value, found.properties.version)
+
+
+def _inner_code(error: HttpResponseError) -> str:
+    inner: Any = getattr(error.error, "innererror", None)
+    if isinstance(inner, dict) and inner.get("code"):
+        return str(inner["code"])
+    return ""
+
+
+def _write_error(error: HttpResponseError, message: str) -> SecretStoreError | TransientError:
+    status = error.status_code or 0
+    if status == 429 or status >= 500:
+        return TransientError(message)
+    return SecretStoreError(message)

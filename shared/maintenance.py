@@ -1,0 +1,67 @@
+"""Operator commands, run beside the app with the same settings: ``python -m shared.maintenance``.
+
+``rotate-token-key`` writes a new version of the token-encryption key (32 random bytes, base64)
+to the Key Vault secret named by ``TOKEN_KEY_SECRET_NAME``. Every sealed value records the key
+version that sealed it, so values sealed before still open; workers seal with the new version
+once their cached copy of the current one expires (five minutes at most).
+
+Known limitations: values sealed with an old version are not re-sealed, so an old version must
+stay enabled in Key Vault for as long as any of them is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from shared.errors import ConfigError, SyncError
+from shared.settings import Settings
+from shared.wiring import Services
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+logger = logging.getLogger(__name__)
+
+KEY_BYTES = 32
+
+
+def rotate_token_key(services: Services) -> str:
+    """Write a new random token-encryption key version; return the version id.
+
+    Raises:
+        SecretStoreError: when Key Vault does not store it.
+        TransientError: when Key Vault cannot be reached.
+    """
+    name = services.settings.token_key_secret_name
+    value = base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+    return services.secrets.set(name, value).version
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one maintenance command; return the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m shared.maintenance")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("rotate-token-key", help="write a new token-encryption key version")
+    parser.parse_args(argv)
+
+    try:
+        services = Services(Settings.from_env(env))
+        version = rotate_token_key(services)
+    except ConfigError as error:
+        sys.stderr.write(f"settings: {error}\n")
+        return 2
+    except SyncError as error:
+        sys.stderr.write(f"token key not rotated: {error}\n")
+        return 1
+    sys.stdout.write(f"token key rotated: {services.settings.token_key_secret_name} {version}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())
