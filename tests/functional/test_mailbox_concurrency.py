@@ -251,3 +251,32 @@ def test_simulator_refuses_a_fifth_concurrent_request_and_leases_prevent_it(
     assert statuses == [200] * 8
     assert sim.concurrency_refusals(leased) == 0
     assert 2 <= sim.peak_concurrency(leased) <= SLOTS_PER_MAILBOX
+
+
+def test_simulator_limit_can_be_switched_off_over_its_control_api(tenant: Tenant) -> None:
+    """With the limit off the simulator only counts: six concurrent requests all succeed."""
+    # GIVEN a slow Graph for a user and the limit switched off through /_sim
+    sim, ca = tenant.stack.sim, str(tenant.stack.tls.ca_pem)
+    upn = tenant.add_user("ari")
+    sim.add_fault(FaultRule(r"/me$", 0, service="graph", user=upn, count=None, delay_s=0.5))
+    token = sim.issue_api_token(
+        tenant.tenant_id,
+        tenant.users[upn],
+        upn=upn,
+        audience="https://graph.microsoft.com",
+        expires_in=1000 * 86_400,
+    )
+    control = f"{sim.base_url}/_sim/concurrency"
+    requests.post(control, json={"limit": None}, verify=ca, timeout=10).raise_for_status()
+    try:
+        # WHEN six requests start at once
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda _: _get_me(f"{sim.graph_url}/me", token, ca), range(6)))
+    finally:
+        requests.post(control, json={"limit": 4}, verify=ca, timeout=10).raise_for_status()
+
+    # THEN none was refused, and the control API reports the peak it saw
+    assert [a.status_code for a in answers] == [200] * 6
+    stats = requests.get(f"{control}/{upn}", verify=ca, timeout=10).json()
+    assert stats == {"peak": sim.peak_concurrency(upn), "refused": 0}
+    assert stats["peak"] > SLOTS_PER_MAILBOX
