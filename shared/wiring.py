@@ -133,9 +133,14 @@ class Services:
         return ConnectionStore(self.tables, cipher, self.msal)
 
     @functools.cached_property
+    def emails(self) -> EmailStore:
+        """Stored emails and their indexes."""
+        return EmailStore(self.tables, self.blobs)
+
+    @functools.cached_property
     def directory(self) -> DirectoryService:
         """Tenants, users and companies."""
-        return DirectoryService(self.tables)
+        return DirectoryService(self.tables, forget_company=self.emails.forget_company)
 
     @functools.cached_property
     def consent(self) -> ConsentService:
@@ -161,7 +166,7 @@ class Services:
             connections=self.connections,
             graph=self.graph,
             directory=self.directory,
-            emails=EmailStore(self.tables, self.blobs),
+            emails=self.emails,
             queue=self.queue,
             tables=self.tables,
         )
@@ -169,7 +174,7 @@ class Services:
     @functools.cached_property
     def reader(self) -> ReadService:
         """The read API."""
-        return ReadService(self.directory, EmailStore(self.tables, self.blobs))
+        return ReadService(self.directory, self.emails)
 
 
 @functools.cache

@@ -156,7 +156,15 @@ class InvocationRunner:
         if error is None and self._timeout_s is not None and duration_ms > self._timeout_s * 1000:
             message = f"function {function.name!r} ran {duration_ms} ms, over functionTimeout"
             error = FunctionTimeoutError(message)
-        extra = {"function": function.name, "invocation_id": invocation_id, "trigger": trigger}
+        extra: dict[str, object] = {
+            "function": function.name,
+            "invocation_id": invocation_id,
+            "trigger": trigger,
+        }
+        status = getattr(value, "status_code", None)
+        if isinstance(status, int):
+            # As on Azure, a function that returns an error response still succeeded.
+            extra["status"] = status
         outcome = "succeeded"
         if error is not None:
             outcome = "timed_out" if isinstance(error, FunctionTimeoutError) else "failed"

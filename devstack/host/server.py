@@ -74,7 +74,9 @@ class HostApplication:
             return self._admin_invoke(path.removeprefix(ADMIN_FUNCTIONS), request)
         if path.startswith(self._prefix) or path + "/" == self._prefix:
             return self._route(path.removeprefix(self._prefix.rstrip("/")), request)
-        return _json({"error": "not found", "path": path}, 404)
+        return _json(
+            {"error": {"code": "not_found", "message": "no function serves this path"}}, 404
+        )
 
     def _route(self, path: str, request: Request) -> Response:
         allowed: set[str] = set()
@@ -86,10 +88,15 @@ class HostApplication:
                 return self._invoke_http(function, request, route_params)
             allowed.update(function.methods)
         if allowed:
-            response = _json({"error": "method not allowed", "method": request.method}, 405)
+            response = _json(
+                {"error": {"code": "method_not_allowed", "message": "method not allowed here"}},
+                405,
+            )
             response.headers["Allow"] = ", ".join(sorted(allowed))
             return response
-        return _json({"error": "not found", "path": request.path}, 404)
+        return _json(
+            {"error": {"code": "not_found", "message": "no function serves this path"}}, 404
+        )
 
     def _invoke_http(
         self, function: HttpFunction, request: Request, route_params: dict[str, str]
@@ -105,7 +112,11 @@ class HostApplication:
         result = self._runner.invoke(function, http_request, trigger="http")
         if not result.succeeded:
             return _json(
-                {"error": "internal server error", "invocationId": result.invocation_id}, 500
+                {
+                    "error": {"code": "internal", "message": "internal error"},
+                    "invocationId": result.invocation_id,
+                },
+                500,
             )
         try:
             return _to_response(result.value)
@@ -115,7 +126,11 @@ class HostApplication:
                 extra={"function": function.name, "invocation_id": result.invocation_id},
             )
             return _json(
-                {"error": "internal server error", "invocationId": result.invocation_id}, 500
+                {
+                    "error": {"code": "internal", "message": "internal error"},
+                    "invocationId": result.invocation_id,
+                },
+                500,
             )
 
     def _status(self) -> Response:

@@ -195,7 +195,7 @@ class GraphMailClient:
 
 def _retry_after(response: requests.Response, attempt: int) -> float:
     header = response.headers.get("Retry-After", "")
-    if header.strip().isdigit():
+    if header.strip().isascii() and header.strip().isdigit():
         return float(header.strip())
     return float(2**attempt)
 

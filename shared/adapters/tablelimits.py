@@ -61,7 +61,7 @@ def key_is_valid(key: str) -> bool:
 
 def utf16_size(text: str) -> int:
     """Return the size of a string as Table Storage counts it: UTF-16 bytes."""
-    return len(text.encode("utf-16-le"))
+    return len(text.encode("utf-16-le", errors="surrogatepass"))
 
 
 def string_fits(text: str) -> bool:

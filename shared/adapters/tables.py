@@ -230,15 +230,21 @@ def _encode_token(token: Any) -> str | None:
 def _decode_token(token: str | None) -> Any:
     if not token:
         return None
+    rule = "must be a token from a previous page"
     try:
         decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError) as error:
-        msg = "continuationToken"
-        raise ValidationError(msg, "must be a token from a previous page") from error
-    if not isinstance(decoded, dict):
-        msg = "continuationToken"
-        raise ValidationError(msg, "must be a token from a previous page")
+    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError) as error:
+        raise ValidationError(field="continuationToken", rule=rule) from error
+    if not isinstance(decoded, dict) or not all(_is_text(v) for v in decoded.values()):
+        raise ValidationError(field="continuationToken", rule=rule)
     return decoded
+
+
+def _is_text(value: Any) -> bool:
+    """Tell whether a token part is text the service can take (no lone surrogates)."""
+    return isinstance(value, str) and value.encode("utf-8", errors="replace") == value.encode(
+        "utf-8", errors="surrogatepass"
+    )
 
 
 __all__ = ["ETAG", "TABLES", "Entity", "NotFoundError", "TableEntityStore"]

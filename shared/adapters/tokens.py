@@ -143,7 +143,11 @@ class MsalTokenClient:
 
 def _token_error(result: dict[str, Any]) -> Exception:
     error = str(result.get("error", ""))
-    codes = {int(code) for code in result.get("error_codes") or [] if str(code).isdigit()}
+    codes = {
+        int(code)
+        for code in result.get("error_codes") or []
+        if str(code).isascii() and str(code).isdigit()
+    }
     if error in REAUTH_ERRORS or codes & REAUTH_CODES:
         code = f"{error}:{min(codes)}" if codes else error
         return ReauthRequiredError(code, _describe(result))

@@ -33,15 +33,17 @@ from shared.directory.validation import (
     company_draft,
     company_drafts,
     guid,
+    refuse_own_domains,
     tenant_draft,
     user_draft,
 )
-from shared.errors import NotFoundError, ValidationError
+from shared.errors import ForbiddenError, NotFoundError, ValidationError
 from shared.matching.companies import CompanyMatchData
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from shared.access.auth import Caller
     from shared.adapters.tables import TableEntityStore
     from shared.directory.model import Company, CompanySummary, DirectoryUser, Tenant
 
@@ -55,9 +57,22 @@ MAX_PAGE_SIZE = 1_000
 class DirectoryService:
     """Reads and maintains the directory of every tenant in Table Storage."""
 
-    def __init__(self, tables: TableEntityStore) -> None:
+    def __init__(
+        self,
+        tables: TableEntityStore,
+        *,
+        forget_company: Callable[[str, str], object] | None = None,
+    ) -> None:
+        """Build the service.
+
+        Args:
+            tables: the table store.
+            forget_company: called with (tenant id, company id) after a company is deleted, so
+                what other parts of the product filed under it (its email index) goes too.
+        """
         self._tables = tables
         self._companies = CompanyStore(tables)
+        self._forget_company = forget_company
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         """Return a tenant's settings, or ``None`` when it is not set up."""
@@ -165,7 +180,8 @@ class DirectoryService:
             ConflictError: when another company has the same ``externalId``.
         """
         draft = company_draft(body)
-        self._require_tenant(tenant_id)
+        tenant = self._require_tenant(tenant_id)
+        refuse_own_domains([draft], tenant.own_domains)
 
         company_id = str(uuid.uuid4())
         self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
@@ -182,7 +198,8 @@ class DirectoryService:
         """
         company_id = guid(company_id, "company_id")
         draft = company_draft(body)
-        self._require_tenant(tenant_id)
+        tenant = self._require_tenant(tenant_id)
+        refuse_own_domains([draft], tenant.own_domains)
 
         self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
         stored = self._companies.get(tenant_id, company_id)
@@ -204,6 +221,8 @@ class DirectoryService:
         if not self._companies.delete(tenant_id, company_id):
             message = f"company {company_id} not found in this tenant"
             raise NotFoundError(message)
+        if self._forget_company is not None:
+            self._forget_company(tenant_id, company_id)
         logger.info("company deleted", extra={"tenant_id": tenant_id, "company_id": company_id})
 
     def import_companies(
@@ -220,7 +239,8 @@ class DirectoryService:
             NotFoundError: when the tenant is not set up.
         """
         drafts = company_drafts(companies)
-        self._require_tenant(tenant_id)
+        tenant = self._require_tenant(tenant_id)
+        refuse_own_domains(drafts, tenant.own_domains, "companies")
         stored = list(self._tables.list_partition(ent.COMPANIES, table_key(tenant_id)))
         planned = plan_import(drafts, stored, mode=mode)
 
@@ -236,7 +256,20 @@ class DirectoryService:
         logger.info("companies imported", extra=extra)
         return result
 
-    def _require_tenant(self, tenant_id: str) -> None:
-        if self.get_tenant(tenant_id) is None:
+    def _require_tenant(self, tenant_id: str) -> Tenant:
+        tenant = self.get_tenant(tenant_id)
+        if tenant is None:
             message = f"tenant {tenant_id} is not set up; PUT admin/tenant first"
             raise NotFoundError(message)
+        return tenant
+
+    def require_member(self, caller: Caller) -> None:
+        """Let through tenant admins and users an admin registered; refuse everyone else.
+
+        Raises:
+            ForbiddenError: when the caller is neither.
+        """
+        if caller.is_admin or self.get_user(caller.tenant_id, caller.user_id) is not None:
+            return
+        message = "the caller is not a registered user of this tenant"
+        raise ForbiddenError(message)

@@ -183,6 +183,22 @@ def company_drafts(rows: object, path: str = "companies") -> list[CompanyDraft]:
     return drafts
 
 
+def refuse_own_domains(
+    drafts: Sequence[CompanyDraft], own_domains: Sequence[str], path: str = ""
+) -> None:
+    """Refuse related domains at or under the tenant's own domains: those never count.
+
+    Raises:
+        ValidationError: naming the first such domain, as in ``companies[2].domains[0]``.
+    """
+    for index, draft in enumerate(drafts):
+        row = f"{path}[{index}]" if path else ""
+        for position, domain in enumerate(draft.domains):
+            if any(domain == own or domain.endswith("." + own) for own in own_domains):
+                field = f"{_at(row, 'domains')}[{position}]"
+                raise ValidationError(field, "must not be one of the tenant's own domains")
+
+
 def _refuse_repeats(drafts: Sequence[CompanyDraft], path: str) -> None:
     seen: dict[tuple[str, str], int] = {}
     for index, draft in enumerate(drafts):

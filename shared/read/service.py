@@ -1,7 +1,7 @@
 """The read API: a company's stored emails, and one email, for users of the company's tenant.
 
-Known limitations: any authenticated user of the tenant may read every company's emails;
-portfolio, object and property permissions are not applied yet.
+Known limitations: every registered user (and admin) of the tenant may read every company's
+emails; portfolio, object and property permissions are not applied yet.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ class ReadService:
 
         Raises:
             NotFoundError: when the company does not exist in the caller's tenant.
+            ForbiddenError: when the caller is neither an admin nor a registered user.
         """
-        self._directory.get_company(caller.tenant_id, company_id)
+        self._directory.require_member(caller)
+        company = self._directory.get_company(caller.tenant_id, company_id)
         rows, next_token = self._emails.company_page(
-            caller.tenant_id, company_id, size=size, token=token
+            caller.tenant_id, company.company_id, size=size, token=token
         )
         return {"items": [_summary(row) for row in rows], "continuationToken": next_token}
 
@@ -44,7 +46,9 @@ class ReadService:
 
         Raises:
             NotFoundError: when no such email exists in the caller's tenant.
+            ForbiddenError: when the caller is neither an admin nor a registered user.
         """
+        self._directory.require_member(caller)
         row = self._emails.get_email(caller.tenant_id, email_id)
         if row is None:
             msg = f"email {email_id} not found"

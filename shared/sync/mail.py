@@ -13,9 +13,9 @@ product; moved and deleted messages stay stored with their last known folder.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,12 +28,13 @@ from shared.errors import (
     DeltaCursorExpiredError,
     InvalidJobError,
     ReauthRequiredError,
+    StorageLimitError,
+    SyncError,
     ThrottledError,
-    TransientError,
 )
 from shared.matching.addresses import message_participants
 from shared.matching.companies import CompanyIndex, CompanyMatchData, classify
-from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, Connection, Folder
+from shared.sync.connections import DUE_STATES, MAIL, REAUTH_REQUIRED, Connection, Folder
 from shared.sync.leases import MailboxGate
 from shared.sync.removals import RemovalLedger
 
@@ -54,6 +55,8 @@ PAGE_BUDGET = 200
 INDEX_TTL_S = 60.0
 DEFAULT_BACKFILL_DAYS = 360
 DROP_DRAFT = "draft"
+DROP_UNSTORABLE = "unstorable"
+_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 RESET_BACKOFF_S = 300
 RESET_BACKOFF_CODE = "delta_reset_backoff"
 
@@ -85,6 +88,10 @@ class RoundStats:
         }
 
 
+class CursorTakenError(SyncError):
+    """Raised when another job moved a folder's cursor first; this job's work is not needed."""
+
+
 @dataclass(slots=True)
 class _Round:
     """What one job works with while it walks a connection's folders."""
@@ -112,14 +119,19 @@ class MailJob:
             InvalidJobError: when the job lacks its tenant or user.
         """
         tenant, user = job.get("tenant"), job.get("user")
-        if job.get("kind") != MAIL or not isinstance(tenant, str) or not isinstance(user, str):
-            msg = "mail job needs kind 'mail' and string tenant and user"
+        if job.get("kind") != MAIL or not _is_id(tenant) or not _is_id(user):
+            msg = "mail job needs kind 'mail' and tenant and user ids (letters, digits, hyphens)"
             raise InvalidJobError(msg)
-        return cls(tenant, user)
+        return cls(str(tenant), str(user))
 
     def as_message(self) -> dict[str, Any]:
         """Return the job as queue JSON."""
         return {"kind": MAIL, "tenant": self.tenant_id, "user": self.user_id}
+
+
+def _is_id(value: Any) -> bool:
+    """Tell whether a job field is an id as Entra issues them (GUIDs), safe to log and key by."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 class MailSyncService:
@@ -153,39 +165,55 @@ class MailSyncService:
 
         The job holds its connection and one of the mailbox's Graph request slots while it runs
         (see :mod:`shared.sync.leases`); when either is busy it re-queues itself or, if another
-        job already waits for the connection, ends as a no-op.
+        job already waits for the connection, ends as a no-op. A connection in ``error`` is
+        synced like an active one, so it heals on the next slot.
         """
         job = MailJob.parse(raw_job)
-        connection = self._connections.get(job.tenant_id, job.user_id, MAIL)
-        active = connection is not None and connection.state == ACTIVE
-        gate = self._gate.admit(job.tenant_id, job.user_id, MAIL, MAIL_SYNC_QUEUE, raw_job)
-        with gate if active else nullcontext(False) as ready:
+        if not self._due(job):
+            return None
+        with self._gate.admit(job.tenant_id, job.user_id, MAIL, MAIL_SYNC_QUEUE, raw_job) as ready:
             # Read again once admitted: the job that held the connection may have changed it.
             connection = self._connections.get(job.tenant_id, job.user_id, MAIL) if ready else None
-            if connection is None or connection.state != ACTIVE:
+            if connection is None or connection.state not in DUE_STATES:
                 logger.info(
-                    "mail job skipped: connection busy or not active",
+                    "mail job skipped: connection busy or not due",
                     extra={"tenant": job.tenant_id, "user": job.user_id, "admitted": ready},
                 )
                 return None
-            try:
-                stats = self._sync_with_token(connection)
-            except ReauthRequiredError as error:
-                self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
-                logger.warning(
-                    "mail connection needs consent again",
-                    extra={"user": job.user_id, "code": error.code},
-                )
-                return None
-            except ThrottledError as error:
-                self._requeue(job, int(error.retry_after_s) + 1, "throttled")
-                return None
-            except DeltaCursorExpiredError:
-                self._connections.record_error(connection, RESET_BACKOFF_CODE)
-                self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
-                return None
-            self._finish(job, connection, stats)
-            return stats
+            return self._run_admitted(job, connection)
+
+    def _due(self, job: MailJob) -> bool:
+        connection = self._connections.get(job.tenant_id, job.user_id, MAIL)
+        if connection is not None and connection.state in DUE_STATES:
+            return True
+        logger.info(
+            "mail job skipped: connection not due",
+            extra={"tenant": job.tenant_id, "user": job.user_id},
+        )
+        return False
+
+    def _run_admitted(self, job: MailJob, connection: Connection) -> RoundStats | None:
+        try:
+            stats = self._sync_with_token(connection)
+        except ReauthRequiredError as error:
+            self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
+            logger.warning(
+                "mail connection needs consent again",
+                extra={"user": job.user_id, "code": error.code},
+            )
+            return None
+        except ThrottledError as error:
+            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
+            return None
+        except DeltaCursorExpiredError:
+            self._connections.record_error(connection, RESET_BACKOFF_CODE)
+            self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
+            return None
+        except CursorTakenError:
+            logger.info("mail job ends: another job moved the cursor", extra={"user": job.user_id})
+            return None
+        self._finish(job, connection, stats)
+        return stats
 
     def _sync_with_token(self, connection: Connection) -> RoundStats:
         token = self._connections.access_token(connection)
@@ -286,15 +314,21 @@ class MailSyncService:
             if not decision.keep:
                 stats.dropped[decision.reason] += 1
                 continue
+            try:
+                created = self._emails.save(
+                    tenant_id=connection.tenant_id,
+                    user_id=connection.user_id,
+                    connection=connection.key,
+                    message=item,
+                    participants=participants,
+                    company_ids=decision.company_ids,
+                )
+            except StorageLimitError:
+                # One message the store cannot hold must never block the whole mailbox.
+                logger.warning("message not storable, dropped", extra={"user": connection.user_id})
+                stats.dropped[DROP_UNSTORABLE] += 1
+                continue
             stats.kept += 1
-            created = self._emails.save(
-                tenant_id=connection.tenant_id,
-                user_id=connection.user_id,
-                connection=connection.key,
-                message=item,
-                participants=participants,
-                company_ids=decision.company_ids,
-            )
             stats.stored_new += int(created)
 
     def _save_cursor(
@@ -313,7 +347,7 @@ class MailSyncService:
             etag = self._tables.update(CURSORS, row, etag=(cursor or {}).get("_etag"))
         except ConflictError as error:
             message = "another worker moved this folder's cursor; this job stops"
-            raise TransientError(message) from error
+            raise CursorTakenError(message) from error
         return {**row, "_etag": etag}
 
     def _reset_cursor(self, connection: Connection, folder: Folder) -> None:

@@ -34,7 +34,18 @@ HOLDERS = "emailholders"
 ITEMS = "mailboxitems"
 INDEX = "companyemails"
 BLOB_SUFFIX = "Blob"
-OVERFLOW_FIELDS = ("body", "recipients", "subject", "bodyPreview", "companyIds")
+OVERFLOW_FIELDS = (
+    "body",
+    "recipients",
+    "subject",
+    "bodyPreview",
+    "from",
+    "conversationId",
+    "internetMessageId",
+    "companyIds",
+)
+"""Every string of an email row that outside input can make large; each may move to a blob."""
+SUMMARY_ADDRESS_CHARS = 320
 SUMMARY_SUBJECT_CHARS = 512
 _NEVER = 9_999_999_999
 
@@ -201,6 +212,18 @@ class EmailStore:
             INDEX, where, {"pk": table_key(tenant_id, company_id)}, size=size, token=token
         )
 
+    def forget_company(self, tenant_id: str, company_id: str) -> int:
+        """Drop a deleted company's email index; return how many entries went.
+
+        The emails stay (other companies or holders may need them); a company later created
+        under the same id starts with an empty list.
+        """
+        partition = table_key(tenant_id, company_id)
+        rows = [str(row["RowKey"]) for row in self._tables.list_partition(INDEX, partition)]
+        for row in rows:
+            self._tables.delete(INDEX, partition, row)
+        return len(rows)
+
     def get_email(self, tenant_id: str, key: str) -> Entity | None:
         """Return a stored email with every moved field read back from Blob Storage."""
         if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
@@ -273,7 +296,9 @@ def _summary(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
     return {
         "emailKey": key,
         "subject": subject[:SUMMARY_SUBJECT_CHARS],
-        "from": json.dumps(_address(message.get("from"))),
+        "from": json.dumps(
+            {k: v[:SUMMARY_ADDRESS_CHARS] for k, v in _address(message.get("from")).items()}
+        ),
         "bodyPreview": str(message.get("bodyPreview") or "")[:255],
         "sentDateTime": row["sentDateTime"],
         "receivedDateTime": row["receivedDateTime"],
@@ -283,14 +308,19 @@ def _summary(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
 
 
 def _sort_time(message: Mapping[str, Any]) -> str:
-    stamp = message.get("sentDateTime") or message.get("receivedDateTime") or ""
+    """Order by when the mailbox received it: the sender chooses the sent date, not Exchange.
+
+    A date in the future is clamped to now, so no message can pin itself to the top.
+    """
+    stamp = message.get("receivedDateTime") or message.get("sentDateTime") or ""
     try:
         moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         moment = datetime(1970, 1, 1, tzinfo=UTC)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+    moment = min(moment.astimezone(UTC), datetime.now(UTC))
+    return moment.isoformat(timespec="seconds")
 
 
 def _index_key(sort_time: str, key: str) -> str:

@@ -23,8 +23,14 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
+
+class UnsupportedMediaError(errors.ValidationError):
+    """Raised when a request body comes with a Content-Type the endpoint does not read."""
+
+
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.StorageLimitError, 500, "internal"),
+    (UnsupportedMediaError, 415, "unsupported_media_type"),
     (errors.ValidationError, 400, "invalid_input"),
     (errors.ConsentError, 400, "consent_failed"),
     (errors.AuthenticationError, 401, "unauthenticated"),
@@ -103,20 +109,51 @@ def caller_of(req: func.HttpRequest) -> Caller:
 
 
 def json_body(req: func.HttpRequest) -> Any:
-    """Parse the request body as JSON.
+    r"""Parse the request body as JSON text that is valid Unicode.
 
     Raises:
-        ValidationError: when the body is empty or not valid JSON.
+        ValidationError: when the body is empty, not JSON, nested absurdly deep, or holds a
+            lone surrogate escape such as ``\ud800`` that no storage can keep.
+        UnsupportedMediaError: when the Content-Type says the body is something else.
     """
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaError(field="Content-Type", rule="must be application/json")
     raw = req.get_body()
     if not raw:
-        msg = "body"
-        raise errors.ValidationError(msg, "must be a JSON document")
+        raise errors.ValidationError(field="body", rule="must be a JSON document")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        msg = "body"
-        raise errors.ValidationError(msg, "must be valid JSON") from error
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise errors.ValidationError(field="body", rule="must be valid JSON") from error
+    check_text(body, "body")
+    return body
+
+
+def check_text(value: Any, field: str) -> None:
+    """Refuse JSON strings that are not valid Unicode text (lone surrogates).
+
+    Raises:
+        ValidationError: naming the first offending field.
+    """
+    pending: list[tuple[Any, str]] = [(value, field)]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            _check_string(item, path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_string(key, path)
+                pending.append((child, f"{path}.{key}" if path != "body" else key))
+        elif isinstance(item, list):
+            pending.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+
+
+def _check_string(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise errors.ValidationError(path, "must be valid Unicode text") from error
 
 
 def json_object(req: func.HttpRequest) -> dict[str, Any]:
@@ -127,8 +164,7 @@ def json_object(req: func.HttpRequest) -> dict[str, Any]:
     """
     body = json_body(req)
     if not isinstance(body, dict):
-        msg = "body"
-        raise errors.ValidationError(msg, "must be a JSON object")
+        raise errors.ValidationError(field="body", rule="must be a JSON object")
     return body
 
 
@@ -141,6 +177,6 @@ def query_int(req: func.HttpRequest, name: str, default: int, *, low: int, high:
     raw = req.params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise errors.ValidationError(name, f"must be a whole number from {low} to {high}")
     return int(raw)

@@ -154,6 +154,7 @@ def admin_companies_import(req: func.HttpRequest) -> func.HttpResponse:
 def company_get(req: func.HttpRequest) -> func.HttpResponse:
     """Return one company of the caller's tenant with its domains and contacts."""
     caller = caller_of(req)
+    services().directory.require_member(caller)
     company = services().directory.get_company(caller.tenant_id, req.route_params["company_id"])
     return json_response(_company_json(company))
 

@@ -195,7 +195,7 @@ def test_local_host_http_unknown_route_is_404_json(host):
     for response in (unknown, not_int):
         assert response.status_code == 404
         assert response.headers["Content-Type"] == "application/json"
-        assert response.json()["error"] == "not found"
+        assert response.json()["error"]["code"] == "not_found"
 
 
 def test_local_host_http_wrong_method_is_405(host):

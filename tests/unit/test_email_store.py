@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -267,7 +268,12 @@ def test_company_index_lists_newest_first(store):
     for number, stamp in enumerate(sent):
         _save(
             store,
-            _message(f"item-{number}", internetMessageId=f"<m{number}@x>", sentDateTime=stamp),
+            _message(
+                f"item-{number}",
+                internetMessageId=f"<m{number}@x>",
+                sentDateTime=stamp,
+                receivedDateTime=stamp,
+            ),
         )
 
     # WHEN the company's first page is read
@@ -291,7 +297,10 @@ def test_company_index_places_pre_1970_dates_last(store, stamp):
     """A message with a placeholder or pre-1970 date sorts after every real one."""
     # GIVEN a recent message and one with a date before 1970
     _save(store, _message("recent", internetMessageId="<recent@x>"))
-    _save(store, _message("old", internetMessageId="<old@x>", sentDateTime=stamp))
+    _save(
+        store,
+        _message("old", internetMessageId="<old@x>", sentDateTime=stamp, receivedDateTime=stamp),
+    )
 
     # WHEN the company's first page is read
     rows, _ = store.company_page(TENANT, "acme", size=10, token=None)
@@ -300,20 +309,28 @@ def test_company_index_places_pre_1970_dates_last(store, stamp):
     assert [row["sentDateTime"] for row in rows] == ["2024-05-01T10:00:00Z", stamp]
 
 
-def test_company_index_places_far_future_dates_first(store):
-    """A message dated beyond the key's range still sorts as the newest, not among the old."""
-    # GIVEN a recent message and one dated in the year 9999
-    _save(store, _message("recent", internetMessageId="<recent@x>"))
+def test_company_index_clamps_future_dates_to_now(store):
+    """A message dated in the future sorts as received now, so it cannot pin itself on top."""
+    # GIVEN a message dated in the year 9999, then one received now
+    future = "9999-12-31T00:00:00Z"
     _save(
         store,
-        _message("future", internetMessageId="<future@x>", sentDateTime="9999-12-31T00:00:00Z"),
+        _message(
+            "future", internetMessageId="<future@x>", sentDateTime=future, receivedDateTime=future
+        ),
+    )
+    now = datetime.now(UTC) + timedelta(seconds=2)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    _save(
+        store,
+        _message("now", internetMessageId="<now@x>", sentDateTime=stamp, receivedDateTime=stamp),
     )
 
     # WHEN the company's first page is read
     rows, _ = store.company_page(TENANT, "acme", size=10, token=None)
 
-    # THEN the future one is first
-    assert rows[0]["sentDateTime"] == "9999-12-31T00:00:00Z"
+    # THEN the future one is not first: it counts as received when it was stored
+    assert [row["sentDateTime"] for row in rows] == [stamp, future]
 
 
 def test_get_email_rejects_malformed_key(store):
