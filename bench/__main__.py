@@ -1,0 +1,28 @@
+"""Run the benchmarks: ``python -m bench`` (sizes 10,000 and 100,000) or ``--quick``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.fanout import QUICK, STANDARD, run_fanout_bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the fan-out benchmark and print its table."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2,000 and 10,000, one run each")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "fanout.json",
+        help="where to write the JSON results (default: bench/results/fanout.json)",
+    )
+    args = parser.parse_args(argv)
+    run_fanout_bench(QUICK if args.quick else STANDARD, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

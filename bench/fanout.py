@@ -1,0 +1,307 @@
+"""Benchmark of the two-stage sync fan-out against a real Azurite.
+
+For each size it seeds that many active mail connection rows across many tenants (one tenant
+holds a tenth of them, so it is split into pages; the rest sit in tenants of 100), in batched
+transactions. Each run then takes a new slot and runs the product's fan-out end to end in this
+process: stage 1 (:meth:`SyncPlanner.fan_out`) and every stage 2 message it leads to
+(:meth:`SyncPlanner.fan_out_tenant`), taken off ``sync-fanout`` by :data:`INSTANCES` threads
+standing in for host instances (one: on a two-core machine shared with Azurite, more threads
+only contend for the same cores; on Azure each page runs on its own instance). The same run times
+a plain loop that sends the same number of messages one by one with ``send_message``. Medians
+over the runs are printed and written as JSON.
+
+The whole benchmark keeps to a time budget (14 minutes, quick 110 s): a size's second and third
+runs are skipped when they would not leave time for the first run of the larger sizes, and the
+table and JSON say how many runs each median is over.
+
+Known limitations: Azurite is one Node.js process sharing the machine with this one, so the
+figures show the fan-out's cost relative to a plain loop on the same machine, not Azure's
+throughput; token caches are 1 KB placeholders where real sealed caches are a few KB, so real
+stage 2 pages read more bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+
+from devstack.azurite import Azurite, start_azurite
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, decode_job, encode_job
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import TableEntityStore
+from shared.sync.connections import ACTIVE, MAIL, TABLE, ConnectionStore
+from shared.sync.planner import SyncPlanner
+
+TENANT_SIZE = 100
+BIG_TENANT_SHARE = 10
+INSTANCES = 1
+SEED_WORKERS = 4
+PLAIN_QUEUE = "bench-plain"
+TOKEN_CACHE = "x" * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to measure: connection counts and runs per count."""
+
+    sizes: tuple[int, ...]
+    runs: int
+    name: str
+    budget_s: float
+
+
+STANDARD = Plan(sizes=(10_000, 100_000), runs=3, name="standard", budget_s=14 * 60)
+QUICK = Plan(sizes=(2_000, 10_000), runs=1, name="quick", budget_s=110)
+
+
+@dataclass(slots=True)
+class Budget:
+    """The time left, and the seconds per connection seen so far to project the next run."""
+
+    deadline: float
+    per_connection_s: float = 0.0
+
+    def allows(self, size: int, later_sizes: tuple[int, ...]) -> bool:
+        """Tell whether a run of ``size`` still leaves time for one run of each later size."""
+        projected = self.per_connection_s * (size + sum(later_sizes) * 1.2)
+        return time.monotonic() + projected < self.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One timed run of one method."""
+
+    messages: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        """Messages enqueued per second of wall time."""
+        return self.messages / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SizeResult:
+    """The medians for one size, and every run."""
+
+    connections: int
+    tenants: int
+    runs: int
+    seed_seconds: float
+    fanout_seconds: float
+    fanout_per_second: float
+    plain_seconds: float
+    plain_per_second: float
+    ratio: float
+    fanout_runs: list[dict[str, float]]
+    plain_runs: list[dict[str, float]]
+
+
+def run_fanout_bench(plan: Plan, out: Path) -> list[SizeResult]:
+    """Start Azurite, measure every size of the plan, print a table and write the JSON."""
+    budget = Budget(time.monotonic() + plan.budget_s)
+    results = []
+    for position, size in enumerate(plan.sizes):
+        # A fresh Azurite per size: it keeps everything in memory, and nothing is deleted
+        # during a size because Azurite stalls for minutes collecting deleted messages.
+        with tempfile.TemporaryDirectory(prefix="bench-azurite-") as workdir:
+            azurite = start_azurite(Path(workdir))
+            try:
+                later = plan.sizes[position + 1 :]
+                results.append(_measure_size(azurite, size, plan.runs, budget, later))
+            finally:
+                azurite.stop()
+    _print_table(plan, results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "plan": plan.name,
+        "runs": plan.runs,
+        "instances": INSTANCES,
+        "cpus": os.cpu_count(),
+        "measuredAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "results": [asdict(result) for result in results],
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    print(f"results written to {out}")
+    return results
+
+
+def _measure_size(
+    azurite: Azurite, size: int, runs: int, budget: Budget, later: tuple[int, ...]
+) -> SizeResult:
+    tables = TableEntityStore(TableServiceClient.from_connection_string(azurite.connection_string))
+    tables.ensure_tables((TABLE,))
+    queues = QueueServiceClient.from_connection_string(azurite.connection_string)
+    jobs = JobQueue(queues)
+    jobs.ensure_queues((FANOUT_QUEUE, MAIL_SYNC_QUEUE))
+    # The fan-out never opens token caches, so no cipher or MSAL client is needed.
+    store = ConnectionStore(tables, cast("Any", None), cast("Any", None))
+
+    started = time.perf_counter()
+    tenants = _seed(tables, store, size)
+    seed_seconds = time.perf_counter() - started
+    print(f"seeded {size:,} connections in {len(tenants):,} tenants in {seed_seconds:.1f} s")
+
+    fanouts: list[Timing] = []
+    plains: list[Timing] = []
+    base = datetime.now(UTC) + timedelta(days=1)
+    for run in range(runs):
+        if run > 0 and not budget.allows(size, later):
+            print(f"  run {run + 1}/{runs} skipped: it would not fit in the time budget")
+            break
+        started = time.monotonic()
+        slot = base + timedelta(minutes=10 * run)
+        planner = SyncPlanner(store, jobs, clock=functools.partial(_at, slot))
+        fanouts.append(_time_fanout(planner, jobs, size))
+        plains.append(_time_plain(queues, f"{PLAIN_QUEUE}-{run}", size))
+        budget.per_connection_s = (time.monotonic() - started) / size
+        print(
+            f"  run {run + 1}/{runs}: fan-out {fanouts[-1].seconds:.1f} s, "
+            f"plain loop {plains[-1].seconds:.1f} s"
+        )
+    return _summarise(size, len(tenants), seed_seconds, fanouts, plains)
+
+
+def _at(moment: datetime) -> datetime:
+    return moment
+
+
+def _seed(tables: TableEntityStore, store: ConnectionStore, size: int) -> list[str]:
+    big = size // BIG_TENANT_SHARE
+    counts = [big] + [TENANT_SIZE] * ((size - big) // TENANT_SIZE)
+    counts[-1] += size - sum(counts)
+    tenants = [str(uuid.uuid4()) for _ in counts]
+
+    def seed_tenant(tenant: str, count: int) -> None:
+        rows = [_connection_row(tenant, f"user-{i:06d}") for i in range(count)]
+        tables.upsert_batch(TABLE, rows)
+        store.index_tenant(tenant)
+
+    with ThreadPoolExecutor(max_workers=SEED_WORKERS) as pool:
+        list(pool.map(seed_tenant, tenants, counts))
+    return tenants
+
+
+def _connection_row(tenant: str, user: str) -> dict[str, Any]:
+    return {
+        "PartitionKey": table_key(tenant),
+        "RowKey": table_key(user, MAIL),
+        "tenantId": tenant,
+        "userId": user,
+        "kind": MAIL,
+        "state": ACTIVE,
+        "upn": f"{user}@bench.example",
+        "homeAccountId": f"{user}.{tenant}",
+        "scopes": '["Mail.Read"]',
+        "folders": "[]",
+        "tokenCache": TOKEN_CACHE,
+        "tokenKeyVersion": "bench",
+    }
+
+
+def _time_fanout(planner: SyncPlanner, jobs: JobQueue, size: int) -> Timing:
+    started = time.perf_counter()
+    planner.fan_out()
+    sent = _drain_stage_two(planner, jobs)
+    seconds = time.perf_counter() - started
+    if sent != size:
+        message = f"fan-out sent {sent} mail jobs for {size} connections"
+        raise RuntimeError(message)
+    return Timing(sent, seconds)
+
+
+def _drain_stage_two(planner: SyncPlanner, jobs: JobQueue) -> int:
+    """Run stage 2 for every fan-out message, on INSTANCES threads; return mail jobs sent."""
+    client = jobs._client(FANOUT_QUEUE)
+    lock, busy, sent = threading.Lock(), [0], [0]
+
+    def instance() -> None:
+        while True:
+            with lock:
+                batch = list(client.receive_messages(messages_per_page=4, max_messages=4))
+                if not batch and busy[0] == 0:
+                    return
+                busy[0] += len(batch)
+            if not batch:
+                time.sleep(0.02)
+                continue
+            for message in batch:
+                result = planner.fan_out_tenant(decode_job(message.content))
+                client.delete_message(message)
+                with lock:
+                    busy[0] -= 1
+                    sent[0] += result.sent
+
+    threads = [threading.Thread(target=instance) for _ in range(INSTANCES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sent[0]
+
+
+def _time_plain(queues: QueueServiceClient, name: str, size: int) -> Timing:
+    client = queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+    client.create_queue()
+    texts = [
+        encode_job({"kind": MAIL, "tenant": "plain", "user": f"user-{i:06d}", "slot": "x"})
+        for i in range(size)
+    ]
+    started = time.perf_counter()
+    for text in texts:
+        client.send_message(text)
+    seconds = time.perf_counter() - started
+    return Timing(size, seconds)
+
+
+def _summarise(
+    size: int, tenants: int, seed_seconds: float, fanouts: list[Timing], plains: list[Timing]
+) -> SizeResult:
+    fanout_s = statistics.median(t.seconds for t in fanouts)
+    plain_s = statistics.median(t.seconds for t in plains)
+    return SizeResult(
+        connections=size,
+        tenants=tenants,
+        runs=len(fanouts),
+        seed_seconds=round(seed_seconds, 2),
+        fanout_seconds=round(fanout_s, 2),
+        fanout_per_second=round(size / fanout_s, 1),
+        plain_seconds=round(plain_s, 2),
+        plain_per_second=round(size / plain_s, 1),
+        ratio=round(plain_s / fanout_s, 2),
+        fanout_runs=[{"seconds": round(t.seconds, 2)} for t in fanouts],
+        plain_runs=[{"seconds": round(t.seconds, 2)} for t in plains],
+    )
+
+
+def _print_table(plan: Plan, results: list[SizeResult]) -> None:
+    print()
+    print(f"sync fan-out on Azurite ({plan.name}): medians; ratio = plain loop time / fan-out time")
+    header = ("connections", "tenants", "runs", "fan-out jobs/s", "fan-out s")
+    print(" | ".join(header) + " | plain msgs/s | plain s | ratio")
+    for r in results:
+        cells = (
+            f"{r.connections:,}",
+            f"{r.tenants:,}",
+            f"{r.runs}",
+            f"{r.fanout_per_second:,.0f}",
+            f"{r.fanout_seconds:.1f}",
+            f"{r.plain_per_second:,.0f}",
+            f"{r.plain_seconds:.1f}",
+            f"{r.ratio:.2f}x",
+        )
+        print(" | ".join(cells))
