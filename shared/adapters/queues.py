@@ -73,7 +73,9 @@ def decode_job(body: bytes | str) -> dict[str, Any]:
 class JobQueue:
     """Sends jobs to Storage Queues with the encoding the Functions host expects."""
 
-    def __init__(self, service: QueueServiceClient, *, max_workers: int = 16) -> None:
+    # NOTE: azure-core's requests transport pools 10 connections per client; more threads than
+    # that open and discard a connection per extra request.
+    def __init__(self, service: QueueServiceClient, *, max_workers: int = 8) -> None:
         self._service = service
         self._max_workers = max_workers
         self._clients: dict[str, QueueClient] = {}

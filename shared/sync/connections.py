@@ -57,7 +57,8 @@ JOB_POISONED = "job_poisoned"
 TENANT_INDEX = "~tenants"
 SLOT_PREFIX = "~slots|"
 CLAIM_ATTEMPTS = 3
-CLAIM_WORKERS = 16
+CLAIM_WORKERS = 8
+"""Concurrent claim writes: below the 10 connections azure-core pools per client."""
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
