@@ -43,8 +43,17 @@ class Session:
         return self
 
     def as_member(self) -> Session:
-        """Act as a plain user of the tenant from now on."""
-        self.caller = Caller(self.tenant_id, str(uuid.uuid4()), frozenset(), "member")
+        """Register a plain user of the tenant, then act as that user from now on."""
+        user_id = str(uuid.uuid4())
+        self.as_admin()
+        registered = self.call(
+            admin.admin_user_put,
+            "PUT",
+            body={"upn": "member@vendor.example"},
+            route={"user_id": user_id},
+        )
+        assert registered.status_code in {200, 201}
+        self.caller = Caller(self.tenant_id, user_id, frozenset(), "member")
         return self
 
     def call(

@@ -223,9 +223,12 @@ def test_read_email_returns_body_of_any_size(tenant: Tenant) -> None:
 
 def test_read_api_refuses_unknown_and_foreign_ids(tenant: Tenant, stack: Any) -> None:
     """Another tenant's company id answers 404, like an id that does not exist."""
-    # GIVEN a company in this tenant and a user of another tenant
+    # GIVEN a company in this tenant and the admin of another tenant that is set up
     company_id = tenant.add_company("Hooli", ["hooli.example"])
-    other = stack.token(str(uuid.uuid4()), str(uuid.uuid4()))
+    other_tenant = str(uuid.uuid4())
+    other = stack.token(other_tenant, str(uuid.uuid4()), roles=("Admin",), upn="a@other.example")
+    setup = {"name": "Other", "ownDomains": ["other.example"]}
+    stack.call("PUT", "admin/tenant", other, json=setup).raise_for_status()
 
     # WHEN the outsider asks for it, and an insider asks for an unknown id
     foreign = stack.call("GET", f"companies/{company_id}/emails", other)
