@@ -1,8 +1,12 @@
 """Typed settings, read once from the environment, with every problem reported at once.
 
-Every environment name the product reads is a constant in this module, and each is listed in
-``local.settings.sample.json``. Secrets are not settings: the Microsoft client secret and the
-refresh-token encryption key are read from Key Vault under the names given here.
+Every environment name the product reads is a constant in this module and is read here only. Each
+is set in ``local.settings.sample.json`` unless it is in :data:`DEPLOYED_ONLY_SETTINGS`, and in
+the Function App's app settings (``infra/app/function-app.bicep``) unless it is in
+:data:`LOCAL_ONLY_SETTINGS`; ``tests/unit/test_infra_settings.py`` holds both true.
+
+Secrets are not settings: the Microsoft client secret and the refresh-token encryption key are
+read from Key Vault under the names given here.
 """
 
 from __future__ import annotations
@@ -53,6 +57,14 @@ ALL_SETTINGS = (
     GRAPH_PAGE_SIZE,
 )
 """Names every deployment sets; the identity-based and local-identity names are optional."""
+
+DEPLOYED_ONLY_SETTINGS = frozenset(
+    {STORAGE_TABLE_URI, STORAGE_QUEUE_URI, STORAGE_BLOB_URI, STORAGE_CLIENT_ID}
+)
+"""Names only Azure sets: the identity-based storage connection, in place of a key."""
+
+LOCAL_ONLY_SETTINGS = frozenset({STORAGE_CONNECTION, AZURE_CLIENT_SECRET, AZURE_AUTHORITY_HOST})
+"""Names only the local stack sets: a storage key and a client secret stand in for the identity."""
 
 
 @dataclass(frozen=True, slots=True)
