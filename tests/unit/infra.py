@@ -31,14 +31,19 @@ def bicep_resources() -> tuple[tuple[str, dict[str, Any]], ...]:
     return tuple(found)
 
 
-def app_setting_names() -> set[str]:
-    """Return the names the Bicep sets in the Function App's ``appsettings`` config."""
-    names: set[str] = set()
+def app_setting_values() -> dict[str, Any]:
+    """Return the Function App's ``appsettings`` config: names and parsed value expressions."""
+    values: dict[str, Any] = {}
     for _, resource in bicep_resources():
         config = resource.get("config") or {}
         if resource.get("type") == APP_SETTINGS_TYPE and config.get("name") == "appsettings":
-            names.update((config.get("properties") or {}).keys())
-    return names
+            values.update(config.get("properties") or {})
+    return values
+
+
+def app_setting_names() -> set[str]:
+    """Return the names the Bicep sets in the Function App's ``appsettings`` config."""
+    return set(app_setting_values())
 
 
 def created_names(resource_type: str) -> set[str]:
