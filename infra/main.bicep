@@ -12,7 +12,7 @@ param environmentName string
 @description('Azure region for every resource; it must offer the Flex Consumption plan.')
 param location string
 
-@description('Object id of the person running azd: gets Key Vault Secrets Officer and the storage data roles for `func start`. Empty grants nothing.')
+@description('Object id of whoever runs azd: Secrets Officer and storage data roles; empty: none.')
 param principalId string = ''
 
 @allowed(['User', 'ServicePrincipal', 'Group'])
@@ -24,7 +24,7 @@ param principalType string = 'User'
 @description('Application (client) id of the Microsoft Entra app registration users consent to.')
 param microsoftClientId string
 
-@description('Audience of API bearer tokens; empty means the client id (v2 access tokens carry it as aud).')
+@description('Audience (aud) of API bearer tokens; empty means the client id, as v2 tokens carry.')
 param apiAudience string = ''
 
 @minValue(1)

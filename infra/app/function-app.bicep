@@ -67,7 +67,7 @@ param clientSecretName string = 'microsoft-client-secret'
 param tokenKeySecretName string = 'token-encryption-key'
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy on Flex needs always-ready instances, billed while idle
+  // checkov:skip=CKV_AZURE_225: zone redundancy on Flex needs always-ready (billed idle) instances
   name: planName
   location: location
   tags: tags
@@ -78,9 +78,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: a public API; callers prove themselves with Entra ID bearer tokens
-  // checkov:skip=CKV_AZURE_17: consent redirects come from users' browsers, which hold no client certificate
-  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; a 10-minute sync round tolerates a cold start
-  // checkov:skip=CKV_AZURE_213: Flex Consumption has no platform health check; GET /api/health answers probes
+  // checkov:skip=CKV_AZURE_17: consent redirects come from browsers, which hold no client cert
+  // checkov:skip=CKV_AZURE_212: Flex scales from zero; a 10-minute sync round bears a cold start
+  // checkov:skip=CKV_AZURE_213: Flex has no platform health check; GET /api/health answers probes
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': serviceName })
@@ -131,14 +131,14 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
-  // These checks read every sites/config as the 'web' site configuration; this one is 'appsettings'.
+  // These checks read every sites/config as the 'web' configuration; this one is 'appsettings'.
   // checkov:skip=CKV_AZURE_63: HTTP logging is a site configuration setting, not an app setting
   // checkov:skip=CKV_AZURE_65: detailed errors is a site configuration setting, not an app setting
   // checkov:skip=CKV_AZURE_66: request tracing is a site configuration setting, not an app setting
   // checkov:skip=CKV_AZURE_80: .NET version does not apply to a Python app
   // checkov:skip=CKV_AZURE_88: Flex Consumption keeps no content on Azure Files
   // checkov:skip=CKV_AZURE_222: public network access is a site property, covered on the site above
-  // checkov:skip=CKV_AZURE_13: the product validates Entra ID bearer tokens itself (shared/access/auth.py)
+  // checkov:skip=CKV_AZURE_13: the product checks Entra ID bearer tokens (shared/access/auth.py)
   parent: app
   name: 'appsettings'
   properties: {

@@ -19,8 +19,8 @@ param tags object
 param softDeleteRetentionInDays int = 90
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: no virtual network yet; every request needs Entra ID and an RBAC role
-  // checkov:skip=CKV_AZURE_189: no virtual network yet; the app and the operator's key rotation reach it
+  // checkov:skip=CKV_AZURE_109: no virtual network yet; each request needs Entra ID and a role
+  // checkov:skip=CKV_AZURE_189: no virtual network yet; the app and operators reach it publicly
   name: name
   location: location
   tags: tags

@@ -27,7 +27,7 @@ param skuName string = 'Standard_GRS'
 param deleteRetentionDays int = 7
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: no virtual network yet; every request needs Entra ID (shared keys off)
+  // checkov:skip=CKV_AZURE_35: no virtual network yet; each request needs Entra ID (no shared keys)
   // checkov:skip=CKV_AZURE_59: no virtual network yet; the app, azd and operators reach it publicly
   name: name
   location: location
