@@ -4,11 +4,19 @@ import logging
 
 import azure.functions as func
 
-from shared.triggers import admin, connections, consent, health, read, sync
+from shared.triggers import admin, calendar, connections, consent, health, read, sync
 
 logging.getLogger("shared").setLevel(logging.INFO)
 logging.getLogger("azure").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-for blueprint in (health.bp, admin.bp, consent.bp, connections.bp, read.bp, sync.bp):
+for blueprint in (
+    health.bp,
+    admin.bp,
+    consent.bp,
+    connections.bp,
+    read.bp,
+    sync.bp,
+    calendar.bp,
+):
     app.register_functions(blueprint)

@@ -187,7 +187,15 @@ class LocalStack:
 
     def connect_mail(self, token: str, *, decision: str = "accept") -> requests.Response:
         """Run the whole consent flow as the token's user would; return the callback's answer."""
-        started = self.call("POST", "me/connections/mail", token)
+        return self.connect(token, "mail", decision=decision)
+
+    def connect_calendar(self, token: str, *, decision: str = "accept") -> requests.Response:
+        """Run the calendar consent flow as the token's user would; return the callback's answer."""
+        return self.connect(token, "calendar", decision=decision)
+
+    def connect(self, token: str, kind: str, *, decision: str = "accept") -> requests.Response:
+        """Run the consent flow of one kind of connection; return the callback's answer."""
+        started = self.call("POST", f"me/connections/{kind}", token)
         started.raise_for_status()
         url = started.json()["authorizeUrl"]
         location = drive_consent(url, decision=decision, verify=str(self._tls().ca_pem))

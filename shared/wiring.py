@@ -19,6 +19,7 @@ from azure.storage.queue import QueueServiceClient
 from shared.access.auth import BearerAuthenticator
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.graph import GraphMailClient
+from shared.adapters.graphcalendar import GraphCalendarClient
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.queues import JobQueue
 from shared.adapters.tables import TableEntityStore
@@ -26,9 +27,13 @@ from shared.adapters.tokens import MsalTokenClient
 from shared.consent.crypto import TokenCipher
 from shared.consent.service import ConsentService
 from shared.directory.service import DirectoryService
+from shared.meetings.service import MeetingService
+from shared.read.events import EventReadService
 from shared.read.service import ReadService
 from shared.settings import Settings
+from shared.sync.calendar import CalendarSyncService
 from shared.sync.connections import ConnectionStore
+from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
 from shared.sync.planner import SyncPlanner
 from shared.sync.store import EmailStore
@@ -169,6 +174,43 @@ class Services:
             emails=self.emails,
             queue=self.queue,
             tables=self.tables,
+        )
+
+    @functools.cached_property
+    def graph_calendar(self) -> GraphCalendarClient:
+        """Microsoft Graph calendar calls, over the mail client's transport."""
+        return GraphCalendarClient(self.graph)
+
+    @functools.cached_property
+    def events(self) -> EventStore:
+        """Stored calendar events and their indexes."""
+        return EventStore(self.tables)
+
+    @functools.cached_property
+    def calendar_sync(self) -> CalendarSyncService:
+        """The calendar sync worker."""
+        return CalendarSyncService(
+            connections=self.connections,
+            graph=self.graph_calendar,
+            directory=self.directory,
+            events=self.events,
+            queue=self.queue,
+            tables=self.tables,
+        )
+
+    @functools.cached_property
+    def event_reader(self) -> EventReadService:
+        """The read API for calendar events."""
+        return EventReadService(self.directory, self.events)
+
+    @functools.cached_property
+    def meetings(self) -> MeetingService:
+        """Meetings created through the API."""
+        return MeetingService(
+            connections=self.connections,
+            graph=self.graph_calendar,
+            directory=self.directory,
+            calendar_sync=self.calendar_sync,
         )
 
     @functools.cached_property

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
-from devstack.simulator import operations
+from devstack.simulator import calendarops, operations
 from devstack.simulator.faults import FaultRule
 from devstack.simulator.web import Handler, Service, json_body, json_response
 
@@ -53,6 +53,24 @@ def post_messages(call: Call) -> Response:
         call.state, call.args["upn"], body.get("folder", "inbox"), body.get("messages", [])
     )
     return json_response({"ids": created}, 201)
+
+
+def post_events(call: Call) -> Response:
+    """Serve ``POST /_sim/calendars/{upn}/events`` (JSON: events, Graph-shaped)."""
+    body = json_body(call)
+    created = calendarops.load_events(call.state, call.args["upn"], body.get("events", []))
+    return json_response({"ids": created}, 201)
+
+
+def post_calendar_behaviour(call: Call) -> Response:
+    """Serve ``POST /_sim/calendar-behaviour`` (JSON: legacy_series, all_day_instants)."""
+    body = json_body(call)
+    calendarops.set_behaviour(
+        call.state,
+        legacy_series=bool(body.get("legacy_series")),
+        all_day_instants=bool(body.get("all_day_instants")),
+    )
+    return json_response({"updated": True})
 
 
 def post_api_token(call: Call) -> Response:
@@ -130,6 +148,8 @@ def service() -> Service:
         ("/_sim/users", "POST", post_user),
         ("/_sim/apps", "POST", post_app),
         ("/_sim/mailboxes/<upn>/messages", "POST", post_messages),
+        ("/_sim/calendars/<upn>/events", "POST", post_events),
+        ("/_sim/calendar-behaviour", "POST", post_calendar_behaviour),
         ("/_sim/api-token", "POST", post_api_token),
         ("/_sim/faults", "POST", post_fault),
         ("/_sim/faults", "DELETE", delete_faults),

@@ -1,4 +1,4 @@
-"""Microsoft Graph v1.0 mail endpoints for the signed-in user.
+"""Microsoft Graph v1.0 mail endpoints for the signed-in user, and the calendar ones mounted.
 
 Each route exists as ``/me/...`` and as ``/users/{id or upn}/...``; the latter only for the token's
 own user, as a delegated token allows.
@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from werkzeug.routing import Map, Rule
 
-from devstack.simulator import delta
+from devstack.simulator import calendarview, delta
 from devstack.simulator.graphhttp import (
     authenticate,
     graph_error,
@@ -193,10 +193,15 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
 def service() -> Service:
     """Return the Graph surface, mounted under ``/graph/v1.0``."""
     rules = []
-    for suffix, (endpoint, _) in _ROUTES.items():
-        rules.append(Rule(f"{PREFIX}/me{suffix}", endpoint=endpoint, methods=["GET"]))
-        rules.append(Rule(f"{PREFIX}/users/<user_key>{suffix}", endpoint=endpoint, methods=["GET"]))
+    routes = [(suffix, endpoint, "GET") for suffix, (endpoint, _) in _ROUTES.items()]
+    routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in calendarview.ROUTES]
+    for suffix, endpoint, method in routes:
+        rules.append(Rule(f"{PREFIX}/me{suffix}", endpoint=endpoint, methods=[method]))
+        rules.append(
+            Rule(f"{PREFIX}/users/<user_key>{suffix}", endpoint=endpoint, methods=[method])
+        )
     handlers = dict(_ROUTES.values())
+    handlers.update({endpoint: handler for _, endpoint, _, handler in calendarview.ROUTES})
     return Service(
         name="graph",
         url_map=Map(rules, strict_slashes=False, merge_slashes=False),

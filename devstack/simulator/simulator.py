@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from devstack.simulator import operations
+from devstack.simulator import calendarops, operations
 from devstack.simulator.app import main_app, vault_app
 from devstack.simulator.state import SimState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import datetime
+    from pathlib import Path
 
     from _typeshed.wsgi import WSGIApplication
 
     from devstack.simulator.directory import SimApp, SimUser
     from devstack.simulator.faults import FaultRule, RequestRecord
+    from devstack.simulator.icsload import CalendarLoad
     from devstack.tls import TlsMaterial
 
 logger = logging.getLogger(__name__)
@@ -299,3 +302,53 @@ class Simulator:
         with self.state.lock:
             _, mailbox = self.state.mailbox(upn)
             mailbox.invalidate_sync_state()
+
+    # Calendars -----------------------------------------------------------------------------
+
+    def add_event(self, upn: str, event: dict[str, Any]) -> str:
+        """Add a Graph-shaped event (single, or a series master); return its id."""
+        return calendarops.load_events(self.state, upn, [event])[0]
+
+    def load_events(self, upn: str, events: Iterable[dict[str, Any]]) -> list[str]:
+        """Add many Graph-shaped events to a user's primary calendar; return their ids."""
+        return calendarops.load_events(self.state, upn, events)
+
+    def load_ics(self, upn: str, raw: bytes) -> CalendarLoad:
+        """Add the events of an ``.ics`` document; raise ``CalendarLoadError`` when it cannot."""
+        return calendarops.load_ics_bytes(self.state, upn, raw)
+
+    def load_calendar_file(self, upn: str, path: Path) -> list[str]:
+        """Load an ``.ics`` or Graph-shaped ``.json`` file into a user's calendar."""
+        return calendarops.load_calendar_file(self.state, upn, path)
+
+    def update_event(self, upn: str, event_id: str, changes: dict[str, Any]) -> None:
+        """Change an event, a whole series (master id) or one occurrence (then an exception)."""
+        calendarops.update_event(self.state, upn, event_id, changes)
+
+    def cancel_occurrence(self, upn: str, occurrence_id: str) -> None:
+        """Cancel one occurrence of a series."""
+        calendarops.cancel_occurrence(self.state, upn, occurrence_id)
+
+    def cancel_event(self, upn: str, event_id: str) -> None:
+        """Mark a meeting cancelled by its organiser: it stays, with ``isCancelled`` true."""
+        calendarops.cancel_event(self.state, upn, event_id)
+
+    def delete_event(self, upn: str, event_id: str) -> None:
+        """Delete an event or a whole series."""
+        calendarops.delete_event(self.state, upn, event_id)
+
+    def event_instances(
+        self, upn: str, low: datetime, high: datetime, event_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the Graph JSON (UTC) of the instances in a window, of one event when given."""
+        return calendarops.instances(self.state, upn, low, high, event_id)
+
+    def set_calendar_behaviour(self, *, legacy_series: bool, all_day_instants: bool) -> None:
+        """Switch the old and new Graph behaviours of BR-04 and BR-05 (``CalendarBehaviour``)."""
+        calendarops.set_behaviour(
+            self.state, legacy_series=legacy_series, all_day_instants=all_day_instants
+        )
+
+    def invalidate_calendar_sync_state(self, upn: str) -> None:
+        """Make every calendarView delta token of a user answer 410 ``syncStateNotFound``."""
+        calendarops.invalidate_sync_state(self.state, upn)

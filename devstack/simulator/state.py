@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devstack.simulator import ids
+from devstack.simulator.calendar import Calendar, CalendarBehaviour
+from devstack.simulator.calendarsync import CalendarSync
 from devstack.simulator.clock import SimClock
 from devstack.simulator.concurrency import MailboxConcurrency
 from devstack.simulator.directory import Directory, SimUser
@@ -48,6 +50,9 @@ class SimState:
     urls: SimUrls = field(default_factory=SimUrls)
     directory: Directory = field(default_factory=Directory)
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)
+    calendars: dict[str, Calendar] = field(default_factory=dict)
+    calendar_syncs: dict[str, CalendarSync] = field(default_factory=dict)
+    calendar_behaviour: CalendarBehaviour = field(default_factory=CalendarBehaviour)
     grants: GrantStore = field(default_factory=GrantStore)
     vault: VaultStore = field(default_factory=VaultStore)
     faults: FaultBook = field(default_factory=FaultBook)
@@ -59,10 +64,13 @@ class SimState:
         return f"{self.urls.base_url}/{tenant_id}/v2.0"
 
     def add_user(self, user: SimUser) -> None:
-        """Add a user and give them an empty mailbox with the well-known folders."""
+        """Add a user with an empty mailbox (the well-known folders) and an empty calendar."""
         with self.lock:
             self.directory.add_user(user)
             self.mailboxes[user.oid] = Mailbox()
+            calendar = Calendar()
+            self.calendars[user.oid] = calendar
+            self.calendar_syncs[user.oid] = CalendarSync(calendar)
 
     def mailbox(self, user_key: str) -> tuple[SimUser, Mailbox]:
         """Return a user (by oid or UPN) and their mailbox; raise KeyError when unknown."""

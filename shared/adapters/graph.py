@@ -163,12 +163,35 @@ class GraphMailClient:
             next_url = body.get("@odata.nextLink")
 
     def _get(self, url: str, token: str, *, prefer_page_size: bool = False) -> dict[str, Any]:
-        prefer = ['IdType="ImmutableId"']
-        if prefer_page_size:
-            prefer.append(f"odata.maxpagesize={self._page_size}")
-        headers = {"Authorization": f"Bearer {token}", "Prefer": ", ".join(prefer)}
+        prefer = (f"odata.maxpagesize={self._page_size}",) if prefer_page_size else ()
+        return self.call("GET", url, token, prefer=prefer)
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        token: str,
+        *,
+        prefer: tuple[str, ...] = (),
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send one Graph request with immutable ids, retrying short throttling waits.
+
+        Raises:
+            ThrottledError: when Graph keeps throttling past the in-invocation wait budget.
+            DeltaCursorExpiredError: when Graph refuses a delta or next link.
+            AccessTokenRejectedError: on 401; a forced token refresh may fix it.
+            ReauthRequiredError: on 403.
+            NotFoundError: on 404.
+            TransientError: on 5xx or when Graph cannot be reached.
+            GraphRequestError: on any other error status.
+        """
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Prefer": ", ".join(('IdType="ImmutableId"', *prefer)),
+        }
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            response = self._send(url, headers)
+            response = self._send(method, url, headers, body)
             if response.status_code not in RETRY_STATUSES:
                 return _body_or_raise(response)
             wait = _retry_after(response, attempt)
@@ -181,10 +204,27 @@ class GraphMailClient:
         message = "unreachable: the retry loop always returns or raises"
         raise AssertionError(message)
 
-    def _send(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+    @property
+    def base_url(self) -> str:
+        """The Graph v1.0 root this client calls."""
+        return self._base
+
+    @property
+    def page_size(self) -> int:
+        """The page size asked for with ``odata.maxpagesize``."""
+        return self._page_size
+
+    def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: Mapping[str, Any] | None
+    ) -> requests.Response:
         self.counter.requests += 1
         try:
-            response = self._session.get(url, headers=dict(headers), timeout=TIMEOUT_S)
+            if method == "GET":
+                response = self._session.get(url, headers=dict(headers), timeout=TIMEOUT_S)
+            else:
+                response = self._session.request(
+                    method, url, headers=dict(headers), json=body, timeout=TIMEOUT_S
+                )
         except requests.RequestException as error:
             msg = "Graph could not be reached"
             raise TransientError(msg) from error

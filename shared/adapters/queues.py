@@ -31,8 +31,17 @@ logger = logging.getLogger(__name__)
 
 MAIL_SYNC_QUEUE = "mail-sync"
 MAIL_SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
+CALENDAR_SYNC_QUEUE = "calendar-sync"
+CALENDAR_SYNC_POISON_QUEUE = f"{CALENDAR_SYNC_QUEUE}-poison"
 FANOUT_QUEUE = "sync-fanout"
-QUEUES = (MAIL_SYNC_QUEUE, MAIL_SYNC_POISON_QUEUE, FANOUT_QUEUE, f"{FANOUT_QUEUE}-poison")
+QUEUES = (
+    MAIL_SYNC_QUEUE,
+    MAIL_SYNC_POISON_QUEUE,
+    CALENDAR_SYNC_QUEUE,
+    CALENDAR_SYNC_POISON_QUEUE,
+    FANOUT_QUEUE,
+    f"{FANOUT_QUEUE}-poison",
+)
 """Every queue the product produces to or triggers on; created on start-up."""
 
 MAX_MESSAGE_BYTES = 48 * 1024

@@ -46,6 +46,11 @@ TABLES = (
     "mailboxitems",
     "pendingremovals",
     "leases",
+    "events",
+    "eventholders",
+    "companyevents",
+    "calendaritems",
+    "calendarseries",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 MAIL_SCOPES = ("User.Read", "Mail.Read", "Mail.Send")
 """Delegated scopes of a mail connection; MSAL adds ``offline_access``, ``openid``, ``profile``."""
+CALENDAR_SCOPES = ("User.Read", "Calendars.ReadWrite")
+"""Delegated scopes of a calendar connection, consented apart from mail; MSAL adds the rest."""
+SCOPES_BY_KIND = {"mail": MAIL_SCOPES, "calendar": CALENDAR_SCOPES}
+"""The scopes each kind of connection asks for (keys are the connection kinds)."""
 
 REAUTH_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
 REAUTH_CODES = frozenset({50173, 65001, 70008, 700082, 50076, 50078, 50079})

@@ -1,4 +1,9 @@
-"""Mail consent: start it for an authenticated user, complete it in the callback.
+"""Consent for mail and for calendar: start it for a signed-in user, complete it in the callback.
+
+Each kind is consented on its own, with its own scopes (``SCOPES_BY_KIND``): mail asks for
+``Mail.Read`` and ``Mail.Send``, calendar for ``Calendars.ReadWrite``, both for ``User.Read`` and
+``offline_access``. Whether the caller's role may connect a kind at all is asked of a
+:class:`FeatureGate` before anything is written.
 
 The OAuth state is 32 random bytes, stored with the sealed MSAL flow (which holds the PKCE
 verifier and nonce) for ten minutes, deleted on first use with a conditional delete so a replay
@@ -10,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.adapters.tablelimits import table_key
-from shared.adapters.tokens import MAIL_SCOPES
+from shared.adapters.tokens import SCOPES_BY_KIND
 from shared.consent.crypto import Sealed
 from shared.errors import (
     ConflictError,
@@ -22,7 +27,7 @@ from shared.errors import (
     NotFoundError,
     ValidationError,
 )
-from shared.sync.connections import ACTIVE, MAIL, Connection, Folder
+from shared.sync.connections import ACTIVE, KINDS, MAIL, Connection, Folder
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -43,6 +48,21 @@ DEFAULT_FOLDERS = ("inbox", "sentitems")
 MAX_FOLDERS = 50
 
 
+class FeatureGate(Protocol):
+    """Decides whether a caller's role may use a feature (``mail``, ``calendar``)."""
+
+    def require_feature(self, caller: Caller, feature: str) -> None:
+        """Raise ``ForbiddenError`` unless the caller's role may use the feature."""
+        ...
+
+
+class OpenFeatures:
+    """The gate until roles carry feature access: every registered user may connect any kind."""
+
+    def require_feature(self, caller: Caller, feature: str) -> None:
+        """Allow every feature; membership of the tenant is checked by the caller."""
+
+
 class ConsentService:
     """Starts and completes consent, and lets a user choose folders to sync."""
 
@@ -55,7 +75,9 @@ class ConsentService:
         graph: GraphMailClient,
         directory: DirectoryService,
         redirect_uri: str,
+        features: FeatureGate | None = None,
     ) -> None:
+        self._features = features or OpenFeatures()
         self._tables = tables
         self._connections = connections
         self._msal = msal
@@ -68,9 +90,14 @@ class ConsentService:
         """Begin consent for the caller and return the URL to send their browser to.
 
         Raises:
+            ValidationError: when the kind is not one the product connects.
             NotFoundError: when the caller's tenant is not set up.
-            ForbiddenError: when the caller is not a user of the tenant.
+            ForbiddenError: when the caller is not a user of the tenant, or their role may not
+                connect this kind.
         """
+        if kind not in KINDS:
+            field = "kind"
+            raise ValidationError(field, f"must be one of {', '.join(KINDS)}")
         if self._directory.get_tenant(caller.tenant_id) is None:
             msg = f"tenant {caller.tenant_id} is not set up; an admin must set it up"
             raise NotFoundError(msg)
@@ -78,7 +105,8 @@ class ConsentService:
         if user is None:
             msg = "the caller is not a registered user of this tenant"
             raise ForbiddenError(msg)
-        flow = self._msal.start_flow(MAIL_SCOPES, self._redirect_uri, user.upn)
+        self._features.require_feature(caller, kind)
+        flow = self._msal.start_flow(SCOPES_BY_KIND[kind], self._redirect_uri, user.upn)
         state = str(flow["state"])
         sealed = self._cipher.seal(json.dumps(flow), state)
         expires = datetime.now(UTC) + STATE_TTL
@@ -95,7 +123,8 @@ class ConsentService:
                 "expiresAt": expires.isoformat(),
             },
         )
-        logger.info("consent started", extra={"tenant": caller.tenant_id, "user": caller.user_id})
+        extra = {"tenant": caller.tenant_id, "user": caller.user_id, "kind": kind}
+        logger.info("consent started", extra=extra)
         return str(flow["auth_uri"])
 
     def complete(self, params: Mapping[str, str]) -> Connection:
@@ -114,8 +143,9 @@ class ConsentService:
         if (grant.tenant_id, grant.user_id) != (row["tenantId"], row["userId"]):
             msg = "wrong_user"
             raise ConsentError(msg, "the account that consented is not the one that started")
-        connection = self._connections.save_grant(grant, str(row["kind"]), MAIL_SCOPES)
-        if not connection.folders:
+        kind = str(row["kind"])
+        connection = self._connections.save_grant(grant, kind, SCOPES_BY_KIND[kind])
+        if kind == MAIL and not connection.folders:
             connection = self._default_folders(connection)
         logger.info("consent completed", extra={"tenant": grant.tenant_id, "user": grant.user_id})
         return connection

@@ -157,6 +157,15 @@ def message_participants(message: Mapping[str, Any]) -> list[Address]:
     return _unique([*_graph_addresses(message), *_header_addresses(message)])
 
 
+def event_participants(event: Mapping[str, Any]) -> list[Address]:
+    """Return the participants of a Graph event: its organiser and attendees, deduplicated."""
+    attendees = event.get("attendees")
+    found = [_graph_recipient(event.get("organizer"))]
+    if isinstance(attendees, list):
+        found.extend(_graph_recipient(attendee) for attendee in attendees)
+    return _unique(address for address in found if address is not None)
+
+
 def _domain_or_none(value: str) -> str | None:
     """Return the normalised domain, or ``None`` when the value is not a valid host name."""
     text = value.strip().lower()

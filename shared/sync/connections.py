@@ -1,4 +1,4 @@
-"""Connections: one per user and kind (mail now), with state, chosen folders and tokens.
+"""Connections: one per user and kind (mail, calendar), with state, chosen folders and tokens.
 
 The MSAL token cache of a connection is kept in its row, sealed with AES-GCM under a key from
 Key Vault and bound to the row's keys. A refresh that rotates the refresh token is written back
@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 TABLE = "connections"
 MAIL = "mail"
+CALENDAR = "calendar"
+KINDS = (MAIL, CALENDAR)
+"""Every kind of connection; each has its own consent, job queue and cursors."""
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 REVOKED = "revoked"
@@ -151,19 +154,17 @@ class ConnectionStore:
     ) -> tuple[list[Connection], str | None]:
         """Return one page of a tenant's connections in row key order, and the next page's token.
 
-        With ``due_only``, only mail connections the fan-out enqueues jobs for are returned (a
-        page may then hold fewer than ``size``, or none, and still have a next page).
+        With ``due_only``, only connections the fan-out enqueues jobs for are returned, of every
+        kind (a page may then hold fewer than ``size``, or none, and still have a next page).
 
         Raises:
             ValidationError: when the token is not one this store issued.
         """
         where, parameters = "PartitionKey eq @pk", {"pk": table_key(tenant_id)}
-        if due_only:
-            where, parameters = f"{where} and kind eq @kind", {**parameters, "kind": MAIL}
         rows, following = self._tables.page(TABLE, where, parameters, size=size, token=token)
         found = [_connection(row) for row in rows]
         if due_only:
-            found = [c for c in found if c.state in DUE_STATES]
+            found = [c for c in found if c.state in DUE_STATES and c.kind in KINDS]
         return found, following
 
     def list_indexed_tenants(self) -> Iterator[str]:
@@ -180,7 +181,9 @@ class ConnectionStore:
         """Index the tenant of every stored connection, scanning the table; return the count."""
         tenants = {
             str(row["tenantId"])
-            for row in self._tables.query(TABLE, "kind eq @kind", {"kind": MAIL})
+            for row in self._tables.query(
+                TABLE, "kind eq @mail or kind eq @calendar", {"mail": MAIL, "calendar": CALENDAR}
+            )
         }
         for tenant_id in tenants:
             self.index_tenant(tenant_id)

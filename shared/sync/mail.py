@@ -13,52 +13,56 @@ product; moved and deleted messages stay stored with their last known folder.
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.adapters.queues import MAIL_SYNC_QUEUE
 from shared.adapters.tablelimits import table_key
-from shared.errors import (
-    AccessTokenRejectedError,
-    ConflictError,
-    DeltaCursorExpiredError,
-    InvalidJobError,
-    ReauthRequiredError,
-    StorageLimitError,
-    SyncError,
-    ThrottledError,
-)
+from shared.errors import ConflictError, DeltaCursorExpiredError, StorageLimitError
 from shared.matching.addresses import message_participants
-from shared.matching.companies import CompanyIndex, CompanyMatchData, classify
-from shared.sync.connections import DUE_STATES, MAIL, REAUTH_REQUIRED, Connection, Folder
-from shared.sync.leases import MailboxGate
+from shared.matching.companies import CompanyIndex, classify
+from shared.sync.connections import MAIL, Connection, Folder
+from shared.sync.jobs import (
+    DEFAULT_BACKFILL_DAYS,
+    INDEX_TTL_S,
+    RESET_BACKOFF_CODE,
+    RESET_BACKOFF_S,
+    ConnectionJob,
+    ConnectionSyncRunner,
+    CursorTakenError,
+)
 from shared.sync.removals import RemovalLedger
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from shared.adapters.graph import DeltaPage, GraphMailClient
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import Entity, TableEntityStore
     from shared.directory.service import DirectoryService
     from shared.sync.connections import ConnectionStore
+    from shared.sync.leases import MailboxGate
     from shared.sync.store import EmailStore
+
+__all__ = [
+    "CURSORS",
+    "DEFAULT_BACKFILL_DAYS",
+    "DROP_DRAFT",
+    "INDEX_TTL_S",
+    "RESET_BACKOFF_CODE",
+    "RESET_BACKOFF_S",
+    "CursorTakenError",
+    "MailJob",
+    "MailSyncService",
+    "RoundStats",
+]
 
 logger = logging.getLogger(__name__)
 
 CURSORS = "cursors"
 PAGE_BUDGET = 200
-INDEX_TTL_S = 60.0
-DEFAULT_BACKFILL_DAYS = 360
 DROP_DRAFT = "draft"
 DROP_UNSTORABLE = "unstorable"
-_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
-RESET_BACKOFF_S = 300
-RESET_BACKOFF_CODE = "delta_reset_backoff"
 
 
 @dataclass(slots=True)
@@ -88,10 +92,6 @@ class RoundStats:
         }
 
 
-class CursorTakenError(SyncError):
-    """Raised when another job moved a folder's cursor first; this job's work is not needed."""
-
-
 @dataclass(slots=True)
 class _Round:
     """What one job works with while it walks a connection's folders."""
@@ -105,37 +105,18 @@ class _Round:
 
 
 @dataclass(frozen=True, slots=True)
-class MailJob:
+class MailJob(ConnectionJob):
     """A mail sync job as it travels on the queue."""
 
-    tenant_id: str
-    user_id: str
-
-    @classmethod
-    def parse(cls, job: Mapping[str, Any]) -> MailJob:
-        """Read a job from its queue JSON.
-
-        Raises:
-            InvalidJobError: when the job lacks its tenant or user.
-        """
-        tenant, user = job.get("tenant"), job.get("user")
-        if job.get("kind") != MAIL or not _is_id(tenant) or not _is_id(user):
-            msg = "mail job needs kind 'mail' and tenant and user ids (letters, digits, hyphens)"
-            raise InvalidJobError(msg)
-        return cls(str(tenant), str(user))
-
-    def as_message(self) -> dict[str, Any]:
-        """Return the job as queue JSON."""
-        return {"kind": MAIL, "tenant": self.tenant_id, "user": self.user_id}
+    KIND: ClassVar[str] = MAIL
 
 
-def _is_id(value: Any) -> bool:
-    """Tell whether a job field is an id as Entra issues them (GUIDs), safe to log and key by."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
+class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
+    """Runs mail sync jobs: each chosen folder's delta round, then the round's removals."""
 
-
-class MailSyncService:
-    """Runs mail sync jobs."""
+    job_type = MailJob
+    kind = MAIL
+    queue_name = MAIL_SYNC_QUEUE
 
     def __init__(
         self,
@@ -149,87 +130,13 @@ class MailSyncService:
         page_budget: int = PAGE_BUDGET,
         gate: MailboxGate | None = None,
     ) -> None:
-        self._connections = connections
+        super().__init__(
+            connections=connections, directory=directory, queue=queue, tables=tables, gate=gate
+        )
         self._graph = graph
-        self._directory = directory
         self._emails = emails
-        self._queue = queue
-        self._tables = tables
         self._page_budget = page_budget
         self._removals = RemovalLedger(tables, emails, graph)
-        self._indexes: dict[str, tuple[float, CompanyIndex]] = {}
-        self._gate = gate or MailboxGate(tables, queue)
-
-    def run(self, raw_job: Mapping[str, Any]) -> RoundStats | None:
-        """Sync one connection; return its stats, or ``None`` when the job ended early.
-
-        The job holds its connection and one of the mailbox's Graph request slots while it runs
-        (see :mod:`shared.sync.leases`); when either is busy it re-queues itself or, if another
-        job already waits for the connection, ends as a no-op. A connection in ``error`` is
-        synced like an active one, so it heals on the next slot.
-        """
-        job = MailJob.parse(raw_job)
-        if not self._due(job):
-            return None
-        with self._gate.admit(job.tenant_id, job.user_id, MAIL, MAIL_SYNC_QUEUE, raw_job) as ready:
-            # Read again once admitted: the job that held the connection may have changed it.
-            connection = self._connections.get(job.tenant_id, job.user_id, MAIL) if ready else None
-            if connection is None or connection.state not in DUE_STATES:
-                logger.info(
-                    "mail job skipped: connection busy or not due",
-                    extra={"tenant": job.tenant_id, "user": job.user_id, "admitted": ready},
-                )
-                return None
-            return self._run_admitted(job, connection)
-
-    def _due(self, job: MailJob) -> bool:
-        connection = self._connections.get(job.tenant_id, job.user_id, MAIL)
-        if connection is not None and connection.state in DUE_STATES:
-            return True
-        logger.info(
-            "mail job skipped: connection not due",
-            extra={"tenant": job.tenant_id, "user": job.user_id},
-        )
-        return False
-
-    def _run_admitted(self, job: MailJob, connection: Connection) -> RoundStats | None:
-        try:
-            stats = self._sync_with_token(connection)
-        except ReauthRequiredError as error:
-            self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
-            logger.warning(
-                "mail connection needs consent again",
-                extra={"user": job.user_id, "code": error.code},
-            )
-            return None
-        except ThrottledError as error:
-            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
-            return None
-        except DeltaCursorExpiredError:
-            self._connections.record_error(connection, RESET_BACKOFF_CODE)
-            self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
-            return None
-        except CursorTakenError:
-            logger.info("mail job ends: another job moved the cursor", extra={"user": job.user_id})
-            return None
-        self._finish(job, connection, stats)
-        return stats
-
-    def _sync_with_token(self, connection: Connection) -> RoundStats:
-        token = self._connections.access_token(connection)
-        try:
-            return self._sync(connection, token)
-        except AccessTokenRejectedError:
-            # Graph refused a token MSAL still thought valid (revoked, or clocks disagree):
-            # get a new one from the refresh token once, then carry on from the checkpoint.
-            token = self._connections.access_token(connection, force_refresh=True)
-            return self._sync(connection, token)
-
-    def _requeue(self, job: MailJob, delay_s: int, reason: str) -> None:
-        self._queue.send(MAIL_SYNC_QUEUE, job.as_message(), delay_s=delay_s)
-        logger.info(
-            "mail job re-queued", extra={"user": job.user_id, "delay_s": delay_s, "reason": reason}
-        )
 
     def _sync(self, connection: Connection, token: str) -> RoundStats:
         work = _Round(
@@ -246,24 +153,6 @@ class MailSyncService:
         resolved = self._removals.resolve(connection, token)
         work.stats.unlinked = resolved.unlinked
         return work.stats
-
-    def _finish(self, job: MailJob, connection: Connection, stats: RoundStats) -> None:
-        if stats.complete:
-            self._connections.record_round(connection, stats.as_record())
-        else:
-            self._queue.send(MAIL_SYNC_QUEUE, job.as_message())
-        logger.info(
-            "mail job done",
-            extra={
-                "tenant": job.tenant_id,
-                "user": job.user_id,
-                "seen": stats.seen,
-                "kept": stats.kept,
-                "stored_new": stats.stored_new,
-                "pages": stats.pages,
-                "complete": stats.complete,
-            },
-        )
 
     def _sync_folder(self, work: _Round, folder: Folder) -> bool:
         """Sync one folder; False when the page budget ran out before the round ended."""
@@ -352,19 +241,3 @@ class MailSyncService:
 
     def _reset_cursor(self, connection: Connection, folder: Folder) -> None:
         self._tables.delete(CURSORS, connection.key, table_key(folder.folder_id))
-
-    def _index(self, tenant_id: str) -> CompanyIndex:
-        cached = self._indexes.get(tenant_id)
-        if cached and time.monotonic() - cached[0] < INDEX_TTL_S:
-            return cached[1]
-        tenant = self._directory.get_tenant(tenant_id)
-        own = tenant.own_domains if tenant else ()
-        companies: list[CompanyMatchData] = self._directory.company_match_data(tenant_id)
-        index = CompanyIndex.build(companies, own)
-        self._indexes[tenant_id] = (time.monotonic(), index)
-        return index
-
-    def _backfill_start(self, tenant_id: str) -> datetime:
-        tenant = self._directory.get_tenant(tenant_id)
-        days = tenant.backfill_days if tenant else DEFAULT_BACKFILL_DAYS
-        return datetime.now(UTC) - timedelta(days=days)

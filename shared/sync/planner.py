@@ -9,8 +9,9 @@ Stage 2, :meth:`SyncPlanner.fan_out_tenant` (queue ``sync-fanout``, scaled out b
 one page of at most :data:`PAGE_SIZE` of the tenant's connections, in row key order. When more
 remain it first sends the same message with the page's continuation token under ``"page"``, so
 the next page of a large tenant runs on another instance while this one works. It then claims
-the slot for each due connection (``active``, or ``error`` to retry it) and sends one mail job
-``{"kind": "mail", "tenant", "user", "slot"}`` per claim won, concurrently.
+the slot for each due connection (``active``, or ``error`` to retry it) and sends one sync job
+``{"kind", "tenant", "user", "slot"}`` per claim won, concurrently, to its kind's queue
+(``mail-sync`` or ``calendar-sync``).
 
 One job per connection per slot (BR-15): the claim is a conditional write per connection (see
 :meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over the tenants'
@@ -30,9 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE
+from shared.adapters.queues import CALENDAR_SYNC_QUEUE, FANOUT_QUEUE, MAIL_SYNC_QUEUE
 from shared.errors import InvalidJobError, TransientError, ValidationError
-from shared.sync.mail import MailJob
+from shared.sync.connections import CALENDAR, MAIL
 from shared.sync.schedule import parse_slot, slot_of, slot_text
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FANOUT = "fanout"
+JOB_QUEUES = {MAIL: MAIL_SYNC_QUEUE, CALENDAR: CALENDAR_SYNC_QUEUE}
+"""The queue each kind of connection's sync jobs go to."""
 PAGE_SIZE = 1000
 """Connections per stage 2 invocation: one Table Storage query page."""
 
@@ -143,9 +146,12 @@ class SyncPlanner:
             self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
 
         claims = self._connections.claim_slots(connections, job.slot)
-        failed = self._queue.send_each(MAIL_SYNC_QUEUE, [_mail_job(claim) for claim in claims])
-        if failed:
-            self._give_back(job, [claims[position] for position in failed], len(claims))
+        unsent: list[SlotClaim] = []
+        for queue, group in _by_queue(claims).items():
+            failed = self._queue.send_each(queue, [_sync_job(claim) for claim in group])
+            unsent.extend(group[position] for position in failed)
+        if unsent:
+            self._give_back(job, unsent, len(claims))
 
         result = FanoutResult(due=len(connections), sent=len(claims), more=following is not None)
         logger.info(
@@ -183,9 +189,21 @@ class SyncPlanner:
         raise TransientError(msg)
 
 
-def _mail_job(claim: SlotClaim) -> dict[str, Any]:
+def _by_queue(claims: Sequence[SlotClaim]) -> dict[str, list[SlotClaim]]:
+    groups: dict[str, list[SlotClaim]] = {}
+    for claim in claims:
+        groups.setdefault(JOB_QUEUES[claim.connection.kind], []).append(claim)
+    return groups
+
+
+def _sync_job(claim: SlotClaim) -> dict[str, Any]:
     connection = claim.connection
-    return {**MailJob(connection.tenant_id, connection.user_id).as_message(), "slot": claim.slot}
+    return {
+        "kind": connection.kind,
+        "tenant": connection.tenant_id,
+        "user": connection.user_id,
+        "slot": claim.slot,
+    }
 
 
 def _utcnow() -> datetime:

@@ -65,17 +65,25 @@ class Tenant:
         """
         job = {"kind": "fanout", "tenant": self.tenant_id, "slot": datetime.now(UTC).isoformat()}
         self.stack.run_function("sync_fanout_worker", json.dumps(job))
-        self.stack.wait_idle(queues=("sync-fanout", "mail-sync"))
+        self.stack.wait_idle(queues=("sync-fanout", "mail-sync", "calendar-sync"))
 
     def company_emails(self, company: str) -> list[dict[str, Any]]:
         """Every stored email of a company, through the read API, newest first."""
+        return self.company_items(company, "emails")
+
+    def company_events(self, company: str) -> list[dict[str, Any]]:
+        """Every stored event of a company, through the read API, latest start first."""
+        return self.company_items(company, "events")
+
+    def company_items(self, company: str, kind: str) -> list[dict[str, Any]]:
+        """Every stored email or event of a company, through the read API, page by page."""
         emails: list[dict[str, Any]] = []
         token = None
         while True:
             params: dict[str, Any] = {"pageSize": 10}
             if token:
                 params["continuationToken"] = token
-            path = f"companies/{self.companies[company]}/emails"
+            path = f"companies/{self.companies[company]}/{kind}"
             page = self.stack.call("GET", path, self.admin, params=params)
             page.raise_for_status()
             emails.extend(page.json()["items"])

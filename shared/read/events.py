@@ -1,0 +1,89 @@
+"""The read API for calendar events: a company's meetings, latest start first.
+
+Timed events come back as UTC instants (``start``, ``end``) with the zone they were created in;
+all-day events as dates (``startDate``, ``endDate`` exclusive), the same for every reader in
+every zone (BR-05). ``upcoming`` is true only for an event that has not ended and is not
+cancelled, so a cancelled meeting or occurrence is never shown as upcoming (BR-04).
+
+Known limitations: every registered user (and admin) of the tenant may read every company's
+events; the portfolio, object and property permissions of the read API (and their masking of
+the ``event`` object type) are not applied yet.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shared.access.auth import Caller
+    from shared.adapters.tables import Entity
+    from shared.directory.service import DirectoryService
+    from shared.sync.eventstore import EventStore
+
+
+class EventReadService:
+    """Reads stored calendar events for API callers."""
+
+    def __init__(
+        self,
+        directory: DirectoryService,
+        events: EventStore,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._directory = directory
+        self._events = events
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def company_events(
+        self, caller: Caller, company_id: str, *, size: int, token: str | None
+    ) -> dict[str, Any]:
+        """Return one page of a company's events, latest start first.
+
+        Raises:
+            NotFoundError: when the company does not exist in the caller's tenant.
+            ForbiddenError: when the caller is neither an admin nor a registered user.
+        """
+        self._directory.require_member(caller)
+        company = self._directory.get_company(caller.tenant_id, company_id)
+        rows, next_token = self._events.company_page(
+            caller.tenant_id, company.company_id, size=size, token=token
+        )
+        now = self._clock()
+        return {"items": [event_view(row, now) for row in rows], "continuationToken": next_token}
+
+
+def event_view(row: Entity, now: datetime) -> dict[str, Any]:
+    """Return a stored event (or its company summary) as the API shows it."""
+    all_day = bool(row.get("isAllDay"))
+    cancelled = bool(row.get("isCancelled"))
+    view: dict[str, Any] = {
+        "id": row.get("eventKey") or row.get("RowKey"),
+        "iCalUId": row.get("iCalUId", ""),
+        "type": row.get("type", ""),
+        "subject": row.get("subject", ""),
+        "organizer": json.loads(row.get("organizer") or "{}"),
+        "isAllDay": all_day,
+        "start": None if all_day else row.get("start"),
+        "end": None if all_day else row.get("end"),
+        "startDate": row.get("startDate") or None,
+        "endDate": row.get("endDate") or None,
+        "timeZone": row.get("timeZone", ""),
+        "location": row.get("location", ""),
+        "attendeeCount": row.get("attendeeCount", 0),
+        "isCancelled": cancelled,
+        "upcoming": not cancelled and _not_over(row, all_day, now),
+    }
+    return view
+
+
+def _not_over(row: Entity, all_day: bool, now: datetime) -> bool:
+    if all_day:
+        end_date = str(row.get("endDate") or "")
+        return bool(end_date) and date.fromisoformat(end_date) > now.astimezone(UTC).date()
+    end = str(row.get("end") or "")
+    return bool(end) and datetime.fromisoformat(end.replace("Z", "+00:00")) > now

@@ -1,0 +1,309 @@
+"""Where kept calendar events live: one record per meeting occurrence in a tenant, its holders.
+
+Tables:
+
+- ``events``: one row per meeting occurrence, keyed by the SHA-256 of the tenant, the series'
+  (or single event's) ``iCalUId`` and the occurrence's original start (a date for all-day
+  series), so the copies of one meeting in many attendees' calendars are one record, and an
+  occurrence moved to another time stays the same record. An event without ``iCalUId`` is keyed
+  per calendar by its id, never merged. Partitions: the tenant plus the key's first two digits.
+- ``eventholders``: one row per (event, user) whose calendar holds it.
+- ``calendaritems``: per connection, Graph event id to event key, start, series master id and
+  the id of the last full round that saw it (for reconciling a window and a series).
+- ``calendarseries``: per connection, what a series master says (``iCalUId``, subject,
+  organiser, attendees, cancelled), so occurrences that come without them are matched through it.
+- ``companyevents``: per (tenant, company), one summary row per event, latest start first.
+
+Known limitations: at most :data:`MAX_ATTENDEES` attendees are kept per event (the count is
+kept whole); the event body is not stored, only its preview.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.tablelimits import table_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from shared.adapters.tables import Entity, TableEntityStore
+    from shared.sync.eventtimes import EventTimes
+
+EVENTS = "events"
+HOLDERS = "eventholders"
+ITEMS = "calendaritems"
+SERIES = "calendarseries"
+INDEX = "companyevents"
+MAX_ATTENDEES = 100
+SUBJECT_CHARS = 1024
+_NEVER = 9_999_999_999
+
+
+@dataclass(frozen=True, slots=True)
+class KeptEvent:
+    """An event to store: its identity, times, what it says and the companies it belongs to."""
+
+    item_id: str
+    series_uid: str
+    anchor: str
+    kind: str
+    times: EventTimes
+    subject: str
+    organizer: Mapping[str, str]
+    attendees: Sequence[Mapping[str, str]]
+    cancelled: bool
+    company_ids: frozenset[str]
+    series_master_id: str = ""
+    location: str = ""
+
+
+def event_key(tenant_id: str, uid: str, anchor: str, connection: str, item_id: str) -> str:
+    """Return the tenant-wide key of an event occurrence (per calendar when it has no uid)."""
+    scope = f"ical\n{tenant_id}\n{uid}\n{anchor}" if uid else f"item\n{connection}\n{item_id}"
+    return hashlib.sha256(scope.encode("utf-8")).hexdigest()
+
+
+def event_partition(tenant_id: str, key: str) -> str:
+    """Return the partition of an event: the tenant spread over 256 shards."""
+    return table_key(tenant_id, key[:2])
+
+
+class EventStore:
+    """Writes kept events and reads them back for the API."""
+
+    def __init__(self, tables: TableEntityStore) -> None:
+        self._tables = tables
+
+    def save(
+        self, *, tenant_id: str, user_id: str, connection: str, event: KeptEvent, round_id: str
+    ) -> tuple[str, bool]:
+        """Store a kept event, link it to its holder and companies; return its key and if new."""
+        key = event_key(tenant_id, event.series_uid, event.anchor, connection, event.item_id)
+        partition = event_partition(tenant_id, key)
+        existing = self._tables.get(EVENTS, partition, key)
+        old_companies = _companies(existing)
+        companies = event.company_ids | old_companies
+        row = _event_row(tenant_id, key, event, companies)
+        self._tables.upsert(EVENTS, row, replace=True)
+        if existing is not None and existing.get("sortTime") != row["sortTime"]:
+            self._drop_index(tenant_id, key, str(existing["sortTime"]), old_companies)
+        summary = _summary(key, row)
+        for company_id in sorted(companies):
+            index = {"PartitionKey": table_key(tenant_id, company_id)}
+            index["RowKey"] = _index_key(str(row["sortTime"]), key)
+            self._tables.upsert(INDEX, {**index, **summary})
+        self._link(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            connection=connection,
+            key=key,
+            event=event,
+            round_id=round_id,
+        )
+        return key, existing is None
+
+    def _link(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        key: str,
+        event: KeptEvent,
+        round_id: str,
+    ) -> None:
+        holder = {
+            "PartitionKey": event_partition(tenant_id, key),
+            "RowKey": table_key(key, user_id),
+            "eventKey": key,
+            "userId": user_id,
+            "connection": connection,
+            "itemId": event.item_id,
+        }
+        self._tables.upsert(HOLDERS, holder)
+        item = {
+            "PartitionKey": connection,
+            "RowKey": table_key(event.item_id),
+            "itemId": event.item_id,
+            "eventKey": key,
+            "start": _stamp(event.times.start),
+            "seriesMasterId": event.series_master_id,
+            "roundId": round_id,
+        }
+        self._tables.upsert(ITEMS, item)
+
+    def touch(self, connection: str, item_id: str, round_id: str) -> None:
+        """Record that a full round saw a stored item again, though nothing else changed."""
+        row = {"PartitionKey": connection, "RowKey": table_key(item_id), "roundId": round_id}
+        self._tables.upsert(ITEMS, row)
+
+    def items(self, connection: str) -> Iterator[Entity]:
+        """Yield every stored item of a calendar connection."""
+        return self._tables.list_partition(ITEMS, connection)
+
+    def item(self, connection: str, item_id: str) -> Entity | None:
+        """Return what a calendar item was stored as (event key, start, series), or ``None``."""
+        return self._tables.get(ITEMS, connection, table_key(item_id))
+
+    def series_items(self, connection: str, master_id: str) -> list[Entity]:
+        """Return a calendar's stored occurrences and exceptions of one series."""
+        where = "PartitionKey eq @pk and seriesMasterId eq @master"
+        return list(self._tables.query(ITEMS, where, {"pk": connection, "master": master_id}))
+
+    def unlink(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> bool:
+        """Forget that a calendar held an event; delete the event when no holder is left.
+
+        Returns:
+            True when the calendar held the item (it is gone from the calendar now).
+        """
+        item = self.item(connection, item_id)
+        if item is None:
+            return False
+        key = str(item["eventKey"])
+        self._tables.delete(ITEMS, connection, table_key(item_id))
+        others = [
+            row for row in self.items_for_key(connection, key) if str(row.get("itemId")) != item_id
+        ]
+        if not others:
+            self._tables.delete(HOLDERS, event_partition(tenant_id, key), table_key(key, user_id))
+        if not self.holders(tenant_id, key):
+            self._delete_event(tenant_id, key)
+        return True
+
+    def items_for_key(self, connection: str, key: str) -> list[Entity]:
+        """Return a connection's items that point at one event."""
+        where = "PartitionKey eq @pk and eventKey eq @key"
+        return list(self._tables.query(ITEMS, where, {"pk": connection, "key": key}))
+
+    def purge_connection(self, *, tenant_id: str, user_id: str, connection: str) -> int:
+        """Unlink every event a calendar connection synced; return how many items went.
+
+        Events other users also hold stay, without this user as holder. Safe to repeat.
+        """
+        item_ids = [str(row.get("itemId") or "") for row in self.items(connection)]
+        for item_id in item_ids:
+            self.unlink(
+                tenant_id=tenant_id, user_id=user_id, connection=connection, item_id=item_id
+            )
+        for row in list(self._tables.list_partition(SERIES, connection)):
+            self._tables.delete(SERIES, connection, str(row["RowKey"]))
+        return len(item_ids)
+
+    def holders(self, tenant_id: str, key: str) -> list[Entity]:
+        """Return the holder rows of one event."""
+        where = "PartitionKey eq @pk and eventKey eq @key"
+        return list(
+            self._tables.query(HOLDERS, where, {"pk": event_partition(tenant_id, key), "key": key})
+        )
+
+    def series(self, connection: str, master_id: str) -> Entity | None:
+        """Return what is stored about a series master of a calendar, or ``None``."""
+        return self._tables.get(SERIES, connection, table_key(master_id))
+
+    def save_series(self, connection: str, master_id: str, master: Mapping[str, Any]) -> Entity:
+        """Store what a series master says; return the stored row."""
+        row: Entity = {
+            "PartitionKey": connection,
+            "RowKey": table_key(master_id),
+            "masterId": master_id,
+            "iCalUId": str(master.get("iCalUId") or ""),
+            "subject": str(master.get("subject") or "")[:SUBJECT_CHARS],
+            "organizer": json.dumps(master.get("organizer") or {}),
+            "attendees": json.dumps((master.get("attendees") or [])[:MAX_ATTENDEES]),
+            "isCancelled": bool(master.get("isCancelled")),
+            "fingerprint": _fingerprint(master),
+        }
+        self._tables.upsert(SERIES, row, replace=True)
+        return row
+
+    def company_page(
+        self, tenant_id: str, company_id: str, *, size: int, token: str | None
+    ) -> tuple[list[Entity], str | None]:
+        """Return one page of a company's event summaries, latest start first."""
+        where = "PartitionKey eq @pk"
+        return self._tables.page(
+            INDEX, where, {"pk": table_key(tenant_id, company_id)}, size=size, token=token
+        )
+
+    def get_event(self, tenant_id: str, key: str) -> Entity | None:
+        """Return a stored event, or ``None`` (also for a malformed key)."""
+        if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+            return None
+        return self._tables.get(EVENTS, event_partition(tenant_id, key), key)
+
+    def _drop_index(
+        self, tenant_id: str, key: str, sort_time: str, companies: frozenset[str]
+    ) -> None:
+        for company_id in companies:
+            index_key = _index_key(sort_time, key)
+            self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+
+    def _delete_event(self, tenant_id: str, key: str) -> None:
+        partition = event_partition(tenant_id, key)
+        row = self._tables.get(EVENTS, partition, key)
+        if row is None:
+            return
+        self._drop_index(tenant_id, key, str(row["sortTime"]), _companies(row))
+        self._tables.delete(EVENTS, partition, key)
+
+
+def _event_row(tenant_id: str, key: str, event: KeptEvent, companies: frozenset[str]) -> Entity:
+    times = event.times
+    attendees = [dict(a) for a in event.attendees]
+    return {
+        "PartitionKey": event_partition(tenant_id, key),
+        "RowKey": key,
+        "tenantId": tenant_id,
+        "iCalUId": event.series_uid[:1024],
+        "anchor": event.anchor,
+        "type": event.kind,
+        "subject": event.subject[:SUBJECT_CHARS],
+        "organizer": json.dumps(dict(event.organizer)),
+        "attendees": json.dumps(attendees[:MAX_ATTENDEES]),
+        "attendeeCount": len(attendees),
+        "location": event.location[:SUBJECT_CHARS],
+        "isAllDay": times.all_day,
+        "start": _stamp(times.start),
+        "end": _stamp(times.end),
+        "startDate": times.start_date.isoformat() if times.start_date else "",
+        "endDate": times.end_date.isoformat() if times.end_date else "",
+        "timeZone": times.zone[:256],
+        "isCancelled": event.cancelled,
+        "companyIds": json.dumps(sorted(companies)),
+        "sortTime": _stamp(times.start),
+    }
+
+
+def _summary(key: str, row: Entity) -> Entity:
+    names = (
+        "iCalUId", "type", "subject", "organizer", "isAllDay", "start", "end", "startDate",
+        "endDate", "timeZone", "isCancelled", "attendeeCount", "location",
+    )  # fmt: skip
+    return {"eventKey": key, **{name: row[name] for name in names}}
+
+
+def _companies(row: Entity | None) -> frozenset[str]:
+    if row is None:
+        return frozenset()
+    return frozenset(json.loads(row.get("companyIds") or "[]"))
+
+
+def _fingerprint(master: Mapping[str, Any]) -> str:
+    text = json.dumps(master, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _index_key(sort_time: str, key: str) -> str:
+    # Latest start first; dates outside 1970..2286 are clamped to keep the order lexical.
+    moment = datetime.fromisoformat(sort_time.replace("Z", "+00:00"))
+    seconds = min(max(int(moment.timestamp()), 0), _NEVER)
+    return f"{_NEVER - seconds:010d}|{key}"

@@ -1,0 +1,163 @@
+"""Event times as the product stores them: UTC instants, or dates for all-day events (BR-05).
+
+Graph is asked for UTC (``Prefer: outlook.timezone="UTC"``). A timed event is stored as its UTC
+start and end instants plus the zone it was created in (``originalStartTimeZone``), so it can
+be shown in any zone.
+
+An all-day event is a date range, not two instants: it is stored as its start date and its
+exclusive end date, the same for every user in every zone; a one-day event is one date. Graph
+has been seen to give all-day times in two forms, and both give the same dates:
+
+- midnight to midnight in the zone asked for, whatever the event's own zone (documented);
+- the instants of midnight in the event's own zone (for Pacific time, 07:00Z to 07:00Z); these
+  are turned back into dates in ``originalStartTimeZone``, a Windows or IANA zone name.
+
+An occurrence of a series is identified by its original start (``originalStart``), which does
+not move when the occurrence is moved; for an all-day series it is compared by date, never as an
+instant (an exception's ``originalStart`` may be 07:00Z while its start is 00:00 UTC).
+
+Known limitations: a zone name that is neither IANA nor in the CLDR Windows table is treated as
+UTC, so an all-day event in such a zone given as instants east of UTC could land a day early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+from shared.errors import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimes:
+    """When an event happens: UTC instants, and for an all-day event its dates.
+
+    Attributes:
+        start: the start instant (for all-day events, midnight UTC of ``start_date``).
+        end: the end instant (for all-day events, midnight UTC of ``end_date``).
+        zone: the zone the event was created in, as Graph names it.
+        all_day: whether the event is a date range.
+        start_date: the first day of an all-day event.
+        end_date: the day after the last day of an all-day event (exclusive).
+    """
+
+    start: datetime
+    end: datetime
+    zone: str
+    all_day: bool = False
+    start_date: date | None = None
+    end_date: date | None = None
+
+
+def zone_of(name: str | None) -> tzinfo | None:
+    """Return the zone for an IANA or Windows zone name, or ``None`` when it is unknown."""
+    if not name or name.strip().upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(WINDOWS_TO_OLSON.get(name.strip(), name.strip()))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def parse_instant(value: Any, field: str) -> datetime:
+    """Read a Graph ``dateTimeTimeZone`` (or an ISO 8601 string) as an aware UTC instant.
+
+    A date-time without an offset is read in the value's ``timeZone`` (UTC when absent).
+
+    Raises:
+        ValidationError: naming ``field`` when the value is not a date-time.
+    """
+    if isinstance(value, dict):
+        text, zone_name = value.get("dateTime"), value.get("timeZone")
+    else:
+        text, zone_name = value, None
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(field, "must be a date-time")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as error:
+        raise ValidationError(field, "must be an ISO 8601 date-time") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone_of(zone_name) or UTC)
+    return moment.astimezone(UTC)
+
+
+def event_times(event: dict[str, Any]) -> EventTimes:
+    """Return when a Graph event happens, all-day events as dates.
+
+    Raises:
+        ValidationError: when the event's ``start`` or ``end`` is not a date-time.
+    """
+    start = parse_instant(event.get("start"), "start")
+    end = parse_instant(event.get("end"), "end")
+    zone_name = str(event.get("originalStartTimeZone") or _zone_name(event.get("start")))
+    if not event.get("isAllDay"):
+        return EventTimes(start=start, end=max(end, start), zone=zone_name)
+    first = all_day_date(event.get("start"), zone_name, "start")
+    after = max(all_day_date(event.get("end"), zone_name, "end"), first + timedelta(days=1))
+    return EventTimes(
+        start=_midnight(first),
+        end=_midnight(after),
+        zone=zone_name,
+        all_day=True,
+        start_date=first,
+        end_date=after,
+    )
+
+
+def all_day_date(value: Any, zone_name: str | None, field: str = "start") -> date:
+    """Return the date an all-day boundary stands for, in either form Graph gives it.
+
+    Raises:
+        ValidationError: when the value is not a date-time.
+    """
+    text = value.get("dateTime") if isinstance(value, dict) else value
+    instant = parse_instant(value, field)
+    written = datetime.fromisoformat(str(text).strip())
+    if written.tzinfo is None and written.time() == time(0):
+        # Midnight as written, in the zone it was asked in: the date itself.
+        return written.date()
+    own = zone_of(zone_name) if zone_name else None
+    if own is None:
+        # An unknown zone: the nearest midnight is the boundary.
+        return (instant + timedelta(hours=12)).date()
+    return instant.astimezone(own).date() if _is_midnight(instant, own) else _nearest(instant, own)
+
+
+def occurrence_anchor(event: dict[str, Any], times: EventTimes) -> str:
+    """Return what identifies an instance within its series: its original start.
+
+    A timed occurrence is named by its original start instant in UTC; an all-day one by its
+    original date (BR-05). A single event, or an instance without ``originalStart``, by its start.
+    """
+    original = event.get("originalStart")
+    if not original:
+        return times.start_date.isoformat() if times.start_date else _stamp(times.start)
+    if times.all_day:
+        return all_day_date(original, times.zone, "originalStart").isoformat()
+    return _stamp(parse_instant(original, "originalStart"))
+
+
+def _zone_name(value: Any) -> str:
+    return str(value.get("timeZone") or "UTC") if isinstance(value, dict) else "UTC"
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _is_midnight(instant: datetime, zone: tzinfo) -> bool:
+    return instant.astimezone(zone).time() == time(0)
+
+
+def _nearest(instant: datetime, zone: tzinfo) -> date:
+    local = instant.astimezone(zone).replace(tzinfo=None)
+    return (local + timedelta(hours=12)).date()
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

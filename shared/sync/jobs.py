@@ -1,0 +1,238 @@
+"""What every sync worker shares: its job message, admission to the mailbox, and its outcomes.
+
+A sync job names one connection (tenant, user, kind). :class:`ConnectionSyncRunner` runs it the
+same way for every kind: a job whose connection is not due ends at once; otherwise the job takes
+its connection and one of the mailbox's Graph request slots (:class:`MailboxGate`), reads the
+connection again, gets a delegated token (refreshed once when Graph refuses it) and hands over to
+the kind's ``_sync``. Failures end the same way for every kind: consent needed moves the
+connection to ``reauth_required``; throttling re-queues the job after ``Retry-After``; a delta
+link that expires twice in one job re-queues it five minutes out; a cursor moved by another job
+ends this one quietly. Anything else raises, so the queue retries the job and finally poisons it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+from shared.errors import (
+    AccessTokenRejectedError,
+    DeltaCursorExpiredError,
+    InvalidJobError,
+    ReauthRequiredError,
+    SyncError,
+    ThrottledError,
+)
+from shared.matching.companies import CompanyIndex, CompanyMatchData
+from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, Connection
+from shared.sync.leases import MailboxGate
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.adapters.queues import JobQueue
+    from shared.adapters.tables import TableEntityStore
+    from shared.directory.service import DirectoryService
+    from shared.sync.connections import ConnectionStore
+
+logger = logging.getLogger(__name__)
+
+INDEX_TTL_S = 60.0
+DEFAULT_BACKFILL_DAYS = 360
+RESET_BACKOFF_S = 300
+RESET_BACKOFF_CODE = "delta_reset_backoff"
+_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+class CursorTakenError(SyncError):
+    """Raised when another job moved a cursor first; this job's work is not needed."""
+
+
+class RoundResult(Protocol):
+    """What a kind's round reports: whether it reached the end, and its JSON-ready record."""
+
+    @property
+    def complete(self) -> bool:
+        """True when the round ended, False when the job must continue in another message."""
+        ...
+
+    def as_record(self) -> dict[str, Any]:
+        """Return the stats as a JSON-ready dict."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionJob:
+    """A sync job as it travels on the queue: ``{"kind", "tenant", "user", "slot"?}``."""
+
+    tenant_id: str
+    user_id: str
+    KIND: ClassVar[str] = ""
+
+    @classmethod
+    def parse(cls, job: Mapping[str, Any]) -> Self:
+        """Read a job from its queue JSON.
+
+        Raises:
+            InvalidJobError: when the job lacks its kind, tenant or user.
+        """
+        tenant, user = job.get("tenant"), job.get("user")
+        if job.get("kind") != cls.KIND or not _is_id(tenant) or not _is_id(user):
+            msg = (
+                f"{cls.KIND} job needs kind {cls.KIND!r} and tenant and user ids "
+                "(letters, digits, hyphens)"
+            )
+            raise InvalidJobError(msg)
+        return cls(str(tenant), str(user))
+
+    def as_message(self) -> dict[str, Any]:
+        """Return the job as queue JSON."""
+        return {"kind": self.KIND, "tenant": self.tenant_id, "user": self.user_id}
+
+
+def _is_id(value: Any) -> bool:
+    """Tell whether a job field is an id as Entra issues them (GUIDs), safe to log and key by."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+JobT = TypeVar("JobT", bound=ConnectionJob)
+StatsT = TypeVar("StatsT", bound=RoundResult)
+
+
+class ConnectionSyncRunner(Generic[JobT, StatsT]):
+    """Runs one kind's sync jobs; subclasses say what a round does (``_sync``)."""
+
+    job_type: type[JobT]
+    kind: str
+    queue_name: str
+
+    def __init__(
+        self,
+        *,
+        connections: ConnectionStore,
+        directory: DirectoryService,
+        queue: JobQueue,
+        tables: TableEntityStore,
+        gate: MailboxGate | None = None,
+    ) -> None:
+        self._connections = connections
+        self._directory = directory
+        self._queue = queue
+        self._tables = tables
+        self._gate = gate or MailboxGate(tables, queue)
+        self._indexes: dict[str, tuple[float, CompanyIndex]] = {}
+
+    def run(self, raw_job: Mapping[str, Any]) -> StatsT | None:
+        """Sync one connection; return its stats, or ``None`` when the job ended early.
+
+        The job holds its connection and one of the mailbox's Graph request slots while it runs
+        (see :mod:`shared.sync.leases`); when either is busy it re-queues itself or, if another
+        job already waits for the connection, ends as a no-op. A connection in ``error`` is
+        synced like an active one, so it heals on the next slot.
+        """
+        job = self.job_type.parse(raw_job)
+        if not self._due(job):
+            return None
+        tenant, user = job.tenant_id, job.user_id
+        with self._gate.admit(tenant, user, self.kind, self.queue_name, raw_job) as ready:
+            # Read again once admitted: the job that held the connection may have changed it.
+            connection = self._connections.get(tenant, user, self.kind) if ready else None
+            if connection is None or connection.state not in DUE_STATES:
+                logger.info(
+                    "sync job skipped: connection busy or not due",
+                    extra={"kind": self.kind, "tenant": tenant, "user": user, "admitted": ready},
+                )
+                return None
+            return self._run_admitted(job, connection)
+
+    def _due(self, job: JobT) -> bool:
+        connection = self._connections.get(job.tenant_id, job.user_id, self.kind)
+        if connection is not None and connection.state in DUE_STATES:
+            return True
+        logger.info(
+            "sync job skipped: connection not due",
+            extra={"kind": self.kind, "tenant": job.tenant_id, "user": job.user_id},
+        )
+        return False
+
+    def _run_admitted(self, job: JobT, connection: Connection) -> StatsT | None:
+        try:
+            stats = self._sync_with_token(connection)
+        except ReauthRequiredError as error:
+            self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
+            logger.warning(
+                "connection needs consent again",
+                extra={"kind": self.kind, "user": job.user_id, "code": error.code},
+            )
+            return None
+        except ThrottledError as error:
+            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
+            return None
+        except DeltaCursorExpiredError:
+            self._connections.record_error(connection, RESET_BACKOFF_CODE)
+            self._requeue(job, RESET_BACKOFF_S, RESET_BACKOFF_CODE)
+            return None
+        except CursorTakenError:
+            logger.info(
+                "sync job ends: another job moved the cursor",
+                extra={"kind": self.kind, "user": job.user_id},
+            )
+            return None
+        self._finish(job, connection, stats)
+        return stats
+
+    def _sync_with_token(self, connection: Connection) -> StatsT:
+        token = self._connections.access_token(connection)
+        try:
+            return self._sync(connection, token)
+        except AccessTokenRejectedError:
+            # Graph refused a token MSAL still thought valid (revoked, or clocks disagree):
+            # get a new one from the refresh token once, then carry on from the checkpoint.
+            token = self._connections.access_token(connection, force_refresh=True)
+            return self._sync(connection, token)
+
+    def _sync(self, connection: Connection, token: str) -> StatsT:
+        raise NotImplementedError
+
+    def _finish(self, job: JobT, connection: Connection, stats: StatsT) -> None:
+        """Record a complete round, or send the job again to continue an incomplete one."""
+        if stats.complete:
+            self._connections.record_round(connection, stats.as_record())
+        else:
+            self._queue.send(self.queue_name, job.as_message())
+        logger.info(
+            "sync job done",
+            extra={"kind": self.kind, "tenant": job.tenant_id, "user": job.user_id}
+            | {_snake(k): v for k, v in stats.as_record().items() if isinstance(v, int | bool)},
+        )
+
+    def _requeue(self, job: JobT, delay_s: int, reason: str) -> None:
+        self._queue.send(self.queue_name, job.as_message(), delay_s=delay_s)
+        logger.info(
+            "sync job re-queued",
+            extra={"kind": self.kind, "user": job.user_id, "delay_s": delay_s, "reason": reason},
+        )
+
+    def _index(self, tenant_id: str) -> CompanyIndex:
+        cached = self._indexes.get(tenant_id)
+        if cached and time.monotonic() - cached[0] < INDEX_TTL_S:
+            return cached[1]
+        tenant = self._directory.get_tenant(tenant_id)
+        own = tenant.own_domains if tenant else ()
+        companies: list[CompanyMatchData] = self._directory.company_match_data(tenant_id)
+        index = CompanyIndex.build(companies, own)
+        self._indexes[tenant_id] = (time.monotonic(), index)
+        return index
+
+    def _backfill_start(self, tenant_id: str) -> datetime:
+        tenant = self._directory.get_tenant(tenant_id)
+        days = tenant.backfill_days if tenant else DEFAULT_BACKFILL_DAYS
+        return datetime.now(UTC) - timedelta(days=days)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()

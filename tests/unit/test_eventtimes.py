@@ -1,0 +1,141 @@
+"""Unit tests for shared.sync.eventtimes: UTC instants, all-day dates (BR-05), anchors."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from shared.errors import ValidationError
+from shared.sync.eventtimes import event_times, occurrence_anchor
+
+ZONES = ["Pacific Standard Time", "Singapore Standard Time", "America/Los_Angeles", "Asia/Tokyo"]
+
+
+def all_day(start: str, end: str, zone: str, **extra: Any) -> dict[str, Any]:
+    """A Graph all-day event as asked for in UTC."""
+    return {
+        "isAllDay": True,
+        "originalStartTimeZone": zone,
+        "start": {"dateTime": start, "timeZone": "UTC"},
+        "end": {"dateTime": end, "timeZone": "UTC"},
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_event_times_all_day_midnight_form_is_one_date(zone: str) -> None:
+    """Midnight-to-midnight all-day times give one date, whatever the event's zone (BR-05)."""
+    # GIVEN an all-day event as Graph documents it for a UTC request
+    event = all_day("2017-10-12T00:00:00.0000000", "2017-10-13T00:00:00.0000000", zone)
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN it is the one day 2017-10-12, end exclusive
+    assert (times.start_date, times.end_date) == (date(2017, 10, 12), date(2017, 10, 13))
+    assert times.all_day is True
+    assert times.zone == zone
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "end"),
+    [
+        ("Pacific Standard Time", "2017-10-12T07:00:00.0000000", "2017-10-13T07:00:00.0000000"),
+        ("Singapore Standard Time", "2017-10-11T16:00:00.0000000", "2017-10-12T16:00:00.0000000"),
+        ("Pacific/Kiritimati", "2017-10-11T10:00:00.0000000", "2017-10-12T10:00:00.0000000"),
+    ],
+)
+def test_event_times_all_day_instant_form_gives_the_same_date(
+    zone: str, start: str, end: str
+) -> None:
+    """All-day times given as the instants of the zone's midnights give the same date (BR-05)."""
+    # GIVEN an all-day event whose times are its own zone's midnights in UTC
+    event = all_day(start, end, zone)
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN it is still the one day 2017-10-12, never the day before and never two days
+    assert (times.start_date, times.end_date) == (date(2017, 10, 12), date(2017, 10, 13))
+
+
+def test_event_times_all_day_with_equal_ends_is_still_one_day() -> None:
+    """An all-day event whose end equals its start is one day, not zero."""
+    # GIVEN an all-day event with an end equal to its start
+    event = all_day("2024-02-29T00:00:00", "2024-02-29T00:00:00", "UTC")
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN it covers exactly its start date
+    assert (times.start_date, times.end_date) == (date(2024, 2, 29), date(2024, 3, 1))
+
+
+def test_event_times_timed_event_is_utc_instants_with_zone() -> None:
+    """A timed event is stored as UTC instants with its original zone name."""
+    # GIVEN a timed event asked for in UTC, created in Berlin
+    event = {
+        "originalStartTimeZone": "W. Europe Standard Time",
+        "start": {"dateTime": "2024-07-01T08:00:00.0000000", "timeZone": "UTC"},
+        "end": {"dateTime": "2024-07-01T09:30:00.0000000", "timeZone": "UTC"},
+    }
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN the instants are UTC and the zone name is kept
+    assert times.start == datetime(2024, 7, 1, 8, tzinfo=UTC)
+    assert times.end == datetime(2024, 7, 1, 9, 30, tzinfo=UTC)
+    assert (times.zone, times.all_day, times.start_date) == ("W. Europe Standard Time", False, None)
+
+
+def test_event_times_refuses_missing_start() -> None:
+    """An event without a readable start is refused naming the field."""
+    # GIVEN an event without start
+    event = {"end": {"dateTime": "2024-07-01T09:30:00", "timeZone": "UTC"}}
+
+    # WHEN / THEN reading its times names the start
+    with pytest.raises(ValidationError) as error:
+        event_times(event)
+    assert error.value.field == "start"
+
+
+def test_occurrence_anchor_all_day_exception_matches_by_date() -> None:
+    """An all-day exception whose originalStart is 07:00Z is matched to its occurrence's date."""
+    # GIVEN the BR-05 recurring variant: originalStart 07:00Z, start 00:00 UTC
+    event = all_day(
+        "2018-06-06T00:00:00.0000000",
+        "2018-06-07T00:00:00.0000000",
+        "Pacific Standard Time",
+        type="exception",
+        originalStart="2018-06-06T07:00:00Z",
+    )
+
+    # WHEN its anchor is taken
+    anchor = occurrence_anchor(event, event_times(event))
+
+    # THEN it is the date, as an occurrence of that date would be anchored
+    occurrence = all_day(
+        "2018-06-06T00:00:00.0000000", "2018-06-07T00:00:00.0000000", "Pacific Standard Time"
+    )
+    assert anchor == "2018-06-06"
+    assert occurrence_anchor(occurrence, event_times(occurrence)) == anchor
+
+
+def test_occurrence_anchor_moved_exception_keeps_original_start() -> None:
+    """A timed exception moved to another hour is anchored by its original start instant."""
+    # GIVEN an exception moved from 09:00 to 15:00 UTC
+    event = {
+        "type": "exception",
+        "originalStart": "2024-05-06T09:00:00Z",
+        "start": {"dateTime": "2024-05-06T15:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2024-05-06T16:00:00", "timeZone": "UTC"},
+    }
+
+    # WHEN its anchor is taken
+    anchor = occurrence_anchor(event, event_times(event))
+
+    # THEN it is the original start, so the record stays the same
+    assert anchor == "2024-05-06T09:00:00Z"
