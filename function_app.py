@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.triggers import admin, calendar, connections, consent, health, read, sync
+from shared.triggers import admin, calendar, connections, consent, health, read, rules, sync
 
 logging.getLogger("shared").setLevel(logging.INFO)
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -16,6 +16,7 @@ for blueprint in (
     consent.bp,
     connections.bp,
     read.bp,
+    rules.bp,
     sync.bp,
     calendar.bp,
 ):

@@ -30,6 +30,8 @@ from shared.directory.service import DirectoryService
 from shared.meetings.service import MeetingService
 from shared.read.events import EventReadService
 from shared.read.service import ReadService
+from shared.rules.service import RuleService
+from shared.rules.store import DecisionLog, RuleStore
 from shared.settings import Settings
 from shared.sync.calendar import CalendarSyncService
 from shared.sync.connections import ConnectionStore
@@ -174,6 +176,7 @@ class Services:
             emails=self.emails,
             queue=self.queue,
             tables=self.tables,
+            rules=self.rule_store,
         )
 
     @functools.cached_property
@@ -212,6 +215,17 @@ class Services:
             directory=self.directory,
             calendar_sync=self.calendar_sync,
         )
+
+    @functools.cached_property
+    def rule_store(self) -> RuleStore:
+        """Blocking rules, address groups and switches."""
+        return RuleStore(self.tables)
+
+    @functools.cached_property
+    def rules(self) -> RuleService:
+        """Blocking rules for the API: CRUD, dry run, explain."""
+        decisions = DecisionLog(self.tables, self.rule_store)
+        return RuleService(self.rule_store, decisions, self.directory, self.emails)
 
     @functools.cached_property
     def reader(self) -> ReadService:

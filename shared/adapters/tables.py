@@ -51,6 +51,8 @@ TABLES = (
     "companyevents",
     "calendaritems",
     "calendarseries",
+    "blockrules",
+    "maildecisions",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

@@ -35,6 +35,8 @@ from shared.errors import ValidationError
 __all__ = [
     "Address",
     "message_participants",
+    "message_recipients",
+    "message_senders",
     "normalize_domain",
     "parse_address",
     "parse_address_list",
@@ -48,11 +50,12 @@ QUOTE_RULE = 'must quote a display name that contains a comma, as in "Doe, Jane"
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LOCAL_PART = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]+|\"(?:[^\"\\\x00-\x1f\x7f]|\\[ -~])*\"")
 _MAX_DOMAIN = 253
-_GRAPH_FIELDS = ("from", "sender", "toRecipients", "ccRecipients", "bccRecipients")
-_PARTICIPANT_HEADERS = frozenset(
-    {"from", "sender", "to", "cc", "bcc"}
-    | {"resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc"}
-)
+_SENDER_FIELDS = ("from", "sender")
+_RECIPIENT_FIELDS = ("toRecipients", "ccRecipients", "bccRecipients")
+_GRAPH_FIELDS = _SENDER_FIELDS + _RECIPIENT_FIELDS
+_SENDER_HEADERS = frozenset({"from", "sender", "resent-from", "resent-sender"})
+_RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"})
+_PARTICIPANT_HEADERS = _SENDER_HEADERS | _RECIPIENT_HEADERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,18 @@ def event_participants(event: Mapping[str, Any]) -> list[Address]:
     return _unique(address for address in found if address is not None)
 
 
+def message_senders(message: Mapping[str, Any]) -> list[Address]:
+    """Return who sent a Graph message: From and Sender (and their raw and Resent- headers)."""
+    graph = _graph_addresses(message, _SENDER_FIELDS)
+    return _unique([*graph, *_header_addresses(message, _SENDER_HEADERS)])
+
+
+def message_recipients(message: Mapping[str, Any]) -> list[Address]:
+    """Return who received a Graph message: To, Cc and Bcc (and their raw and Resent- headers)."""
+    graph = _graph_addresses(message, _RECIPIENT_FIELDS)
+    return _unique([*graph, *_header_addresses(message, _RECIPIENT_HEADERS)])
+
+
 def _domain_or_none(value: str) -> str | None:
     """Return the normalised domain, or ``None`` when the value is not a valid host name."""
     text = value.strip().lower()
@@ -255,9 +270,11 @@ def _decode_chunk(text: str | bytes, charset: str | None) -> str:
         return text.decode("utf-8", errors="replace")
 
 
-def _graph_addresses(message: Mapping[str, Any]) -> Iterator[Address]:
+def _graph_addresses(
+    message: Mapping[str, Any], fields: tuple[str, ...] = _GRAPH_FIELDS
+) -> Iterator[Address]:
     """Yield the usable addresses of the Graph recipient fields, skipping odd shapes."""
-    for field in _GRAPH_FIELDS:
+    for field in fields:
         value = message.get(field)
         recipients = [value] if isinstance(value, Mapping) else value
         if not isinstance(recipients, list):
@@ -282,7 +299,9 @@ def _graph_recipient(recipient: object) -> Address | None:
     return replace(address, name=" ".join(_decode_name(name).split()))
 
 
-def _header_addresses(message: Mapping[str, Any]) -> Iterator[Address]:
+def _header_addresses(
+    message: Mapping[str, Any], names: frozenset[str] = _PARTICIPANT_HEADERS
+) -> Iterator[Address]:
     """Yield the addresses of raw participant headers in ``internetMessageHeaders``."""
     headers = message.get("internetMessageHeaders")
     if not isinstance(headers, list):
@@ -291,7 +310,7 @@ def _header_addresses(message: Mapping[str, Any]) -> Iterator[Address]:
         if not isinstance(header, Mapping):
             continue
         name, value = header.get("name"), header.get("value")
-        if isinstance(name, str) and name.strip().lower() in _PARTICIPANT_HEADERS:
+        if isinstance(name, str) and name.strip().lower() in names:
             yield from parse_address_list(value if isinstance(value, str) else "")
 
 

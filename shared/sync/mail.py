@@ -6,12 +6,18 @@ page's kept messages are stored before the cursor moves past them, so a worker k
 page resumes there. A job that has read its page budget re-queues itself to continue; a job
 throttled for longer than it should wait re-queues itself with a visibility delay.
 
+Each message is decided by :func:`shared.rules.decide.decide` before anything is written: the
+company match, the tenant's switches and the tenant's and user's blocking rules, compiled once
+per job. A dropped message leaves only a decision record (keyed hashes of its ids, the reason
+code or rule id, the time; see :mod:`shared.rules.store`).
+
 Known limitations: ``@removed`` entries are counted but do not yet remove anything from the
 product; moved and deleted messages stay stored with their last known folder.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,8 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shared.adapters.queues import MAIL_SYNC_QUEUE
 from shared.adapters.tablelimits import table_key
 from shared.errors import ConflictError, DeltaCursorExpiredError, StorageLimitError
-from shared.matching.addresses import message_participants
-from shared.matching.companies import CompanyIndex, classify
+from shared.rules.decide import decide
+from shared.rules.engine import CompiledRules
+from shared.rules.store import DecisionLog, Drop, RuleStore
 from shared.sync.connections import MAIL, Connection, Folder
 from shared.sync.jobs import (
     DEFAULT_BACKFILL_DAYS,
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import Entity, TableEntityStore
     from shared.directory.service import DirectoryService
+    from shared.matching.companies import CompanyIndex
     from shared.sync.connections import ConnectionStore
     from shared.sync.leases import MailboxGate
     from shared.sync.store import EmailStore
@@ -101,6 +109,7 @@ class _Round:
     index: CompanyIndex
     since: datetime
     pending: set[str]
+    rules: CompiledRules
     stats: RoundStats = field(default_factory=RoundStats)
 
 
@@ -129,6 +138,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         tables: TableEntityStore,
         page_budget: int = PAGE_BUDGET,
         gate: MailboxGate | None = None,
+        rules: RuleStore | None = None,
     ) -> None:
         super().__init__(
             connections=connections, directory=directory, queue=queue, tables=tables, gate=gate
@@ -137,6 +147,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         self._emails = emails
         self._page_budget = page_budget
         self._removals = RemovalLedger(tables, emails, graph)
+        self._rules = rules or RuleStore(tables)
+        self._decisions = DecisionLog(tables, self._rules)
 
     def _sync(self, connection: Connection, token: str) -> RoundStats:
         work = _Round(
@@ -145,6 +157,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             index=self._index(connection.tenant_id),
             since=self._backfill_start(connection.tenant_id),
             pending=self._removals.pending(connection),
+            # Compiled once per job: every message of every page is checked against the same set.
+            rules=CompiledRules(self._rules.ruleset(connection.tenant_id, connection.user_id)),
         )
         for folder in connection.folders:
             if not self._sync_folder(work, folder):
@@ -186,7 +200,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         return True
 
     def _store_page(self, work: _Round, page: DeltaPage) -> None:
-        connection, index, stats, pending = work.connection, work.index, work.stats, work.pending
+        connection, stats, pending = work.connection, work.stats, work.pending
+        drops: list[Drop] = []
         for item in page.items:
             item_id = str(item.get("id", ""))
             if "@removed" in item:
@@ -195,30 +210,42 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
                 continue
             self._removals.note_present(connection, item_id, pending)
             stats.seen += 1
-            if item.get("isDraft"):
-                stats.dropped[DROP_DRAFT] += 1
-                continue
-            participants = message_participants(item)
-            decision = classify(participants, index)
-            if not decision.keep:
-                stats.dropped[decision.reason] += 1
-                continue
-            try:
-                created = self._emails.save(
-                    tenant_id=connection.tenant_id,
-                    user_id=connection.user_id,
-                    connection=connection.key,
-                    message=item,
-                    participants=participants,
-                    company_ids=decision.company_ids,
-                )
-            except StorageLimitError:
-                # One message the store cannot hold must never block the whole mailbox.
-                logger.warning("message not storable, dropped", extra={"user": connection.user_id})
-                stats.dropped[DROP_UNSTORABLE] += 1
-                continue
-            stats.kept += 1
-            stats.stored_new += int(created)
+            drop = self._store_item(work, item)
+            if drop is not None:
+                stats.dropped[drop.reason] += 1
+                drops.append(drop)
+        # Only a keyed hash of each dropped message's ids, the reason and the time are written.
+        self._decisions.record(connection.tenant_id, connection.user_id, drops)
+
+    def _store_item(self, work: _Round, item: dict[str, Any]) -> Drop | None:
+        """Store one message when it is kept; return why it was dropped otherwise."""
+        connection, stats = work.connection, work.stats
+        item_id, internet_id = str(item.get("id", "")), str(item.get("internetMessageId") or "")
+        if item.get("isDraft"):
+            return Drop(item_id, internet_id, DROP_DRAFT)
+        thread = functools.partial(self._thread_companies, connection.tenant_id)
+        outcome = decide(item, work.index, work.rules, thread=thread)
+        if not outcome.keep:
+            return Drop(item_id, internet_id, outcome.reason, outcome.rule)
+        try:
+            created = self._emails.save(
+                tenant_id=connection.tenant_id,
+                user_id=connection.user_id,
+                connection=connection.key,
+                message=item,
+                participants=outcome.participants,
+                company_ids=outcome.company_ids,
+            )
+        except StorageLimitError:
+            # One message the store cannot hold must never block the whole mailbox.
+            logger.warning("message not storable, dropped", extra={"user": connection.user_id})
+            return Drop(item_id, internet_id, DROP_UNSTORABLE)
+        stats.kept += 1
+        stats.stored_new += int(created)
+        return None
+
+    def _thread_companies(self, tenant_id: str, internet_ids: list[str]) -> frozenset[str]:
+        return self._emails.thread_companies(tenant_id, internet_ids)
 
     def _save_cursor(
         self, connection: Connection, folder: Folder, cursor: Entity | None, page: DeltaPage

@@ -155,6 +155,17 @@ class EmailStore:
         self._delete_email(tenant_id, key)
         return True
 
+    def thread_companies(
+        self, tenant_id: str, internet_message_ids: Sequence[str]
+    ) -> frozenset[str]:
+        """Return the companies of the first stored email among these Message-IDs, else none."""
+        for internet_message_id in internet_message_ids:
+            key = email_key(tenant_id, internet_message_id, "", "")
+            row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
+            if row is not None:
+                return self._company_ids(row)
+        return frozenset()
+
     def _company_ids(self, row: Entity | None) -> frozenset[str]:
         """Return the companies an email row is linked to, read from a blob if it moved."""
         if row is None:

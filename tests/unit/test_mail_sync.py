@@ -21,6 +21,8 @@ from shared.errors import (
     TransientError,
 )
 from shared.matching.companies import DROP_INTERNAL, CompanyMatchData
+from shared.rules.model import ContentCondition, ParticipantCondition, Rule
+from shared.rules.store import DECISIONS, RuleStore
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, REVOKED, Connection, Folder
 from shared.sync.mail import CURSORS, DROP_DRAFT, MailJob, MailSyncService
 from tests.unit.fakes import FakeQueue, FakeTables, SentJob
@@ -523,3 +525,38 @@ def test_mail_job_round_trips_through_message():
     # THEN both match
     assert (job.tenant_id, job.user_id) == (TENANT, USER)
     assert job.as_message() == JOB
+
+
+def test_run_blocking_rules_drop_before_storing_and_leave_only_a_decision():
+    """A blocked message is not stored; its decision record names the rule, not the message."""
+    # GIVEN a tenant rule blocking subjects that mention pensions, and Alice's own rule
+    world = _world()
+    rules = RuleStore(world.tables)  # type: ignore[arg-type]
+    pension = ContentCondition("subject", "pension")
+    rules.put_rule(TENANT, None, Rule("tenant-rule", "Pensions", (pension,)))
+    jane = ParticipantCondition("sender", addresses=("jane@customer.example",))
+    rules.put_rule(TENANT, USER, Rule("own-rule", "Jane", (jane,), scope="user"))
+    world.graph.chain(
+        INBOX.folder_id,
+        None,
+        [
+            [
+                _mail("m1", sender="joe@customer.example", subject="Pension plan"),
+                _mail("m2", sender="jane@customer.example", subject="Hi"),
+                _mail("m3", sender="joe@customer.example", subject="Order"),
+            ]
+        ],
+    )
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN only m3 is stored and each drop has one record with its rule and hashed ids only
+    assert world.emails.saved == ["m3"]
+    assert stats is not None
+    assert dict(stats.dropped) == {"rule": 2}
+    records = world.tables.rows(DECISIONS)
+    assert sorted(row["ruleId"] for row in records) == ["own-rule", "tenant-rule"]
+    assert "m1" not in str(records)
+    assert "customer.example" not in str(records)
+    assert "Pension" not in str(records)

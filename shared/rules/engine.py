@@ -1,0 +1,290 @@
+"""Evaluate blocking rules and switches against Graph messages, fast.
+
+A :class:`RuleSet` is compiled once per sync job into :class:`CompiledRules`: disabled rules
+left out, group names replaced by their addresses, every address and domain list turned into a
+frozenset. Each message is read once into :class:`MessageFacts` (senders, recipients, every
+parent domain of theirs, folded subject, headers); a participant condition is then one or two
+set intersections and a content condition one substring search. The body is reduced to folded
+text only when a condition looks at it, and at most once per message.
+
+Text is compared case-insensitively (``str.casefold``) with runs of white space collapsed, so a
+phrase matches across line breaks. HTML bodies are compared as their text: tags dropped,
+entities decoded.
+
+Known limitations: a phrase is matched as a substring, so ``pension`` also matches
+``pensioner``; there is no word-boundary or language-aware matching. A phrase split by an HTML
+tag inside a word (``pen<b>sion</b>``) does not match. Attachments are not read.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.matching.addresses import message_recipients, message_senders
+from shared.rules.model import (
+    ANY,
+    BODY,
+    MATCH_ALL,
+    REASON_AUTO_REPLY,
+    REASON_BULK,
+    REASON_NO_REPLY,
+    REASON_RULE,
+    SENDER,
+    SUBJECT,
+    ContentCondition,
+    ParticipantCondition,
+    Rule,
+    RuleSet,
+    Switches,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from shared.matching.addresses import Address
+
+_TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)\s*>|<[^>]*>", re.DOTALL | re.I)
+_NO_REPLY = re.compile(r"(?:no|do[-_.]?not)[-_.]?reply\b.*|mailer-daemon|postmaster")
+_BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
+_AUTO_REPLY_HEADERS = ("x-autoreply", "x-autorespond")
+
+
+@dataclass(slots=True)
+class MessageFacts:
+    """What rules look at in one message, normalised once."""
+
+    senders: frozenset[str]
+    recipients: frozenset[str]
+    sender_domains: frozenset[str]
+    recipient_domains: frozenset[str]
+    subject: str
+    headers: Mapping[str, tuple[str, ...]]
+    raw_body: Any = None
+    _body: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, message: Mapping[str, Any]) -> MessageFacts:
+        """Read a Graph message (with ``internetMessageHeaders`` when it has them)."""
+        senders = message_senders(message)
+        recipients = message_recipients(message)
+        return cls(
+            senders=frozenset(address.address for address in senders),
+            recipients=frozenset(address.address for address in recipients),
+            sender_domains=_parent_domains(senders),
+            recipient_domains=_parent_domains(recipients),
+            subject=fold(str(message.get("subject") or "")),
+            headers=_headers(message.get("internetMessageHeaders")),
+            raw_body=message.get("body"),
+        )
+
+    @property
+    def body(self) -> str:
+        """The body as folded text; computed on first use."""
+        if self._body is None:
+            self._body = _body_text(self.raw_body)
+        return self._body
+
+    def header(self, name: str) -> tuple[str, ...]:
+        """Return every value of a header (lower-case name), empty when absent."""
+        return self.headers.get(name, ())
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a message is blocked, and by which switch (reason code) or rule."""
+
+    blocked: bool
+    reason: str | None = None
+    rule: Rule | None = None
+
+
+KEEP = Verdict(blocked=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Participant:
+    role: str
+    addresses: frozenset[str]
+    domains: frozenset[str]
+    negate: bool
+
+    def holds(self, facts: MessageFacts) -> bool:
+        if self.role == SENDER:
+            hit = _meets(self, facts.senders, facts.sender_domains)
+        elif self.role == ANY:
+            hit = _meets(self, facts.senders, facts.sender_domains) or _meets(
+                self, facts.recipients, facts.recipient_domains
+            )
+        else:
+            hit = _meets(self, facts.recipients, facts.recipient_domains)
+        return hit != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    field: str
+    phrase: str
+    negate: bool
+
+    def holds(self, facts: MessageFacts) -> bool:
+        if self.field == SUBJECT:
+            hit = self.phrase in facts.subject
+        elif self.field == BODY:
+            hit = self.phrase in facts.body
+        else:
+            hit = self.phrase in facts.subject or self.phrase in facts.body
+        return hit != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rule: Rule
+    every: bool
+    conditions: tuple[_Participant | _Content, ...]
+
+    def holds(self, facts: MessageFacts) -> bool:
+        if self.every:
+            return all(condition.holds(facts) for condition in self.conditions)
+        return any(condition.holds(facts) for condition in self.conditions)
+
+
+class CompiledRules:
+    """A rule set ready to evaluate; build once per sync job, use for every message."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        members = {group.name: group.addresses for group in rules.groups}
+        self.switches: Switches = rules.switches
+        self._rules = tuple(
+            _compile(rule, members) for rule in rules.rules if rule.enabled and rule.conditions
+        )
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def check(self, facts: MessageFacts) -> Verdict:
+        """Return the first switch, then the first rule, that blocks the message."""
+        reason = switch_reason(facts, self.switches)
+        if reason is not None:
+            return Verdict(blocked=True, reason=reason)
+        for compiled in self._rules:
+            if compiled.holds(facts):
+                return Verdict(blocked=True, reason=REASON_RULE, rule=compiled.rule)
+        return KEEP
+
+    def matching(self, facts: MessageFacts) -> list[Rule]:
+        """Return every enabled rule that matches the message, in order (for a dry run)."""
+        return [compiled.rule for compiled in self._rules if compiled.holds(facts)]
+
+
+def switch_reason(facts: MessageFacts, switches: Switches) -> str | None:
+    """Return the reason code of the first switched-on kind the message is, else ``None``."""
+    if switches.automatic_replies and is_automatic_reply(facts):
+        return REASON_AUTO_REPLY
+    if switches.bulk_mail and is_bulk(facts):
+        return REASON_BULK
+    if switches.no_reply_senders and is_no_reply(facts):
+        return REASON_NO_REPLY
+    return None
+
+
+def is_automatic_reply(facts: MessageFacts) -> bool:
+    """Tell an automatic reply (RFC 3834 ``Auto-Submitted: auto-replied``, ``X-Autoreply``)."""
+    auto = facts.header("auto-submitted")
+    if any(value.startswith("auto-replied") for value in auto):
+        return True
+    if "auto_reply" in facts.header("precedence"):
+        return True
+    return any(facts.header(name) for name in _AUTO_REPLY_HEADERS)
+
+
+def is_bulk(facts: MessageFacts) -> bool:
+    """Tell list or bulk mail: ``List-Id``, ``Precedence: bulk/list/junk``, or machine-made.
+
+    ``Auto-Submitted`` values other than ``no`` and ``auto-replied`` (``auto-generated``,
+    ``auto-notified``) mark mail a program sent on its own, which counts as bulk here.
+    """
+    if facts.header("list-id"):
+        return True
+    if not _BULK_PRECEDENCE.isdisjoint(facts.header("precedence")):
+        return True
+    return any(
+        value not in ("no", "") and not value.startswith("auto-replied")
+        for value in facts.header("auto-submitted")
+    )
+
+
+def is_no_reply(facts: MessageFacts) -> bool:
+    """Tell mail from a no-reply sender (``noreply@``, ``no-reply@``, ``donotreply@``...)."""
+    return any(_NO_REPLY.fullmatch(sender.partition("@")[0]) for sender in facts.senders)
+
+
+def fold(text: str) -> str:
+    """Return text for case-insensitive comparison: case-folded, white space collapsed."""
+    return " ".join(text.casefold().split())
+
+
+def _compile(rule: Rule, members: Mapping[str, tuple[str, ...]]) -> _Compiled:
+    compiled: list[_Participant | _Content] = []
+    for condition in rule.conditions:
+        if isinstance(condition, ContentCondition):
+            compiled.append(_Content(condition.field, fold(condition.phrase), condition.negate))
+        elif isinstance(condition, ParticipantCondition):
+            compiled.append(_participant(condition, members))
+    # Cheap set tests first: an AND rule usually fails on its participants.
+    compiled.sort(key=lambda condition: isinstance(condition, _Content))
+    return _Compiled(rule, rule.match == MATCH_ALL, tuple(compiled))
+
+
+def _participant(
+    condition: ParticipantCondition, members: Mapping[str, tuple[str, ...]]
+) -> _Participant:
+    # NOTE: a group deleted after a rule named it (user rules are not checked on delete)
+    # contributes no address; the rest of the condition still applies.
+    addresses = set(condition.addresses)
+    for name in condition.groups:
+        addresses.update(members.get(name, ()))
+    return _Participant(
+        condition.role, frozenset(addresses), frozenset(condition.domains), condition.negate
+    )
+
+
+def _meets(condition: _Participant, addresses: frozenset[str], domains: frozenset[str]) -> bool:
+    return not condition.addresses.isdisjoint(addresses) or not condition.domains.isdisjoint(
+        domains
+    )
+
+
+def _parent_domains(addresses: Iterable[Address]) -> frozenset[str]:
+    """Every domain of the addresses and each parent with at least two labels."""
+    found: set[str] = set()
+    for address in addresses:
+        labels = address.domain.split(".")
+        found.update(".".join(labels[start:]) for start in range(len(labels) - 1))
+    return frozenset(found)
+
+
+def _headers(raw: Any) -> dict[str, tuple[str, ...]]:
+    headers: dict[str, list[str]] = {}
+    if not isinstance(raw, list):
+        return {}
+    for header in raw:
+        if not isinstance(header, dict):
+            continue
+        name, value = header.get("name"), header.get("value")
+        if isinstance(name, str) and isinstance(value, str):
+            headers.setdefault(name.strip().lower(), []).append(fold(value))
+    return {name: tuple(values) for name, values in headers.items()}
+
+
+def _body_text(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    content = body.get("content")
+    if not isinstance(content, str):
+        return ""
+    if str(body.get("contentType", "")).lower() == "html":
+        content = html.unescape(_TAG.sub(" ", content))
+    return fold(content)
