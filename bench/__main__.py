@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench import filtering
 from bench.fanout import QUICK, STANDARD, run_fanout_bench
 
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     run_fanout_bench(QUICK if args.quick else STANDARD, args.out)
+    filter_plan = filtering.QUICK if args.quick else filtering.STANDARD
+    filtering.run_filtering_bench(filter_plan, args.out.parent / "filtering.json")
     return 0
 
 

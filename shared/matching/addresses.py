@@ -26,7 +26,7 @@ from email.errors import HeaderParseError, ObsoleteHeaderDefect
 from email.header import decode_header, make_header
 from email.headerregistry import AddressHeader
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, NamedTuple
 
 import idna
 
@@ -34,8 +34,10 @@ from shared.errors import ValidationError
 
 __all__ = [
     "Address",
+    "MessageRoles",
     "message_participants",
     "message_recipients",
+    "message_roles",
     "message_senders",
     "normalize_domain",
     "parse_address",
@@ -50,6 +52,8 @@ QUOTE_RULE = 'must quote a display name that contains a comma, as in "Doe, Jane"
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LOCAL_PART = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]+|\"(?:[^\"\\\x00-\x1f\x7f]|\\[ -~])*\"")
 _MAX_DOMAIN = 253
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _SENDER_FIELDS = ("from", "sender")
 _RECIPIENT_FIELDS = ("toRecipients", "ccRecipients", "bccRecipients")
 _GRAPH_FIELDS = _SENDER_FIELDS + _RECIPIENT_FIELDS
@@ -98,6 +102,9 @@ def parse_address(value: str) -> Address | None:
     A value that holds more than one address (``Doe, Jane <jane@example.com>`` unquoted) is
     not a single address and gives ``None`` rather than a guess.
     """
+    # Graph's recipient fields hold plain addresses: skip the RFC 5322 parser, which is slow.
+    if _PLAIN_ADDRESS.fullmatch(value):
+        return _make_address("", value)
     entries = [entry for entry in _split(value) if entry != ("", "")]
     if len(entries) != 1:
         return None
@@ -167,6 +174,21 @@ def event_participants(event: Mapping[str, Any]) -> list[Address]:
     if isinstance(attendees, list):
         found.extend(_graph_recipient(attendee) for attendee in attendees)
     return _unique(address for address in found if address is not None)
+
+
+class MessageRoles(NamedTuple):
+    """A message's senders, recipients and every participant, each deduplicated."""
+
+    senders: list[Address]
+    recipients: list[Address]
+    participants: list[Address]
+
+
+def message_roles(message: Mapping[str, Any]) -> MessageRoles:
+    """Return who sent and who received a Graph message, parsing each address once."""
+    senders = message_senders(message)
+    recipients = message_recipients(message)
+    return MessageRoles(senders, recipients, _unique([*senders, *recipients]))
 
 
 def message_senders(message: Mapping[str, Any]) -> list[Address]:

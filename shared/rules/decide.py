@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.matching.addresses import message_participants
+from shared.matching.addresses import message_roles
 from shared.matching.companies import DROP_INTERNAL, KEEP_CUSTOMER, classify
 from shared.rules.engine import MessageFacts
 from shared.rules.model import KEEP_INTERNAL_THREAD
@@ -61,7 +61,8 @@ def decide(
         thread: given Message-IDs the message answers, returns the companies of the first
             one stored; consulted only for internal mail when ``internalOnly`` is off.
     """
-    participants = tuple(message_participants(message))
+    roles = message_roles(message)
+    participants = tuple(roles.participants)
     decision = classify(participants, index)
     companies = decision.company_ids
     reason = decision.reason
@@ -71,7 +72,7 @@ def decide(
     if reason not in (KEEP_CUSTOMER, KEEP_INTERNAL_THREAD):
         return Outcome(False, reason, frozenset(), participants)
 
-    verdict = rules.check(MessageFacts.of(message))
+    verdict = rules.check(MessageFacts.of(message, roles))
     if verdict.blocked:
         return Outcome(False, str(verdict.reason), frozenset(), participants, verdict.rule)
     return Outcome(True, reason, companies, participants)

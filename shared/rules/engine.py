@@ -7,6 +7,11 @@ parent domain of theirs, folded subject, headers); a participant condition is th
 set intersections and a content condition one substring search. The body is reduced to folded
 text only when a condition looks at it, and at most once per message.
 
+Most rules need a given participant or phrase to be present before they can match (one such
+condition of an AND rule, every condition of an OR rule without negation). Compiling indexes
+rules by those addresses, domains and phrases, so a message is only checked against the rules
+one of its participants or phrases can trigger, plus the few rules that cannot be indexed.
+
 Text is compared case-insensitively (``str.casefold``) with runs of white space collapsed, so a
 phrase matches across line breaks. HTML bodies are compared as their text: tags dropped,
 entities decoded.
@@ -23,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.matching.addresses import message_recipients, message_senders
+from shared.matching.addresses import message_roles
 from shared.rules.model import (
     ANY,
     BODY,
@@ -44,7 +49,7 @@ from shared.rules.model import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from shared.matching.addresses import Address
+    from shared.matching.addresses import Address, MessageRoles
 
 _TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)\s*>|<[^>]*>", re.DOTALL | re.I)
 _NO_REPLY = re.compile(r"(?:no|do[-_.]?not)[-_.]?reply\b.*|mailer-daemon|postmaster")
@@ -66,10 +71,14 @@ class MessageFacts:
     _body: str | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, message: Mapping[str, Any]) -> MessageFacts:
-        """Read a Graph message (with ``internetMessageHeaders`` when it has them)."""
-        senders = message_senders(message)
-        recipients = message_recipients(message)
+    def of(cls, message: Mapping[str, Any], roles: MessageRoles | None = None) -> MessageFacts:
+        """Read a Graph message (with ``internetMessageHeaders`` when it has them).
+
+        Args:
+            message: the Graph message.
+            roles: its senders and recipients when the caller parsed them already.
+        """
+        senders, recipients, _ = roles or message_roles(message)
         return cls(
             senders=frozenset(address.address for address in senders),
             recipients=frozenset(address.address for address in recipients),
@@ -86,6 +95,11 @@ class MessageFacts:
         if self._body is None:
             self._body = _body_text(self.raw_body)
         return self._body
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every address and parent domain of every participant, whatever the role."""
+        return self.senders | self.recipients | self.sender_domains | self.recipient_domains
 
     def header(self, name: str) -> tuple[str, ...]:
         """Return every value of a header (lower-case name), empty when absent."""
@@ -130,13 +144,7 @@ class _Content:
     negate: bool
 
     def holds(self, facts: MessageFacts) -> bool:
-        if self.field == SUBJECT:
-            hit = self.phrase in facts.subject
-        elif self.field == BODY:
-            hit = self.phrase in facts.body
-        else:
-            hit = self.phrase in facts.subject or self.phrase in facts.body
-        return hit != self.negate
+        return _contains(facts, self.field, self.phrase) != self.negate
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,12 @@ class CompiledRules:
         self._rules = tuple(
             _compile(rule, members) for rule in rules.rules if rule.enabled and rule.conditions
         )
+        self._by_key: dict[str, set[int]] = {}
+        self._by_phrase: dict[tuple[str, str], set[int]] = {}
+        self._always: set[int] = set()
+        for position, compiled in enumerate(self._rules):
+            self._index(position, compiled)
+        self._needs_body = any(where != SUBJECT for _, where in self._by_phrase)
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -169,7 +183,8 @@ class CompiledRules:
         reason = switch_reason(facts, self.switches)
         if reason is not None:
             return Verdict(blocked=True, reason=reason)
-        for compiled in self._rules:
+        for position in self._candidates(facts):
+            compiled = self._rules[position]
             if compiled.holds(facts):
                 return Verdict(blocked=True, reason=REASON_RULE, rule=compiled.rule)
         return KEEP
@@ -177,6 +192,38 @@ class CompiledRules:
     def matching(self, facts: MessageFacts) -> list[Rule]:
         """Return every enabled rule that matches the message, in order (for a dry run)."""
         return [compiled.rule for compiled in self._rules if compiled.holds(facts)]
+
+    def _candidates(self, facts: MessageFacts) -> list[int]:
+        """Return, in rule order, the positions of the rules this message could trigger."""
+        found = set(self._always)
+        for key in facts.keys:
+            hits = self._by_key.get(key)
+            if hits:
+                found |= hits
+        if self._by_phrase:
+            subject = facts.subject
+            body = facts.body if self._needs_body else ""
+            for (phrase, where), positions in self._by_phrase.items():
+                if (where != BODY and phrase in subject) or (where != SUBJECT and phrase in body):
+                    found |= positions
+        return sorted(found)
+
+    def _index(self, position: int, compiled: _Compiled) -> None:
+        positive = [c for c in compiled.conditions if not c.negate]
+        if compiled.every and positive:
+            # One condition that must hold is enough to gate an AND rule: the first, cheapest.
+            gates: list[_Participant | _Content] = positive[:1]
+        elif not compiled.every and len(positive) == len(compiled.conditions):
+            gates = positive
+        else:
+            self._always.add(position)
+            return
+        for gate in gates:
+            if isinstance(gate, _Participant):
+                for key in gate.addresses | gate.domains:
+                    self._by_key.setdefault(key, set()).add(position)
+            else:
+                self._by_phrase.setdefault((gate.phrase, gate.field), set()).add(position)
 
 
 def switch_reason(facts: MessageFacts, switches: Switches) -> str | None:
@@ -249,6 +296,14 @@ def _participant(
     return _Participant(
         condition.role, frozenset(addresses), frozenset(condition.domains), condition.negate
     )
+
+
+def _contains(facts: MessageFacts, where: str, phrase: str) -> bool:
+    if where == SUBJECT:
+        return phrase in facts.subject
+    if where == BODY:
+        return phrase in facts.body
+    return phrase in facts.subject or phrase in facts.body
 
 
 def _meets(condition: _Participant, addresses: frozenset[str], domains: frozenset[str]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from shared.matching.companies import CompanyIndex, CompanyMatchData
@@ -301,3 +302,49 @@ def test_answered_ids_reads_in_reply_to_and_references_newest_first():
     refs = " ".join(f"<r{n}@x.example>" for n in range(8))
     message = mail(headers={"In-Reply-To": "<r7@x.example>", "References": refs})
     assert answered_ids(message) == [f"<r{n}@x.example>" for n in (7, 6, 5, 4, 3)]
+
+
+def test_indexed_check_finds_the_same_first_rule_as_checking_every_rule():
+    """The rule index never changes the outcome: first match equals a check of every rule."""
+    # GIVEN many random rules over a small vocabulary, AND and OR, some negated
+    rng = random.Random(5)  # noqa: S311 - seeded test data, not security
+    people = [f"p{n}@acme.example" for n in range(6)] + [f"q{n}@{OWN}" for n in range(3)]
+    domains = ["acme.example", "eu.acme.example", OWN, "law.example"]
+    words = ["pension", "renewal", "salary", "lunch"]
+
+    def condition() -> Any:
+        negate = rng.random() < 0.3
+        if rng.random() < 0.5:
+            role = rng.choice(["sender", "recipient", "any"])
+            picks = {"addresses": tuple(rng.sample(people, 2))} if rng.random() < 0.5 else {}
+            picks = picks or {"domains": (rng.choice(domains),)}
+            return ParticipantCondition(role, negate=negate, **picks)
+        return ContentCondition(
+            rng.choice(["subject", "body", "subjectOrBody"]), rng.choice(words), negate
+        )
+
+    rules = [
+        rule(
+            *[condition() for _ in range(rng.randint(1, 3))],
+            match=rng.choice(["all", "any"]),
+            rule_id=f"r{n}",
+        )
+        for n in range(60)
+    ]
+    engine = compiled(*rules)
+
+    # WHEN random messages are checked
+    for _ in range(300):
+        message = mail(
+            sender=rng.choice(people),
+            to=tuple(rng.sample(people, 2)),
+            subject=" ".join(rng.sample(words, 2)),
+            body=f"<p>{rng.choice(words)}</p>",
+        )
+        facts = MessageFacts.of(message)
+        everything = engine.matching(facts)
+        verdict = engine.check(facts)
+
+        # THEN the indexed check reports the first rule that a full check finds
+        expected = everything[0].rule_id if everything else None
+        assert (verdict.rule.rule_id if verdict.rule else None) == expected
