@@ -43,9 +43,11 @@ class Session:
         return self
 
     def as_member(self) -> Session:
-        """Register a plain user of the tenant, then act as that user from now on."""
+        """Register a plain user of the tenant (set up first if needed), then act as that user."""
         user_id = str(uuid.uuid4())
         self.as_admin()
+        if self.call(admin.admin_tenant_get, "GET").status_code == 404:
+            self.call(admin.admin_tenant_put, "PUT", body=TENANT_BODY)
         registered = self.call(
             admin.admin_user_put,
             "PUT",
