@@ -17,6 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from shared.access.auth import BearerAuthenticator
+from shared.access.permissions import PermissionService
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.graph import GraphMailClient
 from shared.adapters.graphcalendar import GraphCalendarClient
@@ -148,6 +149,11 @@ class Services:
     def directory(self) -> DirectoryService:
         """Tenants, users and companies."""
         return DirectoryService(self.tables, forget_company=self.emails.forget_company)
+
+    @functools.cached_property
+    def permissions(self) -> PermissionService:
+        """Tenants' permission policies, and the checks of callers against them."""
+        return PermissionService(self.tables, self.directory)
 
     @functools.cached_property
     def consent(self) -> ConsentService:

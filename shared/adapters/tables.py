@@ -53,6 +53,7 @@ TABLES = (
     "calendarseries",
     "blockrules",
     "maildecisions",
+    "permissions",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

@@ -18,6 +18,7 @@ from shared.directory.model import (
     CompanySummary,
     Contact,
     DirectoryUser,
+    PropertyValue,
     Tenant,
 )
 
@@ -109,6 +110,11 @@ def company_entity(
         createdAt=entity.get("createdAt", now),
         updatedAt=now,
     )
+    # Left out of the draft, owners and properties keep their stored values.
+    if draft.owner_ids is not None:
+        entity["ownerIds"] = json.dumps(list(draft.owner_ids))
+    if draft.properties is not None:
+        entity["properties"] = json.dumps(draft.properties, ensure_ascii=False)
     return entity
 
 
@@ -127,6 +133,8 @@ def summary_of(tenant_id: str, entity: Mapping[str, Any]) -> CompanySummary:
         domains=json_strings(entity.get("domains")),
         external_id=entity.get("externalId") or None,
         contact_count=count if isinstance(count, int) else 0,
+        owner_ids=json_strings(entity.get("ownerIds")),
+        properties=json_object(entity.get("properties")),
     )
 
 
@@ -140,6 +148,8 @@ def company_of(tenant_id: str, entity: Mapping[str, Any], contacts: Iterable[Con
         domains=summary.domains,
         external_id=summary.external_id,
         contacts=tuple(sorted(contacts, key=lambda contact: contact.address)),
+        owner_ids=summary.owner_ids,
+        properties=summary.properties,
     )
 
 
@@ -175,3 +185,14 @@ def json_strings(value: object) -> tuple[str, ...]:
     if not isinstance(items, list):
         return ()
     return tuple(item for item in items if isinstance(item, str))
+
+
+def json_object(value: object) -> dict[str, PropertyValue]:
+    """Read a JSON object stored in one property; anything else reads as empty."""
+    if not isinstance(value, str):
+        return {}
+    try:
+        found = json.loads(value)
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+PropertyValue = str | int | float | bool | None
+"""What a company's custom property may hold."""
 
 DEFAULT_BACKFILL_DAYS = 360
 """Days of mail history synced on first connection when the tenant says nothing else."""
@@ -39,7 +46,12 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class Company:
-    """A customer company with its related domains and known contacts (in address order)."""
+    """A customer company with its related domains and known contacts (in address order).
+
+    ``owner_ids`` are the user ids (Entra ``oid``) of the users who own the company, which is
+    what an "owned companies only" portfolio looks at; ``properties`` are the tenant's own
+    fields of the company (such as ``arr``), plain JSON values by name.
+    """
 
     tenant_id: str
     company_id: str
@@ -47,6 +59,8 @@ class Company:
     domains: tuple[str, ...]
     external_id: str | None = None
     contacts: tuple[Contact, ...] = ()
+    owner_ids: tuple[str, ...] = ()
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,8 @@ class CompanySummary:
     domains: tuple[str, ...]
     external_id: str | None
     contact_count: int
+    owner_ids: tuple[str, ...] = ()
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

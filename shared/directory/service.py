@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from shared.access.auth import Caller
     from shared.adapters.tables import TableEntityStore
     from shared.directory.model import Company, CompanySummary, DirectoryUser, Tenant
+    from shared.directory.validation import CompanyDraft
 
 __all__ = ["DirectoryService"]
 
@@ -182,6 +183,7 @@ class DirectoryService:
         draft = company_draft(body)
         tenant = self._require_tenant(tenant_id)
         refuse_own_domains([draft], tenant.own_domains)
+        self._refuse_unknown_owners(tenant_id, [draft])
 
         company_id = str(uuid.uuid4())
         self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
@@ -200,6 +202,7 @@ class DirectoryService:
         draft = company_draft(body)
         tenant = self._require_tenant(tenant_id)
         refuse_own_domains([draft], tenant.own_domains)
+        self._refuse_unknown_owners(tenant_id, [draft])
 
         self._companies.refuse_taken_external_id(tenant_id, company_id, draft.external_id)
         stored = self._companies.get(tenant_id, company_id)
@@ -241,6 +244,7 @@ class DirectoryService:
         drafts = company_drafts(companies)
         tenant = self._require_tenant(tenant_id)
         refuse_own_domains(drafts, tenant.own_domains, "companies")
+        self._refuse_unknown_owners(tenant_id, drafts, "companies")
         stored = list(self._tables.list_partition(ent.COMPANIES, table_key(tenant_id)))
         planned = plan_import(drafts, stored, mode=mode)
 
@@ -255,6 +259,25 @@ class DirectoryService:
         }
         logger.info("companies imported", extra=extra)
         return result
+
+    def _refuse_unknown_owners(
+        self, tenant_id: str, drafts: Sequence[CompanyDraft], path: str = ""
+    ) -> None:
+        """Refuse owners who are not registered users of the tenant.
+
+        Raises:
+            ValidationError: naming the first such owner, as in ``companies[2].ownerIds[0]``.
+        """
+        if not any(draft.owner_ids for draft in drafts):
+            return
+        users = self._tables.list_partition(ent.USERS, table_key(tenant_id))
+        known = {ent.user_of(tenant_id, entity).user_id for entity in users}
+        for index, draft in enumerate(drafts):
+            row = f"{path}[{index}]." if path else ""
+            for position, owner in enumerate(draft.owner_ids or ()):
+                if owner not in known:
+                    field = f"{row}ownerIds[{position}]"
+                    raise ValidationError(field, "must be the id of a user of this tenant")
 
     def _require_tenant(self, tenant_id: str) -> Tenant:
         tenant = self.get_tenant(tenant_id)

@@ -13,12 +13,14 @@ surrounding spaces, and compared exactly.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.directory.model import DEFAULT_BACKFILL_DAYS, Contact
+from shared.access.policy import PROPERTY_NAME
+from shared.directory.model import DEFAULT_BACKFILL_DAYS, Contact, PropertyValue
 from shared.errors import ValidationError
 from shared.matching.addresses import normalize_domain, parse_address
 
@@ -42,12 +44,16 @@ MAX_ADDRESS = 254
 MAX_DOMAINS = 100
 MAX_CONTACTS = 1_000
 MAX_ROLES = 32
+MAX_OWNERS = 20
+MAX_PROPERTIES = 50
+MAX_PROPERTY_CHARS = 500
 MAX_ROLE = 64
 MAX_BACKFILL_DAYS = 36_500  # about a century: a tenant may sync all history
 MAX_IMPORT_ROWS = 5_000
 MAX_IMPORT_CONTACTS = 50_000
 
 ADDRESS_RULE = "must be an email address such as name@example.com"
+PROPERTY_NAME_RULE = "must be a name of letters, digits and _ starting with a letter, at most 64"
 GUID_RULE = "must be a GUID such as 00000000-0000-0000-0000-000000000000"
 
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -55,7 +61,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # "id" and "contactCount" are read-only: accepted so that a GET document can be PUT back.
 _TENANT_FIELDS = frozenset({"name", "ownDomains", "backfillDays", "id"})
 _USER_FIELDS = frozenset({"upn", "displayName", "roles", "id"})
-_COMPANY_FIELDS = frozenset({"name", "domains", "contacts", "externalId", "id", "contactCount"})
+_COMPANY_FIELDS = frozenset(
+    {"name", "domains", "contacts", "externalId", "ownerIds", "properties", "id", "contactCount"}
+)
 _CONTACT_FIELDS = frozenset({"email", "name"})
 
 
@@ -79,12 +87,17 @@ class UserDraft:
 
 @dataclass(frozen=True, slots=True)
 class CompanyDraft:
-    """A company as the admin sent it; ``contacts`` is ``None`` when the field was left out."""
+    """A company as the admin sent it; a field left out is ``None`` where its value is kept.
+
+    ``contacts``, ``owner_ids`` and ``properties`` left out keep the stored company's values.
+    """
 
     name: str
     domains: tuple[str, ...]
     external_id: str | None
     contacts: tuple[Contact, ...] | None
+    owner_ids: tuple[str, ...] | None = None
+    properties: dict[str, PropertyValue] | None = None
 
 
 def guid(value: str, field: str) -> str:
@@ -150,11 +163,14 @@ def company_draft(body: object, path: str = "") -> CompanyDraft:
     domains = _list(fields, "domains", path, max_items=MAX_DOMAINS) or []
     external_id = _text(fields, "externalId", path, max_chars=MAX_EXTERNAL_ID)
     contacts = _list(fields, "contacts", path, max_items=MAX_CONTACTS)
+    owners = _list(fields, "ownerIds", path, max_items=MAX_OWNERS)
     return CompanyDraft(
         name=name,
         domains=_domains(domains, _at(path, "domains")),
         external_id=external_id,
         contacts=None if contacts is None else _contacts(contacts, _at(path, "contacts")),
+        owner_ids=None if owners is None else _owners(owners, _at(path, "ownerIds")),
+        properties=_properties(fields.get("properties"), _at(path, "properties")),
     )
 
 
@@ -287,6 +303,41 @@ def _parsed_contact(value: str, field: str, name: str) -> Contact:
         rule = f"must have a display name of at most {MAX_DISPLAY_NAME} characters"
         raise ValidationError(field, rule)
     return Contact(address=address.address, name=display)
+
+
+def _owners(values: Sequence[object], path: str) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for index, value in enumerate(values):
+        field = f"{path}[{index}]"
+        found.setdefault(guid(value if isinstance(value, str) else "", field))
+    return tuple(found)
+
+
+def _properties(value: object, path: str) -> dict[str, PropertyValue] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(path, "must be a JSON object of named values")
+    if len(value) > MAX_PROPERTIES:
+        raise ValidationError(path, f"holds at most {MAX_PROPERTIES} properties")
+    checked: dict[str, PropertyValue] = {}
+    for name, item in value.items():
+        field = f"{path}.{name}"
+        if not PROPERTY_NAME.fullmatch(name):
+            raise ValidationError(field, PROPERTY_NAME_RULE)
+        checked[name] = _property_value(item, field)
+    return checked
+
+
+def _property_value(value: object, field: str) -> PropertyValue:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    rule = f"must be a number, true, false, null or text of at most {MAX_PROPERTY_CHARS} characters"
+    if not isinstance(value, str) or len(value) > MAX_PROPERTY_CHARS or _CONTROL.search(value):
+        raise ValidationError(field, rule)
+    return value
 
 
 def _roles(values: Sequence[object]) -> tuple[str, ...]:

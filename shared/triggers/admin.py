@@ -214,6 +214,8 @@ def _company_json(company: Company) -> dict[str, Any]:
         "domains": list(company.domains),
         "externalId": company.external_id,
         "contacts": contacts,
+        "ownerIds": list(company.owner_ids),
+        "properties": dict(company.properties),
     }
 
 
@@ -224,4 +226,6 @@ def _summary_json(company: CompanySummary) -> dict[str, Any]:
         "domains": list(company.domains),
         "externalId": company.external_id,
         "contactCount": company.contact_count,
+        "ownerIds": list(company.owner_ids),
+        "properties": dict(company.properties),
     }

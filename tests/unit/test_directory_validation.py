@@ -255,3 +255,49 @@ def test_company_draft_accepts_a_document_read_back():
     # THEN it is accepted with the read-only fields ignored
     assert draft.external_id is None
     assert draft.contacts == (Contact("jane@acme.example", ""),)
+
+
+def test_company_draft_reads_owners_and_properties():
+    """Owners are canonical GUIDs without repeats, and properties keep their JSON values."""
+    # GIVEN a company with owners in mixed case, repeated, and typed properties
+    owner = "AAAAAAAA-0000-0000-0000-000000000001"
+    body = {
+        "name": "Acme",
+        "ownerIds": [owner, owner.lower()],
+        "properties": {"arr": 120000.5, "tier": "gold", "active": True, "churn": None},
+    }
+
+    # WHEN it is checked
+    draft = company_draft(body)
+
+    # THEN owners are normalised once and properties kept as sent
+    assert draft.owner_ids == (owner.lower(),)
+    assert draft.properties == body["properties"]
+
+
+def test_company_draft_leaves_owners_and_properties_unset_when_absent():
+    """A company without owners or properties leaves both None, so stored values stay."""
+    # GIVEN a company body with neither field / WHEN checked
+    draft = company_draft({"name": "Acme"})
+
+    # THEN both are None
+    assert draft.owner_ids is None
+    assert draft.properties is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "A", "ownerIds": ["not-a-guid"]}, "ownerIds[0]"),
+        ({"name": "A", "ownerIds": "0"}, "ownerIds"),
+        ({"name": "A", "properties": []}, "properties"),
+        ({"name": "A", "properties": {"1arr": 1}}, "properties.1arr"),
+        ({"name": "A", "properties": {"arr": {"nested": 1}}}, "properties.arr"),
+        ({"name": "A", "properties": {"arr": float("nan")}}, "properties.arr"),
+        ({"name": "A", "properties": {"note": "x" * 501}}, "properties.note"),
+    ],
+)
+def test_company_draft_refuses_bad_owners_and_properties(body: Any, field: str):
+    """Owners must be GUIDs and properties named plain values; the field is named."""
+    # GIVEN a company with one bad owner or property / WHEN checked / THEN the field is named
+    assert _field_of(company_draft, body) == field
