@@ -225,6 +225,8 @@ def test_admin_company_lifecycle(admin_session: Session):
         "domains": ["acme.example"],
         "externalId": None,
         "contacts": [{"email": "jane@acme.example", "name": ""}],
+        "ownerIds": [],
+        "properties": {},
     }
     assert _json(listed)["items"][0]["contactCount"] == 1
     assert _json(listed)["continuationToken"] is None
