@@ -50,12 +50,29 @@ class ForbiddenError(SyncError):
     """Raised when an authenticated caller lacks the role or permission for an action."""
 
 
-class ConsentError(SyncError):
-    """Raised when a consent callback cannot complete: bad, replayed or expired state, declined."""
+_CALLBACK_PARAMETER_OF = {
+    "missing_state": "state",
+    "unknown_state": "state",
+    "replayed_state": "state",
+    "expired_state": "state",
+    "state_mismatch": "state",
+}
 
-    def __init__(self, code: str, message: str) -> None:
+
+class ConsentError(SyncError):
+    """Raised when a consent callback cannot complete: bad, replayed or expired state, declined.
+
+    Attributes:
+        code: the reason, such as ``expired_state`` or Microsoft's ``access_denied``.
+        field: the callback's query parameter at fault (``state``, ``code`` or ``error``), or
+            ``None`` when no single parameter is (the wrong account consented, say). Left out,
+            it follows from the code for the state's own reasons.
+    """
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.field = field if field is not None else _CALLBACK_PARAMETER_OF.get(code)
 
 
 class ReauthRequiredError(SyncError):

@@ -75,8 +75,14 @@ class MsalTokenClient:
         """Redeem the authorisation response for tokens.
 
         Raises:
-            ConsentError: when consent was declined or the response does not match the flow.
+            ConsentError: when consent was declined (``field`` ``error``), the response carries
+                no code or Microsoft refused to redeem it (``code``), or the response does not
+                match the flow (``state``).
         """
+        has_code = bool(auth_response.get("code"))
+        if not has_code and not auth_response.get("error"):
+            msg = "missing_code"
+            raise ConsentError(msg, "the callback carries no authorisation code", field="code")
         cache = msal.SerializableTokenCache()
         try:
             result = self._app(cache).acquire_token_by_auth_code_flow(flow, auth_response)
@@ -84,7 +90,8 @@ class MsalTokenClient:
             msg = "state_mismatch"
             raise ConsentError(msg, "authorisation response does not match") from error
         if "error" in result:
-            raise ConsentError(str(result["error"]), _describe(result))
+            field = "code" if has_code else "error"
+            raise ConsentError(str(result["error"]), _describe(result), field=field)
         claims = result.get("id_token_claims") or {}
         accounts = self._app(cache).get_accounts()
         if not accounts or not claims.get("oid") or not claims.get("tid"):

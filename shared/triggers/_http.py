@@ -1,6 +1,7 @@
 """What every HTTP trigger shares: JSON in and out, errors as JSON, the caller from the token.
 
-Errors become a 4xx with a JSON body ``{"error": {"code", "message", "field"?, "rule"?}}``; an
+Errors become a 4xx with a JSON body ``{"error": {"code", "message", "field"?, "rule"?,
+"reason"?}}``; a failed consent callback names its query parameter as the ``field``. An
 unexpected exception becomes a 500 whose body says nothing about the cause, which is logged with
 the invocation's ids only.
 """
@@ -75,6 +76,8 @@ def _error_body(error: Exception, code: str) -> dict[str, str]:
         body.update(field=error.field, rule=error.rule)
     if isinstance(error, errors.ConsentError | errors.ReauthRequiredError):
         body["reason"] = error.code
+    if isinstance(error, errors.ConsentError) and error.field:
+        body["field"] = error.field
     return body
 
 
