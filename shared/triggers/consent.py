@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from shared.sync.explain import connection_view
 from shared.triggers._http import caller_of, handled, json_object, json_response
 from shared.wiring import services
 
@@ -38,21 +39,10 @@ def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="me/connections", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @handled
 def my_connections(req: func.HttpRequest) -> func.HttpResponse:
-    """List the caller's connections with their state and last sync."""
+    """List the caller's connections: state, last round, last error explained in words."""
     caller = caller_of(req)
     connections = services().connections.list_for_user(caller.tenant_id, caller.user_id)
-    items = [
-        {
-            "kind": c.kind,
-            "state": c.state,
-            "folders": [{"id": f.folder_id, "name": f.name} for f in c.folders],
-            "lastSyncAt": c.last_sync_at,
-            "lastRound": dict(c.last_round),
-            "lastError": c.last_error,
-        }
-        for c in connections
-    ]
-    return json_response({"items": items})
+    return json_response({"items": [connection_view(c) for c in connections]})
 
 
 @bp.function_name("mail_folders")
