@@ -165,6 +165,7 @@ class Services:
             graph=self.graph,
             directory=self.directory,
             redirect_uri=self.settings.consent_redirect_uri,
+            features=self.permissions,
         )
 
     @functools.cached_property
@@ -210,7 +211,7 @@ class Services:
     @functools.cached_property
     def event_reader(self) -> EventReadService:
         """The read API for calendar events."""
-        return EventReadService(self.directory, self.events)
+        return EventReadService(self.directory, self.events, self.permissions)
 
     @functools.cached_property
     def meetings(self) -> MeetingService:
@@ -236,7 +237,7 @@ class Services:
     @functools.cached_property
     def reader(self) -> ReadService:
         """The read API."""
-        return ReadService(self.directory, self.emails)
+        return ReadService(self.directory, self.emails, self.permissions)
 
 
 @functools.cache

@@ -33,8 +33,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.access.policy import (
+    ALIASES,
     ALWAYS_VISIBLE,
     IMPLIED,
+    OBJECT_FIELDS,
     OPEN_FIELDS,
     Feature,
     ObjectType,
@@ -45,7 +47,7 @@ from shared.access.policy import (
     parse_policy,
 )
 from shared.adapters.tablelimits import string_fits, table_key
-from shared.errors import ForbiddenError, ValidationError
+from shared.errors import ForbiddenError, NotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -119,8 +121,9 @@ class AccessView:
         if self.is_admin:
             return dict(document)
         kept: dict[str, Any] = {}
+        aliases = ALIASES.get(object_type, {})
         for name, value in document.items():
-            if self.shows(object_type, name):
+            if self.shows(object_type, aliases.get(name, name)):
                 kept[name] = value
             elif name in OPEN_FIELDS.get(object_type, ()) and isinstance(value, dict):
                 inner = {k: v for k, v in value.items() if self.shows(object_type, f"{name}.{k}")}
@@ -166,6 +169,9 @@ class PermissionService:
             ValidationError: naming the field of the document that breaks a rule.
         """
         self.require_workflow(caller, Workflow.MANAGE_SETTINGS)
+        if self._directory.get_tenant(caller.tenant_id) is None:
+            message = f"tenant {caller.tenant_id} is not set up; PUT admin/tenant first"
+            raise NotFoundError(message)
         policy = parse_policy(body)
         document = json.dumps(
             {"default": policy.default.as_json(), "roles": policy.as_json()["roles"]}
@@ -202,6 +208,25 @@ class PermissionService:
         entries = self.get_policy(caller.tenant_id).entries_for(roles)
         return AccessView(caller.user_id, is_admin=False, entries=entries)
 
+    def effective(self, caller: Caller) -> dict[str, Any]:
+        """Return what the caller may do and see, for clients to shape their screens.
+
+        Raises:
+            ForbiddenError: when the caller is neither an admin nor a registered user.
+        """
+        view = self.view_for(caller)
+        fields = {
+            str(kind): sorted(name for name in OBJECT_FIELDS[kind] if view.shows(kind, name))
+            for kind in ObjectType
+        }
+        return {
+            "isAdmin": view.is_admin,
+            "portfolio": str(view.portfolio),
+            "features": sorted(str(f) for f in Feature if view.allows_feature(f)),
+            "workflows": sorted(str(w) for w in Workflow if view.allows_workflow(w)),
+            "visibleFields": fields,
+        }
+
     def require_workflow(self, caller: Caller, workflow: Workflow) -> None:
         """Raise unless the caller may use a workflow.
 
@@ -213,13 +238,13 @@ class PermissionService:
             message = f"your roles do not allow the {workflow} workflow"
             raise ForbiddenError(message)
 
-    def require_feature(self, caller: Caller, feature: Feature) -> None:
-        """Raise unless the caller may connect a feature (mail or calendar).
+    def require_feature(self, caller: Caller, feature: str) -> None:
+        """Raise unless the caller may connect a feature (``mail`` or ``calendar``).
 
         Raises:
             ForbiddenError: when the caller is not a user of the tenant or none of their roles
                 may connect the feature.
         """
-        if not self.view_for(caller).allows_feature(feature):
+        if not self.view_for(caller).allows_feature(Feature(feature)):
             message = f"your roles may not connect {feature}"
             raise ForbiddenError(message)

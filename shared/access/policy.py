@@ -109,6 +109,18 @@ OBJECT_FIELDS: Mapping[ObjectType, frozenset[str]] = {
 OPEN_FIELDS: Mapping[ObjectType, frozenset[str]] = {ObjectType.COMPANY: frozenset({"properties"})}
 """Fields holding an object whose own keys a policy may name, as ``properties.arr``."""
 
+ALIASES: Mapping[ObjectType, Mapping[str, str]] = {
+    ObjectType.EVENT: {
+        "startDate": "start",
+        "endDate": "end",
+        "timeZone": "start",
+        "upcoming": "end",
+        "attendeeCount": "attendees",
+    },
+}
+"""Response fields that carry another field's information, and so are shown or hidden with it:
+an all-day event's ``startDate`` is its ``start``, the attendee count tells of the attendees."""
+
 IMPLIED: Mapping[str, str] = {"bodyPreview": "body"}
 """A field shown only when another is shown too: a preview is the body's first characters."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ TABLES = (
     "emails",
     "emailholders",
     "companyemails",
+    "tenantemails",
     "mailboxitems",
     "pendingremovals",
     "leases",
@@ -54,6 +56,7 @@ TABLES = (
     "blockrules",
     "maildecisions",
     "permissions",
+    "companyowners",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 
@@ -191,6 +194,24 @@ class TableEntityStore:
             raise TransientError(msg) from error
         # The SDK types by_page() as a plain iterator; its pager carries the token.
         return items, _encode_token(getattr(pages, "continuation_token", None))
+
+    def head(
+        self, table: str, where: str, parameters: Mapping[str, Any], *, size: int
+    ) -> tuple[list[Entity], bool]:
+        """Return the first ``size`` entities of a query in key order, and whether more follow.
+
+        Unlike :meth:`page`, this follows the service's continuations until it has ``size``
+        entities or the query is exhausted, so a short page never hides rows.
+        """
+        try:
+            found = self._client(table).query_entities(
+                where, parameters=dict(parameters), results_per_page=min(size + 1, 1000)
+            )
+            items = [_with_etag(entity) for entity in itertools.islice(found, size + 1)]
+        except AzureError as error:
+            msg = f"querying {table} failed"
+            raise TransientError(msg) from error
+        return items[:size], len(items) > size
 
     def upsert_batch(self, table: str, entities: Sequence[Mapping[str, Any]]) -> None:
         """Upsert entities of one partition in transactions of at most 100."""

@@ -56,13 +56,6 @@ class FeatureGate(Protocol):
         ...
 
 
-class OpenFeatures:
-    """The gate until roles carry feature access: every registered user may connect any kind."""
-
-    def require_feature(self, caller: Caller, feature: str) -> None:
-        """Allow every feature; membership of the tenant is checked by the caller."""
-
-
 class ConsentService:
     """Starts and completes consent, and lets a user choose folders to sync."""
 
@@ -75,9 +68,9 @@ class ConsentService:
         graph: GraphMailClient,
         directory: DirectoryService,
         redirect_uri: str,
-        features: FeatureGate | None = None,
+        features: FeatureGate,
     ) -> None:
-        self._features = features or OpenFeatures()
+        self._features = features
         self._tables = tables
         self._connections = connections
         self._msal = msal

@@ -5,6 +5,11 @@ first, then the company row, then removal of the contacts it no longer has; a de
 the company row first. A contact row therefore counts only while its company row exists (the
 directory's readers join on that), and a crash in between leaves nothing wrong visible;
 repeating the same request finishes the job.
+
+Owners are indexed in ``companyowners`` (one partition per tenant and user, one row per company
+they own) so that a user's portfolio is one partition read. Owner rows change before the
+company row: a crash in between can show a newly named owner the company early, never keep a
+removed owner's access; repeating the request finishes the job.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import ETAG
@@ -28,6 +33,8 @@ if TYPE_CHECKING:
     from shared.directory.validation import CompanyDraft
 
 logger = logging.getLogger(__name__)
+
+OWNERS = "companyowners"
 
 
 class CompanyStore:
@@ -83,6 +90,7 @@ class CompanyStore:
         )
 
         self._put_contacts(tenant_id, company_id, draft.contacts)
+        self._set_owners(tenant_id, company_id, _owners(stored), _owners(entity))
         if stored is None:
             self._tables.create(ent.COMPANIES, entity)
         else:
@@ -104,6 +112,8 @@ class CompanyStore:
         companies = [_import_entity(tenant_id, row) for row in planned]
 
         self._tables.upsert_batch(ent.CONTACTS, contact_rows)
+        for row, entity in zip(planned, companies, strict=True):
+            self._set_owners(tenant_id, row.company_id, _owners(row.stored), _owners(entity))
         self._tables.upsert_batch(ent.COMPANIES, companies)
         for row in planned:
             if row.draft.contacts is not None:
@@ -120,12 +130,34 @@ class CompanyStore:
         if stored is not None:
             partition, row = table_key(tenant_id), table_key(company_id)
             self._tables.delete(ent.COMPANIES, partition, row, etag=stored[ETAG])
+            self._set_owners(tenant_id, company_id, _owners(stored), ())
 
         # Also when the row is gone: an interrupted earlier delete may have left contacts.
         contacts = self.contacts_of(tenant_id, company_id)
         keys = [ent.contact_key(tenant_id, company_id, c.address) for c in contacts]
         self._tables.delete_batch(ent.CONTACTS, keys)
         return stored is not None
+
+    def owned_company_ids(self, tenant_id: str, user_id: str) -> list[str]:
+        """Return the ids of the companies a user owns, from the owner index."""
+        rows = self._tables.list_partition(OWNERS, table_key(tenant_id, user_id))
+        return [str(row["companyId"]) for row in rows]
+
+    def _set_owners(
+        self, tenant_id: str, company_id: str, old: Iterable[str], new: Iterable[str]
+    ) -> None:
+        """Index a company under its new owners and take it from those it no longer has."""
+        kept = set(new)
+        for owner in set(old) - kept:
+            self._tables.delete(OWNERS, table_key(tenant_id, owner), table_key(company_id))
+        for owner in sorted(kept):
+            row = {
+                "PartitionKey": table_key(tenant_id, owner),
+                "RowKey": table_key(company_id),
+                "companyId": company_id,
+                "userId": owner,
+            }
+            self._tables.upsert(OWNERS, row)
 
     def _contacts_by_company(
         self, tenant_id: str, planned: Sequence[PlannedRow]
@@ -156,6 +188,11 @@ class CompanyStore:
         dropped = [contact.address for contact in old if contact.address not in kept]
         keys = [ent.contact_key(tenant_id, company_id, address) for address in dropped]
         self._tables.delete_batch(ent.CONTACTS, keys)
+
+
+def _owners(entity: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Return the owner ids a ``companies`` entity holds; none for a missing entity."""
+    return ent.json_strings((entity or {}).get("ownerIds"))
 
 
 def _import_entity(tenant_id: str, row: PlannedRow) -> Entity:

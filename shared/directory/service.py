@@ -157,6 +157,15 @@ class DirectoryService:
         )
         return [ent.summary_of(tenant_id, entity) for entity in found], next_token
 
+    def company_summaries(self, tenant_id: str, company_ids: Sequence[str]) -> list[CompanySummary]:
+        """Return the listed companies that exist, in the order given, without contacts."""
+        found = (self._companies.get(tenant_id, company_id) for company_id in company_ids)
+        return [ent.summary_of(tenant_id, entity) for entity in found if entity is not None]
+
+    def owned_company_ids(self, tenant_id: str, user_id: str) -> list[str]:
+        """Return the ids of the companies a user of a tenant owns."""
+        return self._companies.owned_company_ids(tenant_id, user_id)
+
     def company_match_data(self, tenant_id: str) -> list[CompanyMatchData]:
         """Return every company of a tenant with its related domains and contact addresses."""
         partition = table_key(tenant_id)

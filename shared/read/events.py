@@ -5,9 +5,10 @@ all-day events as dates (``startDate``, ``endDate`` exclusive), the same for eve
 every zone (BR-05). ``upcoming`` is true only for an event that has not ended and is not
 cancelled, so a cancelled meeting or occurrence is never shown as upcoming (BR-04).
 
-Known limitations: every registered user (and admin) of the tenant may read every company's
-events; the portfolio, object and property permissions of the read API (and their masking of
-the ``event`` object type) are not applied yet.
+A company outside the caller's portfolio answers 404 like an unknown one, and each event goes
+through the caller's field permissions for the ``event`` object type (``startDate`` and
+``timeZone`` go with ``start``, ``endDate`` and ``upcoming`` with ``end``, ``attendeeCount``
+with ``attendees``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import json
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.access.permissions import ObjectType
+from shared.read.service import visible_company
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from shared.access.auth import Caller
+    from shared.access.permissions import PermissionService
     from shared.adapters.tables import Entity
     from shared.directory.service import DirectoryService
     from shared.sync.eventstore import EventStore
@@ -32,11 +37,13 @@ class EventReadService:
         self,
         directory: DirectoryService,
         events: EventStore,
+        permissions: PermissionService,
         *,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._directory = directory
         self._events = events
+        self._permissions = permissions
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def company_events(
@@ -45,16 +52,17 @@ class EventReadService:
         """Return one page of a company's events, latest start first.
 
         Raises:
-            NotFoundError: when the company does not exist in the caller's tenant.
+            NotFoundError: when the company does not exist in the caller's portfolio.
             ForbiddenError: when the caller is neither an admin nor a registered user.
         """
-        self._directory.require_member(caller)
-        company = self._directory.get_company(caller.tenant_id, company_id)
+        view = self._permissions.view_for(caller)
+        company = visible_company(self._directory, caller, view, company_id)
         rows, next_token = self._events.company_page(
             caller.tenant_id, company.company_id, size=size, token=token
         )
         now = self._clock()
-        return {"items": [event_view(row, now) for row in rows], "continuationToken": next_token}
+        items = [view.mask(ObjectType.EVENT, event_view(row, now)) for row in rows]
+        return {"items": items, "continuationToken": next_token}
 
 
 def event_view(row: Entity, now: datetime) -> dict[str, Any]:

@@ -9,6 +9,12 @@ Tables:
 - ``emailholders``: one row per (email, user) holding it, in the email's partition.
 - ``mailboxitems``: per connection, immutable message id to email key and folder.
 - ``companyemails``: per (tenant, company), one summary row per email, newest first.
+- ``tenantemails``: the shared inbox, one summary row per email of the tenant, newest first, in
+  16 partitions per tenant (by the key's first hex digit) so no partition takes a tenant's
+  whole sync load. A page reads the head of every partition and merges them.
+
+Every summary row of both indexes has the same row key for one email (inverted receive time,
+then the email key), so a merged page of several partitions continues after one row key.
 
 A string too large for a table property (the body, a huge recipient list) moves to Blob Storage
 and the row records the blob's name instead, so bodies of any size are stored whole.
@@ -16,13 +22,18 @@ and the row records the blob's name instead, so bodies of any size are stored wh
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
+from shared.errors import ValidationError
 
 if TYPE_CHECKING:
     from shared.adapters.blobs import BlobBodyStore
@@ -33,6 +44,10 @@ EMAILS = "emails"
 HOLDERS = "emailholders"
 ITEMS = "mailboxitems"
 INDEX = "companyemails"
+INBOX = "tenantemails"
+MERGE_WORKERS = 8
+"""Partitions read at once by a merged page; below azure-core's 10 pooled connections."""
+MAX_MERGED_PARTITIONS = 500
 BLOB_SUFFIX = "Blob"
 OVERFLOW_FIELDS = (
     "body",
@@ -62,6 +77,15 @@ def email_key(
 def email_partition(tenant_id: str, key: str) -> str:
     """Return the partition of an email: the tenant spread over 256 shards."""
     return table_key(tenant_id, key[:2])
+
+
+def inbox_partitions(tenant_id: str) -> list[str]:
+    """Return the 16 partitions of a tenant's shared inbox."""
+    return [table_key(tenant_id, "inbox", digit) for digit in "0123456789abcdef"]
+
+
+def _inbox_partition(tenant_id: str, key: str) -> str:
+    return table_key(tenant_id, "inbox", key[0])
 
 
 class EmailStore:
@@ -105,6 +129,11 @@ class EmailStore:
                 "RowKey": _index_key(sort_time, key),
             }
             self._tables.upsert(INDEX, {**index_row, **summary})
+        inbox_row = {
+            "PartitionKey": _inbox_partition(tenant_id, key),
+            "RowKey": _index_key(sort_time, key),
+        }
+        self._tables.upsert(INBOX, {**inbox_row, **summary})
         return existing is None
 
     def _link(
@@ -182,9 +211,10 @@ class EmailStore:
         row = self._tables.get(EMAILS, partition, key)
         if row is None:
             return
+        index_key = _index_key(str(row["sortTime"]), key)
         for company_id in self._company_ids(row):
-            index_key = _index_key(str(row["sortTime"]), key)
             self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+        self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
         for name in OVERFLOW_FIELDS:
             blob_name = row.get(name + BLOB_SUFFIX)
             if blob_name:
@@ -222,6 +252,52 @@ class EmailStore:
         return self._tables.page(
             INDEX, where, {"pk": table_key(tenant_id, company_id)}, size=size, token=token
         )
+
+    def inbox_page(
+        self, tenant_id: str, *, size: int, token: str | None
+    ) -> tuple[list[Entity], str | None]:
+        """Return one page of the tenant's shared inbox, newest first.
+
+        Raises:
+            ValidationError: when the continuation token is not one this store issued.
+        """
+        return self._merged_page(INBOX, inbox_partitions(tenant_id), size=size, token=token)
+
+    def companies_page(
+        self, tenant_id: str, company_ids: Sequence[str], *, size: int, token: str | None
+    ) -> tuple[list[Entity], str | None]:
+        """Return one page of the emails of several companies, newest first, each email once.
+
+        Raises:
+            ValidationError: when the continuation token is not one this store issued.
+        """
+        partitions = [table_key(tenant_id, company_id) for company_id in sorted(set(company_ids))]
+        return self._merged_page(INDEX, partitions[:MAX_MERGED_PARTITIONS], size=size, token=token)
+
+    def _merged_page(
+        self, table: str, partitions: Sequence[str], *, size: int, token: str | None
+    ) -> tuple[list[Entity], str | None]:
+        """Merge the heads of several partitions whose rows share one row key order.
+
+        Each partition gives its first ``size`` rows after the cursor, so the ``size`` smallest
+        keys of their union are the page; the next page starts after its last key.
+        """
+        after = _decode_cursor(token)
+        where = "PartitionKey eq @pk" + (" and RowKey gt @after" if after else "")
+
+        def head(partition: str) -> tuple[list[Entity], bool]:
+            parameters = {"pk": partition, "after": after} if after else {"pk": partition}
+            return self._tables.head(table, where, parameters, size=size)
+
+        if not partitions:
+            return [], None
+        with ThreadPoolExecutor(max_workers=min(MERGE_WORKERS, len(partitions))) as pool:
+            heads = list(pool.map(head, partitions))
+        unique = {str(row["RowKey"]): row for rows, _ in heads for row in rows}
+        ordered = [unique[name] for name in sorted(unique)]
+        more = len(ordered) > size or any(truncated for _, truncated in heads)
+        page = ordered[:size]
+        return page, (_encode_cursor(str(page[-1]["RowKey"])) if more and page else None)
 
     def forget_company(self, tenant_id: str, company_id: str) -> int:
         """Drop a deleted company's email index; return how many entries went.
@@ -332,6 +408,33 @@ def _sort_time(message: Mapping[str, Any]) -> str:
         moment = moment.replace(tzinfo=UTC)
     moment = min(moment.astimezone(UTC), datetime.now(UTC))
     return moment.isoformat(timespec="seconds")
+
+
+_CURSOR = re.compile(r"[0-9]{10}\|[0-9a-f]{64}")
+
+
+def _encode_cursor(row_key: str) -> str:
+    raw = json.dumps({"after": row_key}).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(token: str | None) -> str | None:
+    """Read a merged page's continuation token: the row key the page ended on.
+
+    Raises:
+        ValidationError: when the token is not one :func:`_encode_cursor` made.
+    """
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError):
+        decoded = None
+    after = decoded.get("after") if isinstance(decoded, dict) else None
+    if not isinstance(after, str) or not _CURSOR.fullmatch(after):
+        field, rule = "continuationToken", "must be a token from a previous page"
+        raise ValidationError(field, rule)
+    return after
 
 
 def _index_key(sort_time: str, key: str) -> str:

@@ -3,8 +3,9 @@
 Every route is anonymous to the Functions host because the product checks the bearer token
 itself. The tenant is always the caller's ``tid`` claim, never a path or body value, so an id
 from another tenant answers 404 like an unknown one. ``admin/...`` routes need the Admin app
-role; ``companies/{company_id}`` is open to every user of the tenant. Errors are JSON bodies
-naming the field and rule (see ``shared.triggers._http``); HTTP triggers are never retried.
+role, except ``admin/permissions``, which the ``manageSettings`` workflow also opens. Errors
+are JSON bodies naming the field and rule (see ``shared.triggers._http``); HTTP triggers are
+never retried.
 """
 
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 import azure.functions as func
 
 from shared.directory.companycsv import parse_companies_csv
-from shared.directory.model import Company, CompanySummary, DirectoryUser, Tenant
+from shared.directory.model import DirectoryUser, Tenant
 from shared.errors import NotFoundError, ValidationError
+from shared.read.views import company_json, company_summary_json
 from shared.triggers._http import (
     caller_of,
     handled,
@@ -86,7 +88,7 @@ def admin_company_create(req: func.HttpRequest) -> func.HttpResponse:
     caller = caller_of(req)
     caller.require_admin()
     company = services().directory.create_company(caller.tenant_id, json_object(req))
-    return json_response(_company_json(company), 201)
+    return json_response(company_json(company), 201)
 
 
 @bp.function_name("admin_company_put")
@@ -98,7 +100,7 @@ def admin_company_put(req: func.HttpRequest) -> func.HttpResponse:
     caller.require_admin()
     company_id, body = req.route_params["company_id"], json_object(req)
     company = services().directory.upsert_company(caller.tenant_id, company_id, body)
-    return json_response(_company_json(company))
+    return json_response(company_json(company))
 
 
 @bp.function_name("admin_company_delete")
@@ -124,7 +126,7 @@ def admin_companies_list(req: func.HttpRequest) -> func.HttpResponse:
     companies, next_token = services().directory.list_companies(
         caller.tenant_id, page_size=size, token=token
     )
-    items = [_summary_json(company) for company in companies]
+    items = [company_summary_json(company) for company in companies]
     return json_response({"items": items, "continuationToken": next_token})
 
 
@@ -146,17 +148,6 @@ def admin_companies_import(req: func.HttpRequest) -> func.HttpResponse:
     mode = req.params.get("mode") or "upsert"
     result = services().directory.import_companies(caller.tenant_id, rows, mode=mode)
     return json_response({"created": result.created, "updated": result.updated})
-
-
-@bp.function_name("company_get")
-@bp.route(route="companies/{company_id}", methods=["GET"], auth_level=_ANONYMOUS)
-@handled
-def company_get(req: func.HttpRequest) -> func.HttpResponse:
-    """Return one company of the caller's tenant with its domains and contacts."""
-    caller = caller_of(req)
-    services().directory.require_member(caller)
-    company = services().directory.get_company(caller.tenant_id, req.route_params["company_id"])
-    return json_response(_company_json(company))
 
 
 def _json_rows(body: Any) -> Any:
@@ -206,26 +197,20 @@ def _user_json(user: DirectoryUser) -> dict[str, Any]:
     }
 
 
-def _company_json(company: Company) -> dict[str, Any]:
-    contacts = [{"email": c.address, "name": c.name} for c in company.contacts]
-    return {
-        "id": company.company_id,
-        "name": company.name,
-        "domains": list(company.domains),
-        "externalId": company.external_id,
-        "contacts": contacts,
-        "ownerIds": list(company.owner_ids),
-        "properties": dict(company.properties),
-    }
+@bp.function_name("admin_permissions_get")
+@bp.route(route="admin/permissions", methods=["GET"], auth_level=_ANONYMOUS)
+@handled
+def admin_permissions_get(req: func.HttpRequest) -> func.HttpResponse:
+    """Return the tenant's permission policy, every entry spelled out."""
+    caller = caller_of(req)
+    return json_response(services().permissions.policy_for(caller).as_json())
 
 
-def _summary_json(company: CompanySummary) -> dict[str, Any]:
-    return {
-        "id": company.company_id,
-        "name": company.name,
-        "domains": list(company.domains),
-        "externalId": company.external_id,
-        "contactCount": company.contact_count,
-        "ownerIds": list(company.owner_ids),
-        "properties": dict(company.properties),
-    }
+@bp.function_name("admin_permissions_put")
+@bp.route(route="admin/permissions", methods=["PUT"], auth_level=_ANONYMOUS)
+@handled
+def admin_permissions_put(req: func.HttpRequest) -> func.HttpResponse:
+    """Replace the tenant's permission policy with a checked document."""
+    caller = caller_of(req)
+    policy = services().permissions.set_policy(caller, json_object(req))
+    return json_response(policy.as_json())

@@ -1,6 +1,7 @@
 """HTTP triggers of blocking rules: tenant rules, groups and switches, user rules, dry run, explain.
 
-``admin/rules...`` routes manage the tenant scope and need the Admin app role; ``me/rules...``
+``admin/rules...`` routes manage the tenant scope and need the Admin app role or a role with the
+``manageSettings`` workflow; ``me/rules...``
 routes manage the caller's own mailbox rules and are open to every registered user of the
 tenant. The tenant and user always come from the bearer token. Errors are JSON bodies naming
 the field and rule (see ``shared.triggers._http``); HTTP triggers are never retried.
@@ -9,6 +10,7 @@ the field and rule (see ``shared.triggers._http``); HTTP triggers are never retr
 import azure.functions as func
 
 from shared.access.auth import Caller
+from shared.access.permissions import Workflow
 from shared.triggers._http import caller_of, handled, json_body, json_object, json_response
 from shared.wiring import services
 
@@ -20,7 +22,7 @@ _ANONYMOUS = func.AuthLevel.ANONYMOUS
 def _admin(req: func.HttpRequest) -> Caller:
     """Return the caller when allowed to manage the tenant's settings."""
     caller = caller_of(req)
-    caller.require_admin()
+    services().permissions.require_workflow(caller, Workflow.MANAGE_SETTINGS)
     return caller
 
 

@@ -33,11 +33,11 @@ class Tenant:
     users: dict[str, str] = field(default_factory=dict)
     companies: dict[str, str] = field(default_factory=dict)
 
-    def add_user(self, alias: str) -> str:
-        """Register a user in the product and the simulator; return their upn."""
+    def add_user(self, alias: str, roles: tuple[str, ...] = ("Member",)) -> str:
+        """Register a user with product roles in the product and the simulator; return their upn."""
         upn = f"{alias}@{self.domain}"
         oid = str(uuid.uuid4())
-        body = {"upn": upn, "displayName": alias.title(), "roles": ["Member"]}
+        body = {"upn": upn, "displayName": alias.title(), "roles": list(roles)}
         self.stack.call("PUT", f"admin/users/{oid}", self.admin, json=body).raise_for_status()
         self.stack.sim.add_user(self.tenant_id, upn, display_name=alias.title(), oid=oid)
         self.users[upn] = oid

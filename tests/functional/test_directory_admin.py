@@ -12,10 +12,12 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.access.auth import Caller
+from shared.access.permissions import PermissionService
 from shared.adapters.tables import TableEntityStore
 from shared.directory.service import DirectoryService
 from shared.errors import AuthenticationError
-from shared.triggers import admin
+from shared.read.service import ReadService
+from shared.triggers import admin, read
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite
@@ -25,9 +27,11 @@ TENANT_BODY = {"name": "Vendor", "ownDomains": ["vendor.example"]}
 
 @dataclass
 class FakeServices:
-    """The one collaborator the admin triggers use."""
+    """The collaborators the admin triggers and the company read use."""
 
     directory: DirectoryService
+    permissions: PermissionService
+    reader: ReadService
 
 
 @dataclass
@@ -88,15 +92,23 @@ def _json(response: func.HttpResponse) -> Any:
 
 
 @pytest.fixture(scope="module")
-def directory(azurite: Azurite) -> DirectoryService:
-    """A directory service on the session's Azurite."""
+def tables(azurite: Azurite) -> TableEntityStore:
+    """Table Storage on the session's Azurite, every table created."""
     store = TableEntityStore(TableServiceClient.from_connection_string(azurite.connection_string))
     store.ensure_tables()
-    return DirectoryService(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def directory(tables: TableEntityStore) -> DirectoryService:
+    """A directory service on the session's Azurite."""
+    return DirectoryService(tables)
 
 
 @pytest.fixture
-def session(directory: DirectoryService, monkeypatch: pytest.MonkeyPatch) -> Session:
+def session(
+    tables: TableEntityStore, directory: DirectoryService, monkeypatch: pytest.MonkeyPatch
+) -> Session:
     """A fresh tenant id whose callers the triggers see, with services backed by Azurite."""
     current = Session(str(uuid.uuid4()))
 
@@ -105,8 +117,13 @@ def session(directory: DirectoryService, monkeypatch: pytest.MonkeyPatch) -> Ses
             raise AuthenticationError("Authorization header with a Bearer token is required")
         return current.caller
 
-    monkeypatch.setattr(admin, "caller_of", caller_of)
-    monkeypatch.setattr(admin, "services", lambda: FakeServices(directory))
+    # The company read needs no email store; the triggers here never list emails.
+    permissions = PermissionService(tables, directory)
+    reader = ReadService(directory, None, permissions)  # type: ignore[arg-type]
+    fakes = FakeServices(directory, permissions, reader)
+    for module in (admin, read):
+        monkeypatch.setattr(module, "caller_of", caller_of)
+        monkeypatch.setattr(module, "services", lambda: fakes)
     return current
 
 
@@ -211,15 +228,15 @@ def test_admin_company_lifecycle(admin_session: Session):
     )
     listed = admin_session.call(admin.admin_companies_list, "GET", params={"pageSize": "10"})
     admin_session.as_member()
-    read = admin_session.call(admin.company_get, "GET", route=route)
+    fetched = admin_session.call(read.company_get, "GET", route=route)
     admin_session.as_admin()
     deleted = admin_session.call(admin.admin_company_delete, "DELETE", route=route)
-    gone = admin_session.call(admin.company_get, "GET", route=route)
+    gone = admin_session.call(read.company_get, "GET", route=route)
 
     # THEN each step answers as the API promises
     assert created.status_code == 201
     assert replaced.status_code == 200
-    assert _json(read) == {
+    assert _json(fetched) == {
         "id": company_id,
         "name": "Acme Inc",
         "domains": ["acme.example"],
@@ -243,7 +260,7 @@ def test_company_get_of_another_tenant_is_not_found(admin_session: Session, sess
     # WHEN a caller of another tenant asks for it
     session.tenant_id = str(uuid.uuid4())
     session.as_admin()
-    response = session.call(admin.company_get, "GET", route=route)
+    response = session.call(read.company_get, "GET", route=route)
 
     # THEN it is not found
     assert response.status_code == 404

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
 Entity = dict[str, Any]
-_CLAUSE = re.compile(r"^(\w+) eq @(\w+)$")
+_CLAUSE = re.compile(r"^(\w+) (eq|gt) @(\w+)$")
 
 
 class FakeSecrets:
@@ -118,17 +118,24 @@ class FakeTables:
     def query(
         self, table: str, where: str, parameters: Mapping[str, Any] | None = None
     ) -> Iterator[Entity]:
-        """Yield every entity matching ``Name eq @param [and ...]``, in key order."""
+        """Yield every entity matching ``Name eq|gt @param [and ...]``, in key order."""
         clauses = [_CLAUSE.match(part.strip()) for part in where.split(" and ")]
         if not all(clauses):
-            msg = f"the fake understands only 'Name eq @param' clauses joined by 'and': {where}"
+            msg = f"the fake understands only 'Name eq|gt @param' clauses joined by 'and': {where}"
             raise ValueError(msg)
-        wanted = {m.group(1): (parameters or {})[m.group(2)] for m in clauses if m}
+        wanted = [(m.group(1), m.group(2), (parameters or {})[m.group(3)]) for m in clauses if m]
         stored = self.tables.get(table, {})
         for key in sorted(stored):
             entity = stored[key]
-            if all(entity.get(name) == value for name, value in wanted.items()):
+            if all(_holds(entity.get(name), op, value) for name, op, value in wanted):
                 yield self._out(entity)
+
+    def head(
+        self, table: str, where: str, parameters: Mapping[str, Any], *, size: int
+    ) -> tuple[list[Entity], bool]:
+        """Return the first ``size`` entities of a query and whether more follow."""
+        found = list(self.query(table, where, parameters))
+        return found[:size], len(found) > size
 
     def list_partition(self, table: str, partition: str) -> Iterator[Entity]:
         """Yield every entity of one partition, in row key order."""
@@ -172,6 +179,12 @@ class FakeTables:
     @staticmethod
     def _out(entity: Entity) -> Entity:
         return copy.deepcopy(entity)
+
+
+def _holds(actual: Any, op: str, value: Any) -> bool:
+    if op == "eq":
+        return bool(actual == value)
+    return actual is not None and str(actual) > str(value)
 
 
 class FakeBlobs:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.adapters.tablelimits import MAX_STRING_BYTES, key_is_valid, string_fits
+from shared.errors import ValidationError
 from shared.matching.addresses import Address, parse_address
 from shared.sync.connections import connection_key
 from shared.sync.store import EMAILS, HOLDERS, INDEX, ITEMS, EmailStore, email_key
@@ -343,3 +344,91 @@ def test_get_email_rejects_malformed_key(store):
 
     # THEN none is found
     assert found == [None, None, None, None]
+
+
+def _save_many(store: EmailStore, count: int, companies: frozenset[str]) -> list[str]:
+    """Save ``count`` emails a minute apart; return their keys, newest first."""
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    keys = []
+    for number in range(count):
+        stamp = (start + timedelta(minutes=number)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = _message(
+            f"item-{number}",
+            internetMessageId=f"<m{number}@customer.example>",
+            receivedDateTime=stamp,
+        )
+        _save(store, message, companies=companies)
+        keys.append(email_key(TENANT, message["internetMessageId"], "", ""))
+    return keys[::-1]
+
+
+def _walk(fetch: Any, size: int) -> list[str]:
+    """Follow continuation tokens to the end; return every email key in order."""
+    seen: list[str] = []
+    token = None
+    for _ in range(100):
+        rows, token = fetch(size=size, token=token)
+        seen.extend(str(row["emailKey"]) for row in rows)
+        if token is None:
+            return seen
+    pytest.fail("paging never ended")
+
+
+def test_inbox_pages_merge_every_shard_newest_first_without_gaps(store: EmailStore) -> None:
+    """The shared inbox spans 16 partitions yet pages through every email once, newest first."""
+    # GIVEN 40 emails of one company, spread over the inbox shards by their keys
+    keys = _save_many(store, 40, frozenset({"acme"}))
+
+    # WHEN the inbox is read seven at a time
+    seen = _walk(lambda **page: store.inbox_page(TENANT, **page), 7)
+
+    # THEN every email comes once, in receive order, newest first
+    assert seen == keys
+    assert len({key[0] for key in keys}) > 1
+
+
+def test_companies_page_lists_an_email_of_two_companies_once(store: EmailStore) -> None:
+    """An email filed under two of the listed companies appears once in the merged list."""
+    # GIVEN emails of acme and globex, one filed under both
+    only_acme = _save_many(store, 3, frozenset({"acme"}))
+    both = _message(
+        "item-both",
+        internetMessageId="<both@customer.example>",
+        receivedDateTime="2024-06-01T00:00:00Z",
+    )
+    _save(store, both, companies=frozenset({"acme", "globex"}))
+
+    # WHEN both companies are listed together, two at a time
+    seen = _walk(lambda **page: store.companies_page(TENANT, ["globex", "acme"], **page), 2)
+
+    # THEN the shared email comes first and once, then acme's own
+    assert seen == [email_key(TENANT, "<both@customer.example>", "", ""), *only_acme]
+
+
+def test_inbox_forgets_a_deleted_email(store: EmailStore) -> None:
+    """When the last holder lets go of an email it leaves the shared inbox too."""
+    # GIVEN one stored email
+    _save(store, _message())
+
+    # WHEN its only mailbox no longer holds it
+    store.unlink(tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, item_id="AAMkAD-1")
+
+    # THEN the inbox is empty
+    assert store.inbox_page(TENANT, size=10, token=None) == ([], None)
+
+
+def test_inbox_of_another_tenant_is_empty(store: EmailStore) -> None:
+    """Another tenant's inbox shares no partition with this one's."""
+    _save(store, _message())
+    assert store.inbox_page(OTHER_TENANT, size=10, token=None) == ([], None)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["not-base64!", "eyJhZnRlciI6IDF9", "eyJhZnRlciI6ICInIG9yIDE9MSJ9", "W10="],
+)
+def test_merged_page_refuses_tokens_it_did_not_issue(store: EmailStore, token: str) -> None:
+    """A crafted continuation token (a number, a filter fragment, a list) is refused by name."""
+    with pytest.raises(ValidationError) as raised:
+        store.inbox_page(TENANT, size=5, token=token)
+    assert raised.value.field == "continuationToken"

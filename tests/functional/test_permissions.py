@@ -1,0 +1,238 @@
+"""Layered read permissions through the local host: portfolio, fields, workflows, features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.functional.conftest import Tenant
+from tests.functional.test_mail_sync import message
+
+pytestmark = pytest.mark.stack
+
+ADMIN = "the tenant admin"
+
+SALES_ONLY_OWNED = {
+    "roles": {
+        "Sales": {"portfolio": "owned"},
+        "Auditor": {
+            "workflows": [],
+            "fields": {
+                "email": {"visible": ["from", "recipients", "sentDateTime", "receivedDateTime"]},
+                "company": {"hidden": ["properties.arr"]},
+            },
+        },
+        "Intern": {"features": ["mail"], "workflows": []},
+        "Ops": {"workflows": ["manageSettings"]},
+    }
+}
+
+
+@dataclass
+class World:
+    """A tenant with two companies, a synced mailbox and users of several roles."""
+
+    tenant: Tenant
+    sam: str
+    acme: str
+    globex: str
+
+    def get(self, upn: str, path: str, **params: Any) -> Any:
+        """GET as one of the tenant's users (or its admin); return status and JSON body."""
+        token = self.tenant.admin if upn == ADMIN else self.tenant.token(upn)
+        answer = self.tenant.stack.call("GET", path, token, params=params)
+        return answer.status_code, answer.json()
+
+    def subjects(self, upn: str, path: str) -> list[str]:
+        """Every item's subject of a paged list, following continuation tokens."""
+        found: list[str] = []
+        token = None
+        while True:
+            params = {"pageSize": 2, **({"continuationToken": token} if token else {})}
+            status, page = self.get(upn, path, **params)
+            assert status == 200, page
+            found.extend(item.get("subject", "?") for item in page["items"])
+            token = page["continuationToken"]
+            if not token:
+                return found
+
+
+@pytest.fixture
+def world(tenant: Tenant) -> World:
+    """Sam (Sales) owns Acme; Globex has no owner; Sam's mailbox holds mail of both."""
+    sam = tenant.add_user("sam", ("Sales",))
+    acme = tenant.add_company("Acme", ["acme.example"])
+    globex = tenant.add_company("Globex", ["globex.example"])
+    owner = {"name": "Acme", "domains": ["acme.example"], "ownerIds": [tenant.users[sam]]}
+    owner["properties"] = {"arr": 120000, "tier": "gold"}
+    tenant.stack.call("PUT", f"admin/companies/{acme}", tenant.admin, json=owner)
+    tenant.stack.connect_mail(tenant.token(sam)).raise_for_status()
+    tenant.stack.sim.load_messages(
+        sam,
+        "inbox",
+        [
+            message("jane@acme.example", [sam], "acme one", days_ago=4),
+            message("joe@globex.example", [sam], "globex one", days_ago=3),
+            message("jane@acme.example", [sam, "joe@globex.example"], "both", days_ago=2),
+            message("joe@globex.example", [sam], "globex two", days_ago=1),
+        ],
+    )
+    tenant.sync()
+    policy = tenant.stack.call("PUT", "admin/permissions", tenant.admin, json=SALES_ONLY_OWNED)
+    assert policy.status_code == 200, policy.text
+    return World(tenant, sam, acme, globex)
+
+
+def test_owned_portfolio_sees_only_owned_companies(world: World) -> None:
+    """A Sales user lists and reads only the companies they own; others answer 404."""
+    # GIVEN a Sales user whose role sees only owned companies
+    # WHEN they list companies, read both, and list both companies' emails
+    listed = world.get(world.sam, "companies")
+    own = world.get(world.sam, f"companies/{world.acme}")
+    other = world.get(world.sam, f"companies/{world.globex}")
+    other_mail = world.get(world.sam, f"companies/{world.globex}/emails")
+    unknown = world.get(world.sam, "companies/00000000-0000-4000-8000-000000000000")
+
+    # THEN only Acme is there; Globex answers exactly like a company that does not exist
+    assert listed[0] == 200
+    assert [c["id"] for c in listed[1]["items"]] == [world.acme]
+    assert own[0] == 200
+    assert own[1]["properties"] == {"arr": 120000, "tier": "gold"}
+    assert other[0] == unknown[0] == other_mail[0] == 404
+    assert other[1]["error"]["code"] == unknown[1]["error"]["code"] == "not_found"
+
+
+def test_owned_portfolio_shared_inbox_holds_owned_companies_mail_once(world: World) -> None:
+    """The shared inbox of an owned portfolio lists its companies' mail, newest first, once."""
+    # GIVEN Sam's portfolio holds Acme only; an admin sees all
+    # WHEN both page through the shared inbox two at a time
+    sams = world.subjects(world.sam, "inbox")
+    admins = world.subjects(ADMIN, "inbox")
+
+    # THEN Sam sees Acme's mail (the email of both companies once); the admin sees everything
+    assert sams == ["both", "acme one"]
+    assert admins == ["globex two", "both", "globex one", "acme one"]
+
+
+def test_email_outside_portfolio_is_not_found_unless_held(world: World) -> None:
+    """An email of a company outside the portfolio is 404 for others, readable by its holder."""
+    # GIVEN a Globex email, held by Sam's mailbox, and a second Sales user owning nothing
+    status, page = world.get(ADMIN, f"companies/{world.globex}/emails")
+    email_id = next(item["id"] for item in page["items"] if item["subject"] == "globex one")
+    rita = world.tenant.add_user("rita", ("Sales",))
+
+    # WHEN each reads it, and Sam reads the email filed under both companies
+    by_holder = world.get(world.sam, f"emails/{email_id}")
+    by_other = world.get(rita, f"emails/{email_id}")
+    both_id = next(item["id"] for item in page["items"] if item["subject"] == "both")
+    both = world.get(world.sam, f"emails/{both_id}")
+
+    # THEN the holder reads it, the other gets 404, and companyIds list only owned companies
+    assert status == 200
+    assert by_holder[0] == 200
+    assert by_holder[1]["companyIds"] == []
+    assert by_other[0] == 404
+    assert both[1]["companyIds"] == [world.acme]
+
+
+def test_hidden_fields_are_absent_from_every_answer(world: World) -> None:
+    """An Auditor sees that emails exist with dates and participants, no subject or body."""
+    # GIVEN an Auditor, whose email fields are only participants and dates
+    auditor = world.tenant.add_user("audrey", ("Auditor",))
+
+    # WHEN they list Acme's emails, read one, and read Acme
+    status, page = world.get(auditor, f"companies/{world.acme}/emails")
+    detail = world.get(auditor, f"emails/{page['items'][0]['id']}")
+    company = world.get(auditor, f"companies/{world.acme}")
+
+    # THEN the hidden fields are missing, not blank; the visible ones are there
+    assert status == 200
+    assert set(page["items"][0]) == {"id", "from", "sentDateTime", "receivedDateTime"}
+    assert set(detail[1]) == {"id", "from", "recipients", "sentDateTime", "receivedDateTime"}
+    assert detail[1]["from"]["address"] == "jane@acme.example"
+    assert company[1]["properties"] == {"tier": "gold"}
+    assert "arr" not in str(company[1])
+
+
+def test_shared_inbox_needs_its_workflow(world: World) -> None:
+    """A role without the sharedInbox workflow is refused the shared inbox with 403."""
+    # GIVEN an Auditor, whose role lists no workflows
+    auditor = world.tenant.add_user("otto", ("Auditor",))
+
+    # WHEN they open the shared inbox
+    status, body = world.get(auditor, "inbox")
+
+    # THEN it is refused, naming the workflow
+    assert status == 403
+    assert "sharedInbox" in body["error"]["message"]
+
+
+def test_feature_access_gates_consent(world: World) -> None:
+    """A role that may connect mail but not calendar is refused calendar consent only."""
+    # GIVEN an Intern, whose role may connect mail only
+    intern = world.tenant.add_user("ian", ("Intern",))
+    token = world.tenant.token(intern)
+
+    # WHEN they start mail consent and calendar consent
+    mail = world.tenant.stack.call("POST", "me/connections/mail", token)
+    calendar = world.tenant.stack.call("POST", "me/connections/calendar", token)
+    mine = world.get(intern, "me/permissions")
+
+    # THEN mail may start, calendar is forbidden, and their effective permissions say so
+    assert mail.status_code == 201
+    assert calendar.status_code == 403
+    assert mine[1]["features"] == ["mail"]
+    assert mine[1]["workflows"] == []
+
+
+def test_manage_settings_workflow_opens_policy_and_tenant_rules(world: World) -> None:
+    """A non-admin with manageSettings may change the policy and tenant rules; others may not."""
+    # GIVEN an Ops user (manageSettings) and Sam (Sales, no such workflow)
+    ops = world.tenant.add_user("olga", ("Ops",))
+    rule = {
+        "name": "one person",
+        "conditions": [{"type": "participant", "role": "any", "addresses": ["x@acme.example"]}],
+    }
+
+    # WHEN each reads the policy and adds a tenant rule
+    call = world.tenant.stack.call
+    ops_policy = call("GET", "admin/permissions", world.tenant.token(ops))
+    ops_rule = call("POST", "admin/rules", world.tenant.token(ops), json=rule)
+    sam_policy = call("GET", "admin/permissions", world.tenant.token(world.sam))
+    sam_rule = call("POST", "admin/rules", world.tenant.token(world.sam), json=rule)
+
+    # THEN Ops may, Sam is refused
+    assert ops_policy.status_code == 200
+    assert ops_policy.json()["roles"]["Sales"]["portfolio"] == "owned"
+    assert ops_rule.status_code == 201
+    assert sam_policy.status_code == sam_rule.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"roles": {"Sales": {"portfolio": "some"}}}, "roles.Sales.portfolio"),
+        ({"roles": {"Sales": {"fields": {"email": {"hidden": ["arr"]}}}}}, "roles.Sales.fields"),
+        ({"roles": {"Admin": {}}}, "roles.Admin"),
+        ({"roles": {"Sales": {"workflows": ["everything"]}}}, "roles.Sales.workflows[0]"),
+        ({"roles": [], "default": {}}, "roles"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_bad_policy_is_refused_naming_the_field_and_changes_nothing(
+    world: World, body: dict[str, Any], field: str
+) -> None:
+    """An invalid policy answers 400 naming the field; the saved policy stays as it was."""
+    # GIVEN the saved policy
+    call = world.tenant.stack.call
+    before = call("GET", "admin/permissions", world.tenant.admin).json()
+
+    # WHEN an admin puts an invalid one
+    answer = call("PUT", "admin/permissions", world.tenant.admin, json=body)
+
+    # THEN it is refused by field and nothing changed
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"].startswith(field)
+    assert call("GET", "admin/permissions", world.tenant.admin).json() == before
