@@ -24,6 +24,8 @@ DESCRIPTIONS = {
     50034: "The user account does not exist in the directory.",
     50059: "No tenant-identifying information found in either the request or implied by any"
     " provided credentials.",
+    50076: "Due to a configuration change made by your administrator, or because you moved to a"
+    " new location, you must use multi-factor authentication to access the resource.",
     50173: "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
     54005: "OAuth2 Authorization code was already redeemed, please retry with a new valid code"
     " or use an existing refresh token.",

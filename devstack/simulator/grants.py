@@ -64,7 +64,7 @@ class GrantStore:
         self._codes: dict[str, AuthCode] = {}
         self._refresh: dict[str, RefreshGrant] = {}
         # (user oid, client id or "*") -> AADSTS code refresh attempts fail with.
-        self._revoked: dict[tuple[str, str], int] = {}
+        self._revoked: dict[tuple[str, str], tuple[str, int]] = {}
 
     def put_transaction(self, request: AuthorizeRequest) -> None:
         """Keep an authorize request until the consent decision arrives."""
@@ -97,15 +97,17 @@ class GrantStore:
         """Return the record behind a refresh token, or None."""
         return self._refresh.get(text)
 
-    def revoke(self, user_oid: str, client_id: str | None, error_code: int) -> None:
-        """Make every refresh token of a user (for one client, or all) fail with ``error_code``."""
-        self._revoked[(user_oid, client_id or "*")] = error_code
+    def revoke(
+        self, user_oid: str, client_id: str | None, error_code: int, error: str = "invalid_grant"
+    ) -> None:
+        """Make every refresh token of a user (for one client, or all) fail with ``error``."""
+        self._revoked[(user_oid, client_id or "*")] = (error, error_code)
 
     def restore(self, user_oid: str) -> None:
         """Lift every revocation for a user, as a new consent does."""
         for key in [k for k in self._revoked if k[0] == user_oid]:
             del self._revoked[key]
 
-    def revocation(self, user_oid: str, client_id: str) -> int | None:
-        """Return the AADSTS code a revoked user's refresh fails with, or None."""
+    def revocation(self, user_oid: str, client_id: str) -> tuple[str, int] | None:
+        """Return the error and AADSTS code a revoked user's refresh fails with, or None."""
         return self._revoked.get((user_oid, client_id), self._revoked.get((user_oid, "*")))

@@ -182,16 +182,22 @@ class Simulator:
         )
 
     def revoke_refresh_tokens(
-        self, upn: str, *, client_id: str | None = None, error_code: int = 50173
+        self,
+        upn: str,
+        *,
+        client_id: str | None = None,
+        error_code: int = 50173,
+        error: str = "invalid_grant",
     ) -> None:
-        """Make a user's refresh tokens fail with ``invalid_grant`` and ``error_code``.
+        """Make a user's refresh tokens fail with ``error`` and ``error_code``.
 
-        Use 50173 for revoked grants, 65001 for withdrawn consent, 700082 for inactivity. A new
-        consent lifts the revocation.
+        Use 50173 for revoked grants, 65001 for withdrawn consent, 70008 or 700082 for
+        inactivity, and ``error="interaction_required"`` with 50076 for multi-factor
+        authentication a new sign-in must complete. A new consent lifts the revocation.
         """
         with self.state.lock:
             user = self.state.directory.get_user(upn)
-            self.state.grants.revoke(user.oid, client_id, error_code)
+            self.state.grants.revoke(user.oid, client_id, error_code, error)
 
     def advance_time(self, seconds: float) -> None:
         """Move the simulator's clock forward for issuing and checking tokens and codes."""

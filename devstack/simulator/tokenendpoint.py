@@ -106,16 +106,14 @@ def _redeem_code(call: Call, app: SimApp) -> Response:
     return _user_tokens(call, app, user, code.scopes, code.nonce)
 
 
-def _refresh_failure(call: Call, app: SimApp, grant: RefreshGrant) -> tuple[int, str] | None:
+def _refresh_failure(call: Call, app: SimApp, grant: RefreshGrant) -> tuple[str, int] | None:
     with call.state.lock:
         revoked = call.state.grants.revocation(grant.user_oid, app.client_id)
     if grant.client_id != app.client_id:
-        return 70000, "The grant belongs to another app."
+        return "invalid_grant", 70000
     if call.state.clock.now() >= grant.expires:
-        return 700082, ""
-    if revoked is not None:
-        return revoked, ""
-    return None
+        return "invalid_grant", 700082
+    return revoked
 
 
 def _redeem_refresh(call: Call, app: SimApp) -> Response:
@@ -127,7 +125,9 @@ def _redeem_refresh(call: Call, app: SimApp) -> Response:
         return entra_error(call, 400, "invalid_grant", 9002313)
     failure = _refresh_failure(call, app, grant)
     if failure is not None:
-        return entra_error(call, 400, "invalid_grant", failure[0], failure[1])
+        error, code = failure
+        detail = "The grant belongs to another app." if code == 70000 else ""
+        return entra_error(call, 400, error, code, detail)
     try:
         wanted, _ = split_scopes(form.get("scope", ""))
     except ValueError:
