@@ -108,6 +108,7 @@ def issue_api_token(
     roles: Iterable[str] = (),
     upn: str | None = None,
     audience: str | None = None,
+    issuer: str | None = None,
     expires_in: int = 3600,
     not_before: float | None = None,
 ) -> str:
@@ -118,7 +119,7 @@ def issue_api_token(
     Microsoft issues to the product (codes, access and refresh tokens).
     """
     claims = tokens.api_claims(
-        issuer=state.issuer(tenant_id),
+        issuer=issuer or state.issuer(tenant_id),
         audience=audience or state.api_audience,
         tenant_id=tenant_id,
         oid=oid,
