@@ -387,3 +387,33 @@ def test_import_companies_refuses_tenant_not_set_up(directory: DirectoryService)
     # THEN it is refused as not found
     with pytest.raises(NotFoundError, match="not set up"):
         directory.import_companies(str(uuid.uuid4()), [{"name": "Acme"}])
+
+
+def test_owner_index_follows_every_kind_of_company_write(
+    directory: DirectoryService, tenant_id: str
+):
+    """Create, replace, import and delete keep each user's owned companies exact."""
+    # GIVEN two registered users
+    ann, ben = str(uuid.uuid4()), str(uuid.uuid4())
+    for user in (ann, ben):
+        directory.upsert_user(tenant_id, user, {"upn": f"{user[:8]}@vendor.example"})
+
+    # WHEN Ann's company passes to Ben, an import gives Ann another, and a rename keeps owners
+    acme = directory.create_company(tenant_id, {"name": "Acme", "ownerIds": [ann]}).company_id
+    after_create = directory.owned_company_ids(tenant_id, ann)
+    directory.upsert_company(tenant_id, acme, {"name": "Acme", "ownerIds": [ben]})
+    directory.import_companies(
+        tenant_id, [{"name": "Globex", "externalId": "g-1", "ownerIds": [ann, ben]}]
+    )
+    directory.upsert_company(tenant_id, acme, {"name": "Acme Inc"})
+    owned_before_delete = {
+        user: sorted(directory.owned_company_ids(tenant_id, user)) for user in (ann, ben)
+    }
+    globex = next(i for i in owned_before_delete[ann] if i != acme)
+    directory.delete_company(tenant_id, globex)
+
+    # THEN the index always says who owns what, and a deleted company leaves it
+    assert after_create == [acme]
+    assert owned_before_delete == {ann: [globex], ben: sorted([acme, globex])}
+    assert directory.owned_company_ids(tenant_id, ann) == []
+    assert directory.owned_company_ids(tenant_id, ben) == [acme]

@@ -19,7 +19,7 @@ from shared.access.permissions import (
 )
 from shared.access.policy import parse_policy
 from shared.directory.service import DirectoryService
-from shared.errors import ForbiddenError, ValidationError
+from shared.errors import ForbiddenError, NotFoundError, ValidationError
 from tests.unit.fakes import FakeTables
 
 TENANT = "11111111-1111-1111-1111-111111111111"
@@ -260,3 +260,76 @@ def test_service_refused_policy_leaves_stored_one_alone():
     # THEN it names the field and the old policy stays
     assert caught.value.field == "roles.Sales.portfolio"
     assert service.get_policy(TENANT).roles["Sales"].portfolio is Portfolio.OWNED
+
+
+def test_mask_event_fields_follow_the_fields_they_derive_from():
+    """Hiding an event's start and attendees also hides startDate, timeZone and the count."""
+    # GIVEN a role that hides the start and the attendees of events
+    view = _view({"roles": {"R": {"fields": {"event": {"hidden": ["start", "attendees"]}}}}})
+    event = {
+        "id": "ev",
+        "subject": "QBR",
+        "start": "2026-01-01T09:00:00Z",
+        "startDate": None,
+        "timeZone": "UTC",
+        "end": "2026-01-01T10:00:00Z",
+        "endDate": None,
+        "upcoming": False,
+        "attendeeCount": 3,
+    }
+
+    # WHEN an event is masked
+    masked = view.mask(ObjectType.EVENT, event)
+
+    # THEN every field telling of the start or the attendees is gone; the end stays
+    assert masked == {
+        "id": "ev",
+        "subject": "QBR",
+        "end": event["end"],
+        "endDate": None,
+        "upcoming": False,
+    }
+
+
+def test_effective_permissions_list_what_the_caller_may_do_and_see():
+    """The caller's effective view names their portfolio, features, workflows and fields."""
+    # GIVEN a tenant policy with a narrow Viewer role, and a user holding it
+    service, directory = _setup()
+    admin = _admin()
+    policy = {
+        "roles": {
+            "Viewer": {
+                "portfolio": "owned",
+                "features": ["mail"],
+                "workflows": ["sharedInbox"],
+                "fields": {"email": {"visible": ["from", "sentDateTime"]}},
+            }
+        }
+    }
+    service.set_policy(admin, policy)
+    viewer = _user(directory, "Viewer")
+
+    # WHEN the viewer and an admin ask what they may do
+    mine = service.effective(viewer)
+    theirs = service.effective(admin)
+
+    # THEN the viewer's answer is narrow and the admin's is whole
+    assert mine["portfolio"] == "owned"
+    assert mine["features"] == ["mail"]
+    assert mine["workflows"] == ["sharedInbox"]
+    assert mine["visibleFields"]["email"] == ["from", "sentDateTime"]
+    assert "properties" in mine["visibleFields"]["company"]
+    assert theirs["isAdmin"] is True
+    assert theirs["portfolio"] == "all"
+    assert len(theirs["workflows"]) == len(Workflow)
+
+
+def test_set_policy_for_a_tenant_not_set_up_is_not_found():
+    """A policy cannot be saved for a tenant whose admin has not set it up."""
+    # GIVEN an admin of a tenant that does not exist in the directory
+    service, _ = _setup()
+    stranger = Caller(str(uuid.uuid4()), str(uuid.uuid4()), frozenset({"Admin"}), "")
+
+    # WHEN they save a policy / THEN it is refused as not found
+    with pytest.raises(NotFoundError):
+        service.set_policy(stranger, {"roles": {}})
