@@ -1,18 +1,21 @@
 """Microsoft Graph adapter for mail: folders, per-folder message delta, single messages.
 
 Every request asks for immutable ids, so a message keeps its id when it moves between folders.
-Throttling (429, 503, 504) is retried here with ``Retry-After`` while the wait is short; a
-longer wait raises :class:`ThrottledError` so the job goes back on the queue instead of
-sleeping inside a function. Delta cursors Graph no longer knows raise
+Throttling (429, 503, 504) is retried here with ``Retry-After`` (seconds or an HTTP date) while
+the wait is short, and without one after an exponential backoff with jitter; a longer wait
+raises :class:`ThrottledError` so the job goes back on the queue instead of sleeping inside a
+function. Delta cursors Graph no longer knows raise
 :class:`DeltaCursorExpiredError`.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -29,8 +32,7 @@ from shared.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
-    from datetime import datetime
+    from collections.abc import Callable, Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ RETRY_STATUSES = frozenset({429, 503, 504})
 MAX_INLINE_WAIT_S = 10.0
 MAX_ATTEMPTS = 4
 TIMEOUT_S = 60.0
+_RANDOM = secrets.SystemRandom()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +91,13 @@ class GraphMailClient:
         page_size: int = 50,
         session: requests.Session | None = None,
         sleep: Any = time.sleep,
+        jitter: Callable[[], float] = _RANDOM.random,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._page_size = page_size
         self._session = session or requests.Session()
         self._sleep = sleep
+        self._jitter = jitter
         self.counter = RequestCounter()
 
     def get_me(self, token: str) -> dict[str, Any]:
@@ -194,7 +199,9 @@ class GraphMailClient:
             response = self._send(method, url, headers, body)
             if response.status_code not in RETRY_STATUSES:
                 return _body_or_raise(response)
-            wait = _retry_after(response, attempt)
+            wait = _retry_after(response)
+            if wait is None:
+                wait = _backoff(attempt, self._jitter())
             self.counter.throttled += 1
             if wait > MAX_INLINE_WAIT_S or attempt == MAX_ATTEMPTS:
                 message = f"Graph answered {response.status_code} after {attempt} attempts"
@@ -233,11 +240,24 @@ class GraphMailClient:
         return response
 
 
-def _retry_after(response: requests.Response, attempt: int) -> float:
-    header = response.headers.get("Retry-After", "")
-    if header.strip().isascii() and header.strip().isdigit():
-        return float(header.strip())
-    return float(2**attempt)
+def _retry_after(response: requests.Response) -> float | None:
+    """Return the wait ``Retry-After`` asks for, in seconds or as an HTTP date; None without."""
+    header = response.headers.get("Retry-After", "").strip()
+    if header.isascii() and header.isdigit():
+        return float(header)
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _backoff(attempt: int, jitter: float) -> float:
+    # Jitter keeps workers throttled together from coming back together (msgraph-sdk-dotnet#250).
+    base = float(2**attempt)
+    return base * (1.0 - jitter / 2)
 
 
 def _error_codes(body: Any) -> list[str]:

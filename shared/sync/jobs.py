@@ -5,9 +5,10 @@ same way for every kind: a job whose connection is not due ends at once; otherwi
 its connection and one of the mailbox's Graph request slots (:class:`MailboxGate`), reads the
 connection again, gets a delegated token (refreshed once when Graph refuses it) and hands over to
 the kind's ``_sync``. Failures end the same way for every kind: consent needed moves the
-connection to ``reauth_required``; throttling re-queues the job after ``Retry-After``; a delta
-link that expires twice in one job re-queues it five minutes out; a cursor moved by another job
-ends this one quietly. Anything else raises, so the queue retries the job and finally poisons it.
+connection to ``reauth_required``; throttling re-queues the job after ``Retry-After`` (at most
+an hour); a delta link that expires twice in one job re-queues it five minutes out; a cursor
+moved by another job ends this one quietly. Anything else raises, so the queue retries the job
+and finally poisons it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ INDEX_TTL_S = 60.0
 DEFAULT_BACKFILL_DAYS = 360
 RESET_BACKOFF_S = 300
 RESET_BACKOFF_CODE = "delta_reset_backoff"
+MAX_REQUEUE_DELAY_S = 3600
+"""Longest a job is put off: a longer ``Retry-After`` waits this long and asks Graph again.
+
+Storage Queues refuse a visibility delay over 7 days, so honouring any ``Retry-After`` as given
+would fail the send and, five deliveries later, poison the job."""
 _ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
@@ -211,6 +217,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         )
 
     def _requeue(self, job: JobT, delay_s: int, reason: str) -> None:
+        delay_s = min(delay_s, MAX_REQUEUE_DELAY_S)
         self._queue.send(self.queue_name, job.as_message(), delay_s=delay_s)
         logger.info(
             "sync job re-queued",

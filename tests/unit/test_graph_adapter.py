@@ -69,6 +69,7 @@ def client(*script: requests.Response | Exception, page_size: int = 25):
         page_size=page_size,
         session=session,  # type: ignore[arg-type]
         sleep=sleeps,
+        jitter=lambda: 0.0,
     )
     return graph, session, sleeps
 
@@ -210,6 +211,46 @@ def test_get_429_with_long_retry_after_raises_without_sleeping():
     assert caught.value.retry_after_s == 120
     assert sleeps.waits == []
     assert len(session.sent) == 1
+
+
+def test_get_429_with_retry_after_as_a_date_waits_until_then():
+    """Retry-After as an HTTP date counts like seconds: far off raises, near is slept."""
+    # GIVEN one answer asking to come back in ten minutes, and one in about two seconds
+    later = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    far, _, far_sleeps = client(response(429, "", {"Retry-After": later}))
+    near, _, near_sleeps = client(response(429, "", {"Retry-After": soon}), ok({"id": "me"}))
+
+    # WHEN the profile is read through each
+    with pytest.raises(ThrottledError) as caught:
+        far.get_me(TOKEN)
+    me = near.get_me(TOKEN)
+
+    # THEN the far date re-queues for about ten minutes, unslept; the near one is slept through
+    assert 590 <= caught.value.retry_after_s <= 600
+    assert far_sleeps.waits == []
+    assert me == {"id": "me"}
+    [wait] = near_sleeps.waits
+    assert 1 <= wait <= 3
+
+
+def test_get_unavailable_without_retry_after_backs_off_with_jitter():
+    """Without Retry-After each wait is jittered within the upper half of its doubling step."""
+    # GIVEN a client whose jitter draws the largest value, over a service unavailable 3 times
+    session = FakeSession([response(503), response(503), response(503), ok({"id": "me"})])
+    sleeps = Sleeps()
+    graph = GraphMailClient(
+        BASE,
+        session=session,  # type: ignore[arg-type]
+        sleep=sleeps,
+        jitter=lambda: 0.999,
+    )
+
+    # WHEN the profile is read
+    graph.get_me(TOKEN)
+
+    # THEN the waits are about half of 2, 4 and 8 seconds, not the same for every worker
+    assert sleeps.waits == pytest.approx([1.001, 2.002, 4.004])
 
 
 @pytest.mark.parametrize("status", [503, 504])
