@@ -25,6 +25,8 @@ from typing import Any
 from devstack.mailgen import demo_companies, generate_mailboxes
 from devstack.mailload import graph_message_from_eml, iter_mail_files
 from devstack.stack import ROOT, LocalStack
+from shared.errors import ValidationError
+from shared.matching.addresses import normalize_domain
 
 TENANT_DOMAIN = "contoso.example"
 USERS = (("alex.wilber", "Alex Wilber"), ("megan.bowen", "Megan Bowen"))
@@ -99,22 +101,28 @@ def _content(
             seed=7, tenant_domain=TENANT_DOMAIN, users=users, companies=companies
         )
         return boxes, companies, 0
-    messages, failures = _read_mail(mail)
+    messages, failures = read_mail(mail)
     split: dict[str, list[tuple[str, dict[str, Any]]]] = {upn: [] for upn in upns}
     for message in messages:
         split[upns[_owner(message, len(upns))]].append(("inbox", message))
-    companies = _read_companies(companies_file) if companies_file else _pick_companies(messages)
+    companies = _read_companies(companies_file) if companies_file else pick_companies(messages)
     return split, companies, failures
 
 
-def _read_mail(folder: Path) -> tuple[list[dict[str, Any]], int]:
-    messages, failures = [], 0
-    for _path, raw in iter_mail_files(folder):
+def read_mail(folder: Path) -> tuple[list[dict[str, Any]], int]:
+    """Read every message under ``folder``; count the files and messages that are not mail."""
+    messages: list[dict[str, Any]] = []
+    failures: list[Path] = []
+
+    def unreadable(path: Path, _reason: str) -> None:
+        failures.append(path)
+
+    for path, raw in iter_mail_files(folder, on_error=unreadable):
         try:
             messages.append(graph_message_from_eml(raw))
         except ValueError:
-            failures += 1
-    return messages, failures
+            unreadable(path, "not a message")
+    return messages, len(failures)
 
 
 def _owner(message: dict[str, Any], users: int) -> int:
@@ -124,15 +132,34 @@ def _owner(message: dict[str, Any], users: int) -> int:
     return int(hashlib.sha256(address.encode("utf-8")).hexdigest(), 16) % users
 
 
-def _pick_companies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pick the most frequent sender domains of real mail as companies."""
+def pick_companies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pick the most frequent sender domains of real mail as companies.
+
+    Only domains the admin API accepts count: a sender at the tenant's own domain (or under
+    it), or at a host name that is not a domain (``localhost``, an address literal), is left
+    out rather than failing the whole import. Spellings of one domain (case, IDNA) count as one,
+    named as the mail first spelt it.
+    """
     domains: Counter[str] = Counter()
+    spelling: dict[str, str] = {}
     for message in messages:
         address = str((message.get("from") or {}).get("emailAddress", {}).get("address", ""))
-        if "@" in address:
-            domains[address.rsplit("@", 1)[1].lower()] += 1
-    picked = [domain for domain, _count in domains.most_common(PICKED_COMPANIES)]
+        written = address.rpartition("@")[2].strip().lower()
+        domain = _company_domain(written) if "@" in address else None
+        if domain is not None:
+            domains[domain] += 1
+            spelling.setdefault(domain, written)
+    picked = [spelling[domain] for domain, _count in domains.most_common(PICKED_COMPANIES)]
     return [{"name": domain, "domains": [domain]} for domain in picked]
+
+
+def _company_domain(text: str) -> str | None:
+    try:
+        domain = normalize_domain(text)
+    except ValidationError:
+        return None
+    own = normalize_domain(TENANT_DOMAIN)
+    return None if domain == own or domain.endswith("." + own) else domain
 
 
 def _read_companies(path: Path) -> list[dict[str, Any]]:
@@ -206,21 +233,24 @@ def _report(
     }
 
 
+def _pages(stack: LocalStack, admin: str, path: str, size: int) -> list[dict[str, Any]]:
+    """Every item of a paged list of the API, following its continuation tokens."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params = {"pageSize": size, **({"continuationToken": token} if token else {})}
+        answer = stack.call("GET", path, admin, params=params)
+        answer.raise_for_status()
+        items.extend(answer.json()["items"])
+        token = answer.json().get("continuationToken")
+        if not token:
+            return items
+
+
 def _company_emails(stack: LocalStack, admin: str) -> list[dict[str, Any]]:
-    listed = stack.call("GET", "admin/companies", admin, params={"pageSize": 100}).json()["items"]
     result = []
-    for company in listed:
-        emails: list[dict[str, Any]] = []
-        token = None
-        while True:
-            params = {"pageSize": 100, **({"continuationToken": token} if token else {})}
-            page = stack.call(
-                "GET", f"companies/{company['id']}/emails", admin, params=params
-            ).json()
-            emails.extend(page["items"])
-            token = page.get("continuationToken")
-            if not token:
-                break
+    for company in _pages(stack, admin, "admin/companies", 1000):
+        emails = _pages(stack, admin, f"companies/{company['id']}/emails", 100)
         result.append(
             {
                 "id": company["id"],
@@ -248,10 +278,12 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"{company['name'][:32]:<32} {company['emails']:>6}")
     shown = next((c for c in report["companies"] if c["emails"]), None)
     if shown:
-        print(f"\nlatest emails of {shown['name']} (read API):")
+        print(f"\nlatest emails of {shown['name']} (read API, newest received first):")
         for email in shown["latest"]:
             sender = email.get("from", {}).get("address", "")
-            print(f"  {email['sentDateTime'][:16]}  {sender[:28]:<28}  {email['subject'][:50]}")
+            received = str(email.get("receivedDateTime") or "")[:16]
+            subject = str(email.get("subject") or "")
+            print(f"  {received:<16}  {sender[:28]:<28}  {subject[:50]}")
 
 
 if __name__ == "__main__":
