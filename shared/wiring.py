@@ -25,6 +25,7 @@ from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.queues import JobQueue
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.tokens import MsalTokenClient
+from shared.audit.log import AuditLog
 from shared.consent.crypto import TokenCipher
 from shared.consent.service import ConsentService
 from shared.directory.service import DirectoryService
@@ -233,6 +234,11 @@ class Services:
         """Blocking rules for the API: CRUD, dry run, explain."""
         decisions = DecisionLog(self.tables, self.rule_store)
         return RuleService(self.rule_store, decisions, self.directory, self.emails)
+
+    @functools.cached_property
+    def audit(self) -> AuditLog:
+        """The append-only audit log."""
+        return AuditLog(self.tables)
 
     @functools.cached_property
     def reader(self) -> ReadService:

@@ -57,6 +57,7 @@ TABLES = (
     "maildecisions",
     "permissions",
     "companyowners",
+    "auditlog",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.audit.log import Action
 from shared.directory.companycsv import parse_companies_csv
 from shared.directory.model import DirectoryUser, Tenant
 from shared.errors import NotFoundError, ValidationError
 from shared.read.views import company_json, company_summary_json
 from shared.triggers._http import (
+    UnsupportedMediaError,
     caller_of,
     handled,
     json_body,
@@ -38,8 +40,9 @@ _IMPORT_TYPES = "application/json (a list, or an object with a companies list) o
 def admin_tenant_put(req: func.HttpRequest) -> func.HttpResponse:
     """Set up the caller's tenant or replace its settings; answers with the tenant."""
     caller = caller_of(req)
-    caller.require_admin()
-    tenant = services().directory.upsert_tenant(caller.tenant_id, json_object(req))
+    with services().audit.audited(caller, Action.TENANT_SET, target_id=caller.tenant_id):
+        caller.require_admin()
+        tenant = services().directory.upsert_tenant(caller.tenant_id, json_object(req))
     return json_response(_tenant_json(tenant))
 
 
@@ -63,9 +66,11 @@ def admin_tenant_get(req: func.HttpRequest) -> func.HttpResponse:
 def admin_user_put(req: func.HttpRequest) -> func.HttpResponse:
     """Add a user (by Entra object id) to the caller's tenant or replace the user's profile."""
     caller = caller_of(req)
-    caller.require_admin()
-    user_id, body = req.route_params["user_id"], json_object(req)
-    user = services().directory.upsert_user(caller.tenant_id, user_id, body)
+    user_id = req.route_params["user_id"]
+    with services().audit.audited(caller, Action.USER_SET) as note:
+        caller.require_admin()
+        user = services().directory.upsert_user(caller.tenant_id, user_id, json_object(req))
+        note.target_user_id = user.user_id
     return json_response(_user_json(user))
 
 
@@ -86,8 +91,10 @@ def admin_users_list(req: func.HttpRequest) -> func.HttpResponse:
 def admin_company_create(req: func.HttpRequest) -> func.HttpResponse:
     """Add one company with a new id; answers 201 with the company."""
     caller = caller_of(req)
-    caller.require_admin()
-    company = services().directory.create_company(caller.tenant_id, json_object(req))
+    with services().audit.audited(caller, Action.COMPANY_CREATE) as note:
+        caller.require_admin()
+        company = services().directory.create_company(caller.tenant_id, json_object(req))
+        note.target_id = company.company_id
     return json_response(company_json(company), 201)
 
 
@@ -97,9 +104,11 @@ def admin_company_create(req: func.HttpRequest) -> func.HttpResponse:
 def admin_company_put(req: func.HttpRequest) -> func.HttpResponse:
     """Add a company under the given id or replace it; contacts left out are kept."""
     caller = caller_of(req)
-    caller.require_admin()
-    company_id, body = req.route_params["company_id"], json_object(req)
-    company = services().directory.upsert_company(caller.tenant_id, company_id, body)
+    with services().audit.audited(caller, Action.COMPANY_SET) as note:
+        caller.require_admin()
+        company_id, body = req.route_params["company_id"], json_object(req)
+        company = services().directory.upsert_company(caller.tenant_id, company_id, body)
+        note.target_id = company.company_id
     return json_response(company_json(company))
 
 
@@ -109,8 +118,10 @@ def admin_company_put(req: func.HttpRequest) -> func.HttpResponse:
 def admin_company_delete(req: func.HttpRequest) -> func.HttpResponse:
     """Remove a company and its contacts; answers 204, or 404 for an unknown id."""
     caller = caller_of(req)
-    caller.require_admin()
-    services().directory.delete_company(caller.tenant_id, req.route_params["company_id"])
+    company_id = req.route_params["company_id"]
+    with services().audit.audited(caller, Action.COMPANY_DELETE, target_id=company_id):
+        caller.require_admin()
+        services().directory.delete_company(caller.tenant_id, company_id)
     return func.HttpResponse(status_code=204)
 
 
@@ -140,13 +151,15 @@ def admin_companies_import(req: func.HttpRequest) -> func.HttpResponse:
     Content-Type than JSON or CSV answers 415.
     """
     caller = caller_of(req)
-    caller.require_admin()
-    media = req.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-    if media not in ("application/json", "text/csv"):
-        return _unsupported_media_type()
-    rows = _json_rows(json_body(req)) if media == "application/json" else _csv_rows(req)
-    mode = req.params.get("mode") or "upsert"
-    result = services().directory.import_companies(caller.tenant_id, rows, mode=mode)
+    with services().audit.audited(caller, Action.COMPANIES_IMPORT) as note:
+        caller.require_admin()
+        media = req.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if media not in ("application/json", "text/csv"):
+            raise UnsupportedMediaError(field="Content-Type", rule=f"must be {_IMPORT_TYPES}")
+        rows = _json_rows(json_body(req)) if media == "application/json" else _csv_rows(req)
+        mode = req.params.get("mode") or "upsert"
+        result = services().directory.import_companies(caller.tenant_id, rows, mode=mode)
+        note.counts = {"created": result.created, "updated": result.updated}
     return json_response({"created": result.created, "updated": result.updated})
 
 
@@ -167,16 +180,6 @@ def _csv_rows(req: func.HttpRequest) -> list[dict[str, Any]]:
         field = "body"
         raise ValidationError(field, "must be CSV text encoded as UTF-8") from error
     return parse_companies_csv(text)
-
-
-def _unsupported_media_type() -> func.HttpResponse:
-    error = {
-        "code": "unsupported_media_type",
-        "message": f"Content-Type must be {_IMPORT_TYPES}",
-        "field": "Content-Type",
-        "rule": f"must be {_IMPORT_TYPES}",
-    }
-    return json_response({"error": error}, 415)
 
 
 def _tenant_json(tenant: Tenant) -> dict[str, Any]:
@@ -212,5 +215,26 @@ def admin_permissions_get(req: func.HttpRequest) -> func.HttpResponse:
 def admin_permissions_put(req: func.HttpRequest) -> func.HttpResponse:
     """Replace the tenant's permission policy with a checked document."""
     caller = caller_of(req)
-    policy = services().permissions.set_policy(caller, json_object(req))
+    with services().audit.audited(caller, Action.PERMISSIONS_SET) as note:
+        policy = services().permissions.set_policy(caller, json_object(req))
+        note.counts = {"roles": len(policy.roles)}
     return json_response(policy.as_json())
+
+
+@bp.function_name("admin_audit_list")
+@bp.route(route="admin/audit", methods=["GET"], auth_level=_ANONYMOUS)
+@handled
+def admin_audit_list(req: func.HttpRequest) -> func.HttpResponse:
+    """List the tenant's audit entries, newest first (``userId``, ``action``, paging)."""
+    caller = caller_of(req)
+    caller.require_admin()
+    size = query_int(req, "pageSize", 50, low=1, high=500)
+    entries, next_token = services().audit.entries(
+        caller.tenant_id,
+        user_id=req.params.get("userId") or None,
+        action=req.params.get("action") or None,
+        size=size,
+        token=req.params.get("continuationToken") or None,
+    )
+    items = [entry.as_json() for entry in entries]
+    return json_response({"items": items, "continuationToken": next_token})

@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from shared.audit.log import Action, Outcome
 from shared.sync.explain import connection_view
 from shared.triggers._http import caller_of, handled, json_object, json_response
 from shared.wiring import services
@@ -25,6 +26,14 @@ def consent_start(req: func.HttpRequest) -> func.HttpResponse:
 def consent_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Complete consent from Microsoft's redirect; anonymous, proven by the single-use state."""
     connection = services().consent.complete(dict(req.params))
+    services().audit.record(
+        tenant_id=connection.tenant_id,
+        actor_id=connection.user_id,
+        action=Action.CONSENT_GRANTED,
+        outcome=Outcome.SUCCEEDED,
+        target_user_id=connection.user_id,
+        target_id=connection.kind,
+    )
     folders = [{"id": f.folder_id, "name": f.name} for f in connection.folders]
     body = {
         "connected": True,
@@ -60,7 +69,10 @@ def mail_folders(req: func.HttpRequest) -> func.HttpResponse:
 def choose_mail_folders(req: func.HttpRequest) -> func.HttpResponse:
     """Set which of the caller's mail folders are synced."""
     caller = caller_of(req)
-    body = json_object(req)
-    connection = services().consent.choose_folders(caller, body.get("folderIds"))
+    with services().audit.audited(caller, Action.FOLDERS_SET) as note:
+        note.target_user_id = caller.user_id
+        body = json_object(req)
+        connection = services().consent.choose_folders(caller, body.get("folderIds"))
+        note.counts = {"folders": len(connection.folders)}
     folders = [{"id": f.folder_id, "name": f.name} for f in connection.folders]
     return json_response({"folders": folders})

@@ -7,10 +7,14 @@ tenant. The tenant and user always come from the bearer token. Errors are JSON b
 the field and rule (see ``shared.triggers._http``); HTTP triggers are never retried.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import azure.functions as func
 
 from shared.access.auth import Caller
 from shared.access.permissions import Workflow
+from shared.audit.log import Action, AuditNote
 from shared.triggers._http import caller_of, handled, json_body, json_object, json_response
 from shared.wiring import services
 
@@ -33,6 +37,29 @@ def _member(req: func.HttpRequest) -> Caller:
     return caller
 
 
+@contextmanager
+def _tenant_change(
+    req: func.HttpRequest, action: Action, target_id: str | None = None
+) -> Iterator[tuple[Caller, AuditNote]]:
+    """Authenticate, audit, then check the caller may manage the tenant's settings."""
+    caller = caller_of(req)
+    with services().audit.audited(caller, action, target_id=target_id) as note:
+        services().permissions.require_workflow(caller, Workflow.MANAGE_SETTINGS)
+        yield caller, note
+
+
+@contextmanager
+def _own_change(
+    req: func.HttpRequest, action: Action, target_id: str | None = None
+) -> Iterator[tuple[Caller, AuditNote]]:
+    """Authenticate, audit, then check the caller is a user of the tenant."""
+    caller = caller_of(req)
+    with services().audit.audited(caller, action, target_id=target_id) as note:
+        services().directory.require_member(caller)
+        note.target_user_id = caller.user_id
+        yield caller, note
+
+
 @bp.function_name("admin_rules_list")
 @bp.route(route="admin/rules", methods=["GET"], auth_level=_ANONYMOUS)
 @handled
@@ -47,8 +74,9 @@ def admin_rules_list(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_create(req: func.HttpRequest) -> func.HttpResponse:
     """Add a tenant blocking rule; answers 201 with the rule and its new id."""
-    caller = _admin(req)
-    rule = services().rules.create_rule(caller.tenant_id, None, json_body(req))
+    with _tenant_change(req, Action.TENANT_RULE_CREATE) as (caller, note):
+        rule = services().rules.create_rule(caller.tenant_id, None, json_body(req))
+        note.target_id = str(rule.get("id"))
     return json_response(rule, 201)
 
 
@@ -67,9 +95,10 @@ def admin_rule_get(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_put(req: func.HttpRequest) -> func.HttpResponse:
     """Replace a tenant rule's definition."""
-    caller = _admin(req)
-    rule_id, body = req.route_params["rule_id"], json_body(req)
-    return json_response(services().rules.replace_rule(caller.tenant_id, None, rule_id, body))
+    rule_id = req.route_params["rule_id"]
+    with _tenant_change(req, Action.TENANT_RULE_SET, rule_id) as (caller, _):
+        rule = services().rules.replace_rule(caller.tenant_id, None, rule_id, json_body(req))
+    return json_response(rule)
 
 
 @bp.function_name("admin_rule_delete")
@@ -77,8 +106,9 @@ def admin_rule_put(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_delete(req: func.HttpRequest) -> func.HttpResponse:
     """Delete a tenant rule; answers 204."""
-    caller = _admin(req)
-    services().rules.delete_rule(caller.tenant_id, None, req.route_params["rule_id"])
+    rule_id = req.route_params["rule_id"]
+    with _tenant_change(req, Action.TENANT_RULE_DELETE, rule_id) as (caller, _):
+        services().rules.delete_rule(caller.tenant_id, None, rule_id)
     return func.HttpResponse(status_code=204)
 
 
@@ -96,8 +126,9 @@ def admin_rule_switches_get(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_switches_put(req: func.HttpRequest) -> func.HttpResponse:
     """Replace the tenant's switches; answers with them."""
-    caller = _admin(req)
-    return json_response(services().rules.put_switches(caller.tenant_id, json_body(req)))
+    with _tenant_change(req, Action.SWITCHES_SET) as (caller, _):
+        switches = services().rules.put_switches(caller.tenant_id, json_body(req))
+    return json_response(switches)
 
 
 @bp.function_name("admin_rule_dry_run")
@@ -132,9 +163,10 @@ def admin_rule_group_get(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_group_put(req: func.HttpRequest) -> func.HttpResponse:
     """Create or replace an address group."""
-    caller = _admin(req)
-    name, body = req.route_params["name"], json_body(req)
-    return json_response(services().rules.put_group(caller.tenant_id, name, body))
+    name = req.route_params["name"]
+    with _tenant_change(req, Action.GROUP_SET, name) as (caller, _):
+        group = services().rules.put_group(caller.tenant_id, name, json_body(req))
+    return json_response(group)
 
 
 @bp.function_name("admin_rule_group_delete")
@@ -142,8 +174,9 @@ def admin_rule_group_put(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def admin_rule_group_delete(req: func.HttpRequest) -> func.HttpResponse:
     """Delete an address group no tenant rule names; answers 204 (409 while one does)."""
-    caller = _admin(req)
-    services().rules.delete_group(caller.tenant_id, req.route_params["name"])
+    name = req.route_params["name"]
+    with _tenant_change(req, Action.GROUP_DELETE, name) as (caller, _):
+        services().rules.delete_group(caller.tenant_id, name)
     return func.HttpResponse(status_code=204)
 
 
@@ -162,8 +195,9 @@ def me_rules_list(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def me_rule_create(req: func.HttpRequest) -> func.HttpResponse:
     """Add a blocking rule for the caller's own mailbox; answers 201."""
-    caller = _member(req)
-    rule = services().rules.create_rule(caller.tenant_id, caller.user_id, json_body(req))
+    with _own_change(req, Action.USER_RULE_CREATE) as (caller, note):
+        rule = services().rules.create_rule(caller.tenant_id, caller.user_id, json_body(req))
+        note.target_id = str(rule.get("id"))
     return json_response(rule, 201)
 
 
@@ -200,9 +234,10 @@ def me_rule_get(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def me_rule_put(req: func.HttpRequest) -> func.HttpResponse:
     """Replace one of the caller's rules."""
-    caller = _member(req)
-    rule_id, body = req.route_params["rule_id"], json_body(req)
-    rule = services().rules.replace_rule(caller.tenant_id, caller.user_id, rule_id, body)
+    rule_id = req.route_params["rule_id"]
+    with _own_change(req, Action.USER_RULE_SET, rule_id) as (caller, _):
+        body = json_body(req)
+        rule = services().rules.replace_rule(caller.tenant_id, caller.user_id, rule_id, body)
     return json_response(rule)
 
 
@@ -211,6 +246,7 @@ def me_rule_put(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def me_rule_delete(req: func.HttpRequest) -> func.HttpResponse:
     """Delete one of the caller's rules; answers 204."""
-    caller = _member(req)
-    services().rules.delete_rule(caller.tenant_id, caller.user_id, req.route_params["rule_id"])
+    rule_id = req.route_params["rule_id"]
+    with _own_change(req, Action.USER_RULE_DELETE, rule_id) as (caller, _):
+        services().rules.delete_rule(caller.tenant_id, caller.user_id, rule_id)
     return func.HttpResponse(status_code=204)

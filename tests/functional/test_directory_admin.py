@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.access.auth import Caller
 from shared.access.permissions import PermissionService
+from shared.audit.log import AuditLog
 from shared.adapters.tables import TableEntityStore
 from shared.directory.service import DirectoryService
 from shared.errors import AuthenticationError
@@ -32,6 +33,7 @@ class FakeServices:
     directory: DirectoryService
     permissions: PermissionService
     reader: ReadService
+    audit: AuditLog
 
 
 @dataclass
@@ -120,7 +122,7 @@ def session(
     # The company read needs no email store; the triggers here never list emails.
     permissions = PermissionService(tables, directory)
     reader = ReadService(directory, None, permissions)  # type: ignore[arg-type]
-    fakes = FakeServices(directory, permissions, reader)
+    fakes = FakeServices(directory, permissions, reader, AuditLog(tables))
     for module in (admin, read):
         monkeypatch.setattr(module, "caller_of", caller_of)
         monkeypatch.setattr(module, "services", lambda: fakes)
