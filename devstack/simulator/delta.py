@@ -127,6 +127,11 @@ def _render(call: Call, cursor: Cursor, item: StoredMessage | Tombstone) -> dict
     return render_message(item, immutable=immutable, select=select)
 
 
+def _repeated(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a live item twice, as a delta page that lists one message twice does."""
+    return [item] if "@removed" in item else [item, dict(item)]
+
+
 def delta_page(call: Call, owner: str, folder: Folder, mailbox: Mailbox) -> Response:
     """Answer one ``GET .../mailFolders/{id}/messages/delta`` request; the caller holds the lock."""
     try:
@@ -143,6 +148,8 @@ def delta_page(call: Call, owner: str, folder: Folder, mailbox: Mailbox) -> Resp
     pending = mailbox.changes(folder.id, cursor.after, cursor.upto)
     chunk = pending[:size]
     page = [_render(call, cursor, item) for item in chunk if _passes(cursor, item)]
+    if mailbox.repeat_in_delta:
+        page = [copy for item in page for copy in _repeated(item)]
     base = f"{call.state.urls.graph_url}/me/mailFolders/{quote(folder.id, safe='')}/messages/delta"
     body: dict[str, Any] = {
         "@odata.context": f"{call.state.urls.graph_url}/$metadata#Collection(message)"

@@ -73,6 +73,8 @@ class Mailbox:
     def __init__(self) -> None:
         self._seq = 0
         self.generation = 0
+        # Some delta responses list one message twice (microsoft-graph-docs#3611).
+        self.repeat_in_delta = False
         self._folders: dict[str, Folder] = {}
         self._messages: dict[str, StoredMessage] = {}
         self._rest_index: dict[str, str] = {}

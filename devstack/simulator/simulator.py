@@ -303,6 +303,12 @@ class Simulator:
         """Return the Graph JSON, with immutable ids, of every message in a folder."""
         return operations.list_messages(self.state, upn, folder)
 
+    def repeat_items_in_delta(self, upn: str, *, repeat: bool = True) -> None:
+        """Make a mailbox's delta pages list every message twice, as Graph has been seen to do."""
+        with self.state.lock:
+            _, mailbox = self.state.mailbox(upn)
+            mailbox.repeat_in_delta = repeat
+
     def invalidate_delta_tokens(self, upn: str) -> None:
         """Make every delta and skip token of a mailbox answer 410 ``syncStateNotFound``."""
         with self.state.lock:

@@ -46,7 +46,12 @@ from shared.matching.companies import classify
 from shared.sync.connections import CALENDAR, Connection
 from shared.sync.eventstore import KeptEvent
 from shared.sync.eventtimes import event_times, occurrence_anchor
-from shared.sync.jobs import ConnectionJob, ConnectionSyncRunner, CursorTakenError
+from shared.sync.jobs import (
+    ConnectionJob,
+    ConnectionSyncRunner,
+    CursorTakenError,
+    distinct_items,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -198,7 +203,7 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         work.stats.full_round = work.full
         pages = self._graph.delta_pages(work.token, resume_url=work.resume, window=work.window)
         for page in pages:
-            for item in page.items:
+            for item in distinct_items(page.items):
                 self._item(work, item)
             if page.delta_link:
                 self._end_round(work)

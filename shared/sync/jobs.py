@@ -33,7 +33,7 @@ from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, Connection
 from shared.sync.leases import MailboxGate
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import TableEntityStore
@@ -239,6 +239,23 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         tenant = self._directory.get_tenant(tenant_id)
         days = tenant.backfill_days if tenant else DEFAULT_BACKFILL_DAYS
         return datetime.now(UTC) - timedelta(days=days)
+
+
+ItemT = TypeVar("ItemT", bound="Mapping[str, Any]")
+
+
+def distinct_items(items: Sequence[ItemT]) -> list[ItemT]:
+    """Return a delta page's items with each id once, where it was listed last.
+
+    Graph has been seen to list one item twice in a page (microsoft-graph-docs#3611); the last
+    listing is the newest state. Items without an id are all kept.
+    """
+    last = {str(item["id"]): position for position, item in enumerate(items) if item.get("id")}
+    return [
+        item
+        for position, item in enumerate(items)
+        if not item.get("id") or last[str(item["id"])] == position
+    ]
 
 
 def _snake(name: str) -> str:

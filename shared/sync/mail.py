@@ -39,6 +39,7 @@ from shared.sync.jobs import (
     ConnectionJob,
     ConnectionSyncRunner,
     CursorTakenError,
+    distinct_items,
 )
 from shared.sync.removals import RemovalLedger
 
@@ -202,7 +203,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
     def _store_page(self, work: _Round, page: DeltaPage) -> None:
         connection, stats, pending = work.connection, work.stats, work.pending
         drops: list[Drop] = []
-        for item in page.items:
+        for item in distinct_items(page.items):
             item_id = str(item.get("id", ""))
             if "@removed" in item:
                 stats.removed_seen += 1
