@@ -170,9 +170,24 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
                     "calendar delta link expired, the window resyncs",
                     extra={"user": connection.user_id, "attempt": attempt},
                 )
-                self._tables.delete(CURSORS, connection.key, CURSOR_ROW)
+                self._reset_cursor(work)
         message = "calendar delta link expired twice in one job; the job backs off"
         raise DeltaCursorExpiredError(message)
+
+    def _reset_cursor(self, work: _Round) -> None:
+        """Forget the cursor as this job last saw it, unless another job moved it since.
+
+        Raises:
+            CursorTakenError: when another job wrote the cursor after this one read it.
+        """
+        if work.cursor is None:
+            return
+        etag = work.cursor.get("_etag")
+        try:
+            self._tables.delete(CURSORS, work.connection.key, CURSOR_ROW, etag=etag)
+        except ConflictError as error:
+            message = "another worker moved this calendar's cursor; this job stops"
+            raise CursorTakenError(message) from error
 
     def window(self, tenant_id: str) -> tuple[datetime, datetime]:
         """Return the window wanted now: backfill start (midnight UTC) to a year ahead."""

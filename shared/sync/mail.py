@@ -114,6 +114,13 @@ class _Round:
     stats: RoundStats = field(default_factory=RoundStats)
 
 
+@dataclass(slots=True)
+class _CursorRow:
+    """A folder's cursor row as this job last read or wrote it (with its ETag), or None."""
+
+    row: Entity | None
+
+
 @dataclass(frozen=True, slots=True)
 class MailJob(ConnectionJob):
     """A mail sync job as it travels on the queue."""
@@ -173,7 +180,9 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         """Sync one folder; False when the page budget ran out before the round ended."""
         connection = work.connection
         for attempt in (1, 2):
-            cursor = self._tables.get(CURSORS, connection.key, table_key(folder.folder_id))
+            cursor = _CursorRow(
+                self._tables.get(CURSORS, connection.key, table_key(folder.folder_id))
+            )
             try:
                 return self._follow(work, folder, cursor)
             except DeltaCursorExpiredError:
@@ -181,20 +190,20 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
                     "delta cursor expired, folder resyncs",
                     extra={"user": connection.user_id, "attempt": attempt},
                 )
-                self._reset_cursor(connection, folder)
+                self._reset_cursor(connection, folder, cursor.row)
         message = "delta cursor expired twice in one job; the job backs off"
         raise DeltaCursorExpiredError(message)
 
-    def _follow(self, work: _Round, folder: Folder, cursor: Entity | None) -> bool:
+    def _follow(self, work: _Round, folder: Folder, cursor: _CursorRow) -> bool:
         resume = None
-        if cursor:
-            resume = cursor.get("nextLink") or cursor.get("deltaLink") or None
+        if cursor.row:
+            resume = cursor.row.get("nextLink") or cursor.row.get("deltaLink") or None
         pages = self._graph.delta_pages(
             work.token, folder.folder_id, resume_url=resume, since=work.since
         )
         for page in pages:
             self._store_page(work, page)
-            cursor = self._save_cursor(work.connection, folder, cursor, page)
+            cursor.row = self._save_cursor(work.connection, folder, cursor.row, page)
             work.stats.pages += 1
             if page.next_link and work.stats.pages >= self._page_budget:
                 return False
@@ -267,5 +276,19 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             raise CursorTakenError(message) from error
         return {**row, "_etag": etag}
 
-    def _reset_cursor(self, connection: Connection, folder: Folder) -> None:
-        self._tables.delete(CURSORS, connection.key, table_key(folder.folder_id))
+    def _reset_cursor(self, connection: Connection, folder: Folder, cursor: Entity | None) -> None:
+        """Forget the folder's cursor as this job last saw it, unless another job moved it since.
+
+        Raises:
+            CursorTakenError: when another job wrote the cursor after this one read it; its
+                cursor is newer than the link Graph refused, so this job stops.
+        """
+        if cursor is None:
+            return
+        try:
+            self._tables.delete(
+                CURSORS, connection.key, table_key(folder.folder_id), etag=cursor.get("_etag")
+            )
+        except ConflictError as error:
+            message = "another worker moved this folder's cursor; this job stops"
+            raise CursorTakenError(message) from error

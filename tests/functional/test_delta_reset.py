@@ -12,6 +12,8 @@ from azure.storage.queue import QueueClient
 from devstack.simulator import FaultRule
 from shared.sync.connections import MAIL, connection_key
 from tests.functional.conftest import Tenant
+from tests.functional.test_calendar_sync import at, meeting
+from tests.functional.test_calendar_sync import connected as calendar_connected
 from tests.functional.test_mail_sync import message
 from tests.functional.test_sync_resilience import (
     _job,
@@ -139,3 +141,34 @@ def _log_lines(tenant: Tenant, since: int, phrase: str) -> list[str]:
         log.seek(since)
         lines = log.read().decode("utf-8", "replace").splitlines()
     return [line for line in lines if phrase in line]
+
+
+def test_expired_calendar_delta_link_resyncs_the_window_without_duplicates(
+    tenant: Tenant,
+) -> None:
+    """A calendar whose delta link Graph forgot resyncs its window; each meeting stays once."""
+    # GIVEN a connected calendar holding two customer meetings, synced once, then Graph
+    # forgetting its sync state
+    tenant.add_company("Acme", ["acme.example"])
+    upn = calendar_connected(tenant, "gil")
+    for days in (2, 3):
+        tenant.stack.sim.add_event(
+            upn, meeting(f"Review {days}", upn, ["c@acme.example"], at(days))
+        )
+    tenant.sync()
+    tenant.stack.sim.invalidate_calendar_sync_state(upn)
+    tenant.stack.sim.add_event(upn, meeting("Review 4", upn, ["c@acme.example"], at(4)))
+
+    # WHEN the next round runs
+    tenant.sync()
+
+    # THEN the three meetings are stored once each and the connection is healthy
+    subjects = sorted(e["subject"] for e in tenant.company_events("Acme"))
+    assert subjects == ["Review 2", "Review 3", "Review 4"]
+    [calendar] = [
+        c
+        for c in tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+        if c["kind"] == "calendar"
+    ]
+    assert (calendar["state"], calendar["lastError"]) == ("active", None)
+    assert calendar["lastRound"]["fullRound"] is True
