@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devstack.simulator import FaultRule
+from shared.sync.store import email_partition
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
 
@@ -270,22 +273,32 @@ def test_rotated_refresh_tokens_keep_a_connection_alive_for_120_days(tenant: Ten
     assert len(token_calls) >= 120
 
 
-def test_worker_killed_mid_backfill_resumes_from_checkpoint(tenant: Tenant) -> None:
-    """A worker killed after a page resumes there on redelivery; the end state is complete."""
-    # GIVEN 75 messages (three pages) and a slow third page
+@pytest.mark.parametrize("pages_before_kill", [1, 2], ids=["after-page-1", "after-page-2"])
+def test_worker_killed_mid_backfill_resumes_from_checkpoint(
+    tenant: Tenant, pages_before_kill: int
+) -> None:
+    """A worker killed after any page resumes there; the end state equals an uninterrupted run."""
+    # GIVEN a reference user whose 75 messages (three pages) were synced without interruption,
+    # and a user with the same 75 messages from another company, whose next page will be slow
+    reference = connected(tenant, "rex", "Beta", "beta.example")
     upn = connected(tenant, "sam", "Acme", "acme.example")
-    batch = [message("a@acme.example", [upn], f"m{i}", days_ago=i / 10 + 0.1) for i in range(75)]
-    tenant.stack.sim.load_messages(upn, "inbox", batch)
-    slow = FaultRule(r"/messages/delta$", 0, service="graph", user=upn, after=2, delay_s=5)
+    for user, sender in ((reference, "a@beta.example"), (upn, "a@acme.example")):
+        batch = [message(sender, [user], f"m{i}", days_ago=i / 10 + 0.1) for i in range(75)]
+        tenant.stack.sim.load_messages(user, "inbox", batch)
+    tenant.stack.run_function("mail_sync_worker", _job(tenant, reference))
+    tenant.stack.wait_idle()
+    slow = FaultRule(
+        r"/messages/delta$", 0, service="graph", user=upn, after=pages_before_kill, delay_s=5
+    )
     tenant.stack.sim.add_fault(slow)
-
     inbox = tenant.stack.sim.folder_id(upn, "inbox")
     baseline = graph_calls(tenant, upn, inbox)
 
-    # WHEN the worker is killed while it waits for page 3, and the job is delivered again
+    # WHEN the worker is killed while it waits for the slow page, and the job is delivered again
     tenant.stack.run_function("mail_sync_worker", _job(tenant, upn))
-    _wait_for_graph_calls(tenant, upn, inbox, baseline + 2)
+    _wait_for_graph_calls(tenant, upn, inbox, baseline + pages_before_kill)
     time.sleep(0.5)
+    killed_at = time.monotonic()
     tenant.stack.kill_host()
     queue = QueueClient.from_connection_string(
         tenant.stack.env["AzureWebJobsStorage"],
@@ -295,13 +308,41 @@ def test_worker_killed_mid_backfill_resumes_from_checkpoint(tenant: Tenant) -> N
     queue.clear_messages()
     queue.send_message(_job(tenant, upn))
     tenant.stack.wait_idle()
+    # The killed request is logged once the simulator has served it, after its delay.
+    time.sleep(max(0.0, killed_at + 5.5 - time.monotonic()))
 
-    # THEN all 75 are stored once, and pages 1 and 2 were not read again
-    ids = stored_ids(tenant, "Acme")
-    assert len(ids) == 75
-    assert len(set(ids)) == 75
-    inbox_reads = graph_calls(tenant, upn, inbox) - baseline
-    assert inbox_reads <= 5, "a restart from scratch would read at least six inbox pages"
+    # THEN the stored emails, their companies and their holders equal the uninterrupted run's
+    state = stored_state(tenant, upn, "Acme")
+    assert state == stored_state(tenant, reference, "Beta")
+    assert len(state) == 75
+    assert {(companies, held_by) for _, companies, held_by in state} == {("own", "self")}
+
+    # AND the pages stored before the kill were not read again: the stored ones, the one in
+    # flight, then the rest (a restart from scratch would read every page again)
+    assert graph_calls(tenant, upn, inbox) - baseline == 4
+
+
+def stored_state(tenant: Tenant, upn: str, company: str) -> list[tuple[str, str, str]]:
+    """Each email a user holds: subject, companies and holders, with ``company`` and the user
+    written as "own" and "self" so that two users' states compare."""
+    service = TableServiceClient.from_connection_string(tenant.stack.env["AzureWebJobsStorage"])
+    holders, emails = service.get_table_client("emailholders"), service.get_table_client("emails")
+    names = {company_id: name for name, company_id in tenant.companies.items()}
+    users = {oid: "self" if user == upn else user for user, oid in tenant.users.items()}
+    state = []
+    for row in holders.query_entities("userId eq @u", parameters={"u": tenant.users[upn]}):
+        key = str(row["emailKey"])
+        email = emails.get_entity(email_partition(tenant.tenant_id, key), key)
+        companies = [names[c] for c in json.loads(email["companyIds"])]
+        held_by = holders.query_entities("emailKey eq @k", parameters={"k": key})
+        state.append(
+            (
+                str(email["subject"]),
+                ",".join(sorted("own" if name == company else name for name in companies)),
+                ",".join(sorted(users[str(h["userId"])] for h in held_by)),
+            )
+        )
+    return sorted(state)
 
 
 def _wait_for_graph_calls(tenant: Tenant, upn: str, path_part: str, count: int) -> None:
