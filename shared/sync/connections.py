@@ -11,18 +11,29 @@ take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s
 
 - ``~tenants``: one row per tenant that ever had a connection, written with each consent; the
   fan-out timer lists this small partition instead of scanning every connection.
-- ``~slots|<tenant key>``: one row per connection holding the last sync slot a job was enqueued
-  for. The fan-out claims a slot by rewriting this row conditionally on its ETag, so two fan-outs
-  for one slot enqueue one job (BR-15). The claim is kept apart from the connection row so it
-  never races the conditional write of a rotated token cache.
+- ``~slots|<tenant key>|<shard>``: one row per connection holding the last sync slot a job was
+  enqueued for. The fan-out claims a slot by rewriting this row conditionally on its ETag, so two
+  fan-outs for one slot enqueue one job (BR-15). The claim is kept apart from the connection row
+  so it never races the conditional write of a rotated token cache. A tenant's claims spread over
+  :data:`SLOT_SHARDS` partitions (by a hash of the row key): a fan-out writes one claim per
+  connection within seconds, and Table Storage serves about 2,000 entities per second per
+  partition, which a 100,000-connection tenant in one partition would exceed.
 
 Known limitations: a tenant stays in ``~tenants`` after its last connection is gone (its fan-out
 finds nothing); connections written before the index existed need one
-:meth:`ConnectionStore.rebuild_tenant_index`.
+:meth:`ConnectionStore.rebuild_tenant_index`. Claims written before the shards existed (in
+``~slots|<tenant key>``) are not read, so each connection may get one extra job in the first slot
+after an upgrade (the mailbox gate makes it wait or end as a no-op); the old rows stay unused. A
+tenant's connection rows themselves share one partition, ``<tenant key>``: each sync job reads
+its row two or three times and writes it once (the round record, a rotated token cache), so a
+100,000-connection tenant puts about 400,000 operations per 10-minute slot there, roughly 700 per
+second on average, below the partition target only while the jobs spread over the slot; the
+fan-out's page reads (1,000 rows per query) come on top.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +62,8 @@ KINDS = (MAIL, CALENDAR)
 ACTIVE = "active"
 REAUTH_REQUIRED = "reauth_required"
 REVOKED = "revoked"
+CURSORS = "cursors"
+PENDING_REMOVALS = "pendingremovals"
 ERROR = "error"
 DUE_STATES = frozenset({ACTIVE, ERROR})
 """States the fan-out enqueues jobs for: an ``error`` connection is retried every slot."""
@@ -62,6 +75,8 @@ SLOT_PREFIX = "~slots|"
 CLAIM_ATTEMPTS = 3
 CLAIM_WORKERS = 8
 """Concurrent claim writes: below the 10 connections azure-core pools per client."""
+SLOT_SHARDS = 16
+"""Partitions a tenant's slot claims spread over: 16 x 2,000 entities/s of headroom."""
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -207,7 +222,7 @@ class ConnectionStore:
         """Give back claims whose job was not sent, unless claimed again since; return how many."""
         released = 0
         for claim in claims:
-            partition = SLOT_PREFIX + table_key(claim.connection.tenant_id)
+            partition = slot_partition(claim.connection)
             try:
                 if claim.previous is None:
                     self._tables.delete(TABLE, partition, claim.connection.row_key, etag=claim.etag)
@@ -237,8 +252,41 @@ class ConnectionStore:
         for row in self._tables.query(TABLE, "state eq @state", {"state": ACTIVE}):
             yield _connection(row)
 
+    def revoke(self, tenant_id: str, user_id: str, kind: str) -> Connection | None:
+        """Destroy a connection's token and mark it ``revoked``; ``None`` when there is none.
+
+        The sealed token cache is overwritten first, so no job can get a Graph token for the
+        connection from then on; the cursors and noted removals go too, so a later consent
+        starts from scratch. Stored mail stays (removing it is the purge's job).
+        """
+        current = self.get(tenant_id, user_id, kind)
+        if current is None:
+            return None
+        keys = {"PartitionKey": table_key(tenant_id), "RowKey": table_key(user_id, kind)}
+        changes = {"state": REVOKED, "tokenCache": "", "revokedAt": _now(), "lastError": ""}
+        self._tables.upsert(TABLE, {**keys, **changes})
+        self.forget_progress(current)
+        return _replace(current, state=REVOKED)
+
+    def forget_progress(self, connection: Connection) -> int:
+        """Delete a connection's delta cursors and noted removals; return how many went."""
+        gone = 0
+        for table in (CURSORS, PENDING_REMOVALS):
+            rows = [str(r["RowKey"]) for r in self._tables.list_partition(table, connection.key)]
+            for row_key in rows:
+                self._tables.delete(table, connection.key, row_key)
+            gone += len(rows)
+        return gone
+
     def save_grant(self, grant: Grant, kind: str, scopes: Sequence[str]) -> Connection:
-        """Store a fresh consent: new sealed token cache, state active, folders kept."""
+        """Store a fresh consent: new sealed token cache, state active, folders kept.
+
+        A connection that was revoked starts from scratch: whatever a job still in flight at
+        the revocation wrote of its cursors is dropped before the new grant is stored.
+        """
+        previous = self.get(grant.tenant_id, grant.user_id, kind)
+        if previous is not None and previous.state == REVOKED:
+            self.forget_progress(previous)
         partition, row = table_key(grant.tenant_id), table_key(grant.user_id, kind)
         sealed = self._cipher.seal(
             grant.cache_json, connection_key(grant.tenant_id, grant.user_id, kind)
@@ -309,30 +357,42 @@ class ConnectionStore:
         A connection in ``error`` (its last job was poisoned) is ``active`` again.
         """
         changes = {"lastSyncAt": _now(), "lastRound": json.dumps(stats), "lastError": ""}
-        if connection.state == ERROR:
+        if connection.state == ERROR and not self._revoked(connection):
             changes["state"] = ACTIVE
         self._merge(connection, changes)
 
     def record_error(self, connection: Connection, code: str, *, state: str | None = None) -> None:
         """Record a failure code, optionally moving the connection to another state."""
         changes: dict[str, Any] = {"lastError": code, "lastErrorAt": _now()}
+        if self._revoked(connection):
+            return
         if state is not None:
             changes["state"] = state
         self._merge(connection, changes)
 
+    def _revoked(self, connection: Connection) -> bool:
+        """Tell whether the user revoked the connection since a job read it: it stays so."""
+        current = self.get(connection.tenant_id, connection.user_id, connection.kind)
+        return current is None or current.state == REVOKED
+
     def _slot_rows(self, connections: Sequence[Connection]) -> dict[str, dict[str, Any]]:
-        keys = sorted(c.row_key for c in connections)
-        rows = self._tables.query(
-            TABLE,
-            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
-            {"pk": _slot_partition(connections[0]), "first": keys[0], "last": keys[-1]},
-        )
-        return {str(row["RowKey"]): row for row in rows}
+        shards: dict[str, list[str]] = {}
+        for connection in connections:
+            shards.setdefault(slot_partition(connection), []).append(connection.row_key)
+        found: dict[str, dict[str, Any]] = {}
+        for partition, keys in sorted(shards.items()):
+            rows = self._tables.query(
+                TABLE,
+                "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
+                {"pk": partition, "first": min(keys), "last": max(keys)},
+            )
+            found.update((str(row["RowKey"]), row) for row in rows)
+        return found
 
     def _claim(
         self, connection: Connection, slot: datetime, row: dict[str, Any] | None
     ) -> SlotClaim | None:
-        keys = {"PartitionKey": _slot_partition(connection), "RowKey": connection.row_key}
+        keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
         claim = {**keys, "slot": slot_text(slot)}
         for _ in range(CLAIM_ATTEMPTS):
             if row is not None and _claimed_slot(row) >= slot:
@@ -379,8 +439,11 @@ def _replace(connection: Connection, **changes: Any) -> Connection:
     return Connection(**{**values, **changes})
 
 
-def _slot_partition(connection: Connection) -> str:
-    return SLOT_PREFIX + table_key(connection.tenant_id)
+def slot_partition(connection: Connection) -> str:
+    """Return the partition of a connection's slot claim: its tenant's, in one of the shards."""
+    digest = hashlib.sha256(connection.row_key.encode("utf-8")).digest()
+    shard = int.from_bytes(digest[:4], "big") % SLOT_SHARDS
+    return f"{SLOT_PREFIX}{table_key(connection.tenant_id)}|{shard:02x}"
 
 
 def _claimed_slot(row: Mapping[str, Any]) -> datetime:
