@@ -1,17 +1,18 @@
-"""Run the benchmarks: ``python -m bench`` (sizes 10,000 and 100,000) or ``--quick``."""
+"""Run the benchmarks: fan-out, filtering and backfill memory; ``--quick`` for smaller sizes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from bench import filtering
+from bench import filtering, memory
 from bench.fanout import QUICK, STANDARD, run_fanout_bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, run the fan-out benchmark and print its table."""
+    """Parse the command line, run the three benchmarks and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2,000 and 10,000, one run each")
     parser.add_argument(
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     run_fanout_bench(QUICK if args.quick else STANDARD, args.out)
     filter_plan = filtering.QUICK if args.quick else filtering.STANDARD
     filtering.run_filtering_bench(filter_plan, args.out.parent / "filtering.json")
+    memory_result = memory.run(quick=args.quick)
+    print(memory.report(memory_result))
+    target = args.out.parent / "memory.json"
+    target.write_text(json.dumps(memory_result, indent=2), "utf-8")
     return 0
 
 
