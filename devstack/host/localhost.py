@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from devstack.host.hostconfig import HostConfig, load_local_settings
 from devstack.host.invocation import InvocationRunner
@@ -38,6 +38,19 @@ if TYPE_CHECKING:
     from devstack.host.loader import AnyFunction
 
 logger = logging.getLogger(__name__)
+
+
+class JsonErrorRequestHandler(WSGIRequestHandler):
+    """Answers in the product's JSON error shape what the HTTP server refuses by itself.
+
+    A request line too long (414) or a malformed request (400) never reaches a function; the
+    standard library's server would answer those with an HTML page.
+    """
+
+    error_content_type = "application/json"
+    error_message_format = (
+        '{"error": {"code": "http_%(code)d", "message": "request refused by the host"}}'
+    )
 
 
 class LocalHost:
@@ -91,7 +104,9 @@ class LocalHost:
                 self._pollers[function.name] = poller
         http = [function for function in self._functions if isinstance(function, HttpFunction)]
         application = HostApplication(http, config.route_prefix, self._runner, self)
-        self._server = make_server(*self._bind, application, threaded=True)
+        self._server = make_server(
+            *self._bind, application, threaded=True, request_handler=JsonErrorRequestHandler
+        )
 
         try:
             for poller in self._pollers.values():

@@ -111,7 +111,7 @@ class AccessView:
         """Tell whether the caller sees the field at ``path`` of an object, whole."""
         if self.is_admin or path in ALWAYS_VISIBLE:
             return True
-        implied = IMPLIED.get(path)
+        implied = IMPLIED.get(object_type, {}).get(path)
         if implied is not None and not self.shows(object_type, implied):
             return False
         return any(e.rule(object_type).shows(path) for e in self.entries)

@@ -121,8 +121,13 @@ ALIASES: Mapping[ObjectType, Mapping[str, str]] = {
 """Response fields that carry another field's information, and so are shown or hidden with it:
 an all-day event's ``startDate`` is its ``start``, the attendee count tells of the attendees."""
 
-IMPLIED: Mapping[str, str] = {"bodyPreview": "body"}
-"""A field shown only when another is shown too: a preview is the body's first characters."""
+IMPLIED: Mapping[ObjectType, Mapping[str, str]] = {
+    ObjectType.EMAIL: {"bodyPreview": "body"},
+    ObjectType.EVENT: {"bodyPreview": "body"},
+    ObjectType.COMPANY: {"contactCount": "contacts"},
+}
+"""A field shown only when another is shown too: a preview is the body's first characters, and
+the contact count tells of the contacts."""
 
 PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 """The rule for a company's custom property names, shared with the directory."""

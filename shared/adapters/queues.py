@@ -70,7 +70,7 @@ def decode_job(body: bytes | str) -> dict[str, Any]:
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         job = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         msg = "queue message is not UTF-8 JSON"
         raise InvalidJobError(msg) from error
     if not isinstance(job, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import json
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 Entity = dict[str, Any]
 ETAG = "_etag"
+MAX_TOKEN_PART = 2048
+"""Longest part of a continuation a page token may carry: two 1 KiB keys, escaped."""
 
 TABLES = (
     "tenants",
@@ -58,6 +61,8 @@ TABLES = (
     "permissions",
     "companyowners",
     "auditlog",
+    "emailtombstones",
+    "purgejobs",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 
@@ -184,17 +189,18 @@ class TableEntityStore:
         Raises:
             ValidationError: when the continuation token is not one this store issued.
         """
+        query = _fingerprint(table, where, parameters)
         pager = self._client(table).query_entities(
             where, parameters=dict(parameters), results_per_page=size
         )
         try:
-            pages = pager.by_page(continuation_token=_decode_token(token))
+            pages = pager.by_page(continuation_token=_decode_token(token, query))
             items = [_with_etag(entity) for entity in next(pages, [])]
         except AzureError as error:
             msg = f"querying {table} failed"
             raise TransientError(msg) from error
         # The SDK types by_page() as a plain iterator; its pager carries the token.
-        return items, _encode_token(getattr(pages, "continuation_token", None))
+        return items, _encode_token(getattr(pages, "continuation_token", None), query)
 
     def head(
         self, table: str, where: str, parameters: Mapping[str, Any], *, size: int
@@ -250,30 +256,47 @@ def _with_etag(entity: Any) -> Entity:
     return result
 
 
-def _encode_token(token: Any) -> str | None:
+def _fingerprint(table: str, where: str, parameters: Mapping[str, Any]) -> str:
+    """Name one query, so a page token works only for the query that issued it."""
+    text = json.dumps([table, where, {k: str(v) for k, v in parameters.items()}], sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _encode_token(token: Any, query: str) -> str | None:
     if not token:
         return None
-    raw = json.dumps(token, sort_keys=True).encode("utf-8")
+    raw = json.dumps({"q": query, "next": token}, sort_keys=True).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _decode_token(token: str | None) -> Any:
+def _decode_token(token: str | None, query: str) -> Any:
+    """Read a page token: the service's continuation, checked to belong to this query.
+
+    Raises:
+        ValidationError: naming ``continuationToken`` when the token is not one this query's
+            pages issued, or its parts could not be keys.
+    """
     if not token:
         return None
-    rule = "must be a token from a previous page"
+    rule = "must be a token from a previous page of the same list"
     try:
         decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError) as error:
         raise ValidationError(field="continuationToken", rule=rule) from error
-    if not isinstance(decoded, dict) or not all(_is_text(v) for v in decoded.values()):
+    if not isinstance(decoded, dict) or decoded.get("q") != query:
         raise ValidationError(field="continuationToken", rule=rule)
-    return decoded
+    inner = decoded.get("next")
+    if not isinstance(inner, dict) or not all(_is_key(v) for v in inner.values()):
+        raise ValidationError(field="continuationToken", rule=rule)
+    return inner
 
 
-def _is_text(value: Any) -> bool:
-    """Tell whether a token part is text the service can take (no lone surrogates)."""
-    return isinstance(value, str) and value.encode("utf-8", errors="replace") == value.encode(
-        "utf-8", errors="surrogatepass"
+def _is_key(value: Any) -> bool:
+    """Tell whether a token part could be a key the service issued: short text, no surrogates."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_TOKEN_PART
+        and value.encode("utf-8", errors="replace") == value.encode("utf-8", errors="surrogatepass")
     )
 
 

@@ -128,6 +128,10 @@ class ConsentService:
                 consent was declined.
         """
         state = params.get("state", "")
+        if state and not params.get("code") and not params.get("error"):
+            # A cut-off redirect: leave the state unspent so the real one can still complete.
+            msg = "missing_code"
+            raise ConsentError(msg, "the callback carries no authorisation code", field="code")
         row = self._claim_state(state)
         flow = json.loads(
             self._cipher.open(Sealed(str(row["flow"]), str(row["keyVersion"])), state)

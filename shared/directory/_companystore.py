@@ -8,8 +8,8 @@ repeating the same request finishes the job.
 
 Owners are indexed in ``companyowners`` (one partition per tenant and user, one row per company
 they own) so that a user's portfolio is one partition read. Owner rows change before the
-company row: a crash in between can show a newly named owner the company early, never keep a
-removed owner's access; repeating the request finishes the job.
+company row, and readers confirm every row against the company's ``ownerIds`` (removing rows it
+does not back), so a crash or a write that loses its race in between never grants access.
 """
 
 from __future__ import annotations
@@ -142,6 +142,10 @@ class CompanyStore:
         """Return the ids of the companies a user owns, from the owner index."""
         rows = self._tables.list_partition(OWNERS, table_key(tenant_id, user_id))
         return [str(row["companyId"]) for row in rows]
+
+    def unindex_owner(self, tenant_id: str, company_id: str, user_id: str) -> None:
+        """Remove one owner row the company no longer backs."""
+        self._tables.delete(OWNERS, table_key(tenant_id, user_id), table_key(company_id))
 
     def _set_owners(
         self, tenant_id: str, company_id: str, old: Iterable[str], new: Iterable[str]

@@ -163,8 +163,20 @@ class DirectoryService:
         return [ent.summary_of(tenant_id, entity) for entity in found if entity is not None]
 
     def owned_company_ids(self, tenant_id: str, user_id: str) -> list[str]:
-        """Return the ids of the companies a user of a tenant owns."""
-        return self._companies.owned_company_ids(tenant_id, user_id)
+        """Return the ids of the companies a user of a tenant owns, checked company by company.
+
+        The owner index only names candidates: each is confirmed against the company's own
+        ``ownerIds``, and an index row the company no longer backs (a write that lost a race
+        after indexing its owners) is removed on the way.
+        """
+        owned = []
+        for company_id in self._companies.owned_company_ids(tenant_id, user_id):
+            entity = self._companies.get(tenant_id, company_id)
+            if entity is not None and user_id in ent.json_strings(entity.get("ownerIds")):
+                owned.append(company_id)
+            else:
+                self._companies.unindex_owner(tenant_id, company_id, user_id)
+        return owned
 
     def company_match_data(self, tenant_id: str) -> list[CompanyMatchData]:
         """Return every company of a tenant with its related domains and contact addresses."""

@@ -81,7 +81,8 @@ def decide(
 def answered_ids(message: Mapping[str, Any]) -> list[str]:
     """Return the Message-IDs a message answers, newest first (``In-Reply-To``, ``References``)."""
     found: list[str] = []
-    for header in message.get("internetMessageHeaders") or []:
+    headers = message.get("internetMessageHeaders")
+    for header in headers if isinstance(headers, list) else []:
         if not isinstance(header, dict) or not isinstance(header.get("value"), str):
             continue
         name = str(header.get("name", "")).strip().lower()

@@ -17,6 +17,7 @@ from shared.errors import ConflictError, NotFoundError, ValidationError
 from shared.matching.companies import CompanyIndex
 from shared.rules.decide import decide
 from shared.rules.engine import CompiledRules, MessageFacts
+from shared.rules.messageshape import check_graph_message
 from shared.rules.model import TENANT_SCOPE, USER_SCOPE, RuleSet
 from shared.rules.validation import (
     MAX_GROUPS,
@@ -82,10 +83,15 @@ class RuleService:
         """
         rule = self._validated(tenant_id, user_id, body, str(uuid.uuid4()))
         limit = MAX_TENANT_RULES if user_id is None else MAX_USER_RULES
+        field, rule_text = "body", f"a scope holds at most {limit} rules; delete one first"
         if len(self._store.list_rules(tenant_id, user_id)) >= limit:
-            field, rule_text = "body", f"a scope holds at most {limit} rules; delete one first"
             raise ValidationError(field, rule_text)
         self._store.put_rule(tenant_id, user_id, rule)
+        # Creations racing past the first count are counted again once written: a rule that
+        # finds the scope over its limit takes itself back, so the limit holds after any race.
+        if len(self._store.list_rules(tenant_id, user_id)) > limit:
+            self._store.delete_rule(tenant_id, user_id, rule.rule_id)
+            raise ValidationError(field, rule_text)
         logger.info("blocking rule created", extra=_log(tenant_id, user_id, rule.rule_id))
         return self.get_rule(tenant_id, user_id, rule.rule_id)
 
@@ -134,10 +140,14 @@ class RuleService:
         """
         group = group_from_json(name, body)
         names = {known.name for known in self._store.list_groups(tenant_id)}
+        field, rule = "name", f"a tenant holds at most {MAX_GROUPS} address groups"
         if group.name not in names and len(names) >= MAX_GROUPS:
-            field, rule = "name", f"a tenant holds at most {MAX_GROUPS} address groups"
             raise ValidationError(field, rule)
         self._store.put_group(tenant_id, group)
+        # As for rules: a new group that finds the tenant over its limit once written goes.
+        if group.name not in names and len(self._store.list_groups(tenant_id)) > MAX_GROUPS:
+            self._store.delete_group(tenant_id, group.name)
+            raise ValidationError(field, rule)
         logger.info("address group saved", extra={"tenant_id": tenant_id})
         return group_json(group)
 
@@ -175,12 +185,20 @@ class RuleService:
         """Return the mailbox's switches and rules, compiled for a sync job."""
         return CompiledRules(self._store.ruleset(tenant_id, user_id))
 
-    def dry_run(self, tenant_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def dry_run(
+        self,
+        tenant_id: str,
+        body: Mapping[str, Any],
+        *,
+        portfolio: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
         """Decide a Graph-shaped message against posted (or saved) rules, storing nothing.
 
         The body holds ``message`` and optionally ``rules`` (a list of definitions; the saved
         tenant rules when left out), ``switches`` and ``groups`` (``{name: {"addresses"}}``,
-        over the saved groups).
+        over the saved groups). A caller who sees only some companies passes them as
+        ``portfolio``: the answer names only those, and stored threads are not looked at, so
+        the dry run tells nothing of mail outside the portfolio.
 
         Raises:
             ValidationError: naming the field that breaks a rule.
@@ -192,13 +210,16 @@ class RuleService:
         if not isinstance(message, dict):
             field = "message"
             raise ValidationError(field, "must be a JSON object shaped like a Graph message")
+        check_graph_message(message)
         ruleset = self._dry_run_rules(tenant_id, body)
         compiled = CompiledRules(ruleset)
-        outcome = decide(message, self._index(tenant_id), compiled, thread=self._thread(tenant_id))
+        thread = self._thread(tenant_id) if portfolio is None else None
+        outcome = decide(message, self._index(tenant_id), compiled, thread=thread)
+        companies = outcome.company_ids if portfolio is None else outcome.company_ids & portfolio
         return {
             "decision": "keep" if outcome.keep else "drop",
             "reason": outcome.reason,
-            "companyIds": sorted(outcome.company_ids),
+            "companyIds": sorted(companies),
             "rule": _rule_ref(outcome.rule, with_name=True),
             "matchingRules": [
                 _rule_ref(rule, with_name=True)

@@ -16,6 +16,10 @@ Tables:
 Every summary row of both indexes has the same row key for one email (inverted receive time,
 then the email key), so a merged page of several partitions continues after one row key.
 
+- ``emailtombstones``: what a user or admin deleted, so it never syncs back: one row per email
+  key (the ``internetMessageId`` of the tenant, in the email's partition) and one per mailbox
+  item (its immutable id, in a ``~i|<connection>`` partition).
+
 A string too large for a table property (the body, a huge recipient list) moves to Blob Storage
 and the row records the blob's name instead, so bodies of any size are stored whole.
 """
@@ -30,10 +34,12 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
-from shared.errors import ValidationError
+from shared.adapters.tables import ETAG
+from shared.errors import ConflictError, SyncError, TransientError, ValidationError
 
 if TYPE_CHECKING:
     from shared.adapters.blobs import BlobBodyStore
@@ -45,6 +51,9 @@ HOLDERS = "emailholders"
 ITEMS = "mailboxitems"
 INDEX = "companyemails"
 INBOX = "tenantemails"
+TOMBSTONES = "emailtombstones"
+ITEM_TOMBSTONE_PREFIX = "~i|"
+SAVE_ATTEMPTS = 5
 MERGE_WORKERS = 8
 """Partitions read at once by a merged page; below azure-core's 10 pooled connections."""
 MAX_MERGED_PARTITIONS = 500
@@ -88,6 +97,21 @@ def _inbox_partition(tenant_id: str, key: str) -> str:
     return table_key(tenant_id, "inbox", key[0])
 
 
+class EmailDeletedError(SyncError):
+    """Raised when a message to save was deleted in the product: it must not come back."""
+
+
+class Release(StrEnum):
+    """What releasing one mailbox item did to its email."""
+
+    REMOVED = "removed"
+    """The mailbox was the email's last holder: the email is gone."""
+    KEPT_SHARED = "keptShared"
+    """Another user holds the email too: it stays, without this holder."""
+    GONE = "gone"
+    """The item was already released."""
+
+
 class EmailStore:
     """Writes kept emails and reads them back for the API."""
 
@@ -105,22 +129,23 @@ class EmailStore:
         participants: Sequence[Address],
         company_ids: frozenset[str],
     ) -> bool:
-        """Store a kept message and link it to its holder and companies; True when new."""
+        """Store a kept message and link it to its holder and companies; True when new.
+
+        A message deleted through the power tools is refused, also when the deletion lands while
+        this save runs: the tombstone is checked again after the writes, which are then undone.
+
+        Raises:
+            EmailDeletedError: when the email or this mailbox item carries a tombstone.
+        """
         item_id = str(message["id"])
         key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
-        partition = email_partition(tenant_id, key)
-        existing = self._tables.get(EMAILS, partition, key)
-        companies = company_ids | self._company_ids(existing)
-        sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
-        row = _email_row(
-            tenant_id,
-            key,
-            message,
-            participants=participants,
-            companies=companies,
-            sort_time=sort_time,
+        if self._tombstoned(tenant_id, key) or self._item_tombstoned(connection, item_id):
+            msg = f"email {key} was deleted in the product"
+            raise EmailDeletedError(msg)
+        existing, row = self._write_email(
+            tenant_id, key, message, participants=participants, company_ids=company_ids
         )
-        self._tables.upsert(EMAILS, self._overflow(tenant_id, key, row), replace=True)
+        companies, sort_time = self._company_ids(row), str(row["sortTime"])
         self._link(tenant_id, user_id, connection, key, message)
         summary = _summary(key, row, message)
         for company_id in sorted(companies):
@@ -134,7 +159,117 @@ class EmailStore:
             "RowKey": _index_key(sort_time, key),
         }
         self._tables.upsert(INBOX, {**inbox_row, **summary})
+        if self._tombstoned(tenant_id, key):
+            self.delete_email(tenant_id, key)
+            msg = f"email {key} was deleted in the product while it was saved"
+            raise EmailDeletedError(msg)
         return existing is None
+
+    def _write_email(
+        self,
+        tenant_id: str,
+        key: str,
+        message: Mapping[str, Any],
+        *,
+        participants: Sequence[Address],
+        company_ids: frozenset[str],
+    ) -> tuple[Entity | None, Entity]:
+        """Write an email row, merging with a copy another mailbox's worker writes at once.
+
+        The first writer creates the row; every later one replaces it only if unchanged since
+        it read it, keeping the first sort time and every company either copy matched. A lost
+        race re-reads and merges again, so two holders syncing one email at the same moment
+        leave one row, one sort time and so one index row per company.
+
+        Returns:
+            The row as it was before (``None`` when this write created it), and as written.
+
+        Raises:
+            TransientError: when the row kept changing under this writer.
+        """
+        partition = email_partition(tenant_id, key)
+        existing = self._tables.get(EMAILS, partition, key)
+        for _ in range(SAVE_ATTEMPTS):
+            sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
+            row = _email_row(
+                tenant_id,
+                key,
+                message,
+                participants=participants,
+                companies=company_ids | self._company_ids(existing),
+                sort_time=sort_time,
+            )
+            entity = self._overflow(tenant_id, key, row)
+            try:
+                if existing is None:
+                    self._tables.create(EMAILS, entity)
+                else:
+                    self._tables.update(EMAILS, entity, etag=existing[ETAG])
+            except ConflictError:
+                existing = self._tables.get(EMAILS, partition, key)
+                continue
+            return existing, row
+        msg = f"email {key} changed under every attempt to save it"
+        raise TransientError(msg)
+
+    def delete_email(self, tenant_id: str, key: str) -> int:
+        """Delete an email for the whole tenant and keep it from syncing back; return holders.
+
+        Tombstones go first (for the email and for every mailbox item holding it), then the
+        email with its indexes and blobs, then the holders' links. Repeating it after a crash
+        finishes the job.
+        """
+        holders = self.holders(tenant_id, key)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        stone = {"PartitionKey": email_partition(tenant_id, key), "RowKey": key, "deletedAt": now}
+        self._tables.upsert(TOMBSTONES, stone)
+        for holder in holders:
+            item = {
+                "PartitionKey": ITEM_TOMBSTONE_PREFIX + str(holder["connection"]),
+                "RowKey": table_key(str(holder["itemId"])),
+                "emailKey": key,
+                "deletedAt": now,
+            }
+            self._tables.upsert(TOMBSTONES, item)
+        self._delete_email(tenant_id, key)
+        for holder in holders:
+            self._tables.delete(ITEMS, str(holder["connection"]), table_key(str(holder["itemId"])))
+            self._tables.delete(HOLDERS, email_partition(tenant_id, key), str(holder["RowKey"]))
+        return len(holders)
+
+    def is_deleted(self, tenant_id: str, key: str) -> bool:
+        """Tell whether an email was deleted in the product."""
+        return self._tombstoned(tenant_id, key)
+
+    def _tombstoned(self, tenant_id: str, key: str) -> bool:
+        return self._tables.get(TOMBSTONES, email_partition(tenant_id, key), key) is not None
+
+    def _item_tombstoned(self, connection: str, item_id: str) -> bool:
+        partition = ITEM_TOMBSTONE_PREFIX + connection
+        return self._tables.get(TOMBSTONES, partition, table_key(item_id)) is not None
+
+    def mailbox_items(self, connection: str, *, size: int) -> list[Entity]:
+        """Return up to ``size`` of the items a mailbox still links to stored emails."""
+        rows, _ = self._tables.head(ITEMS, "PartitionKey eq @pk", {"pk": connection}, size=size)
+        return rows
+
+    def release(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> Release:
+        """Take one mailbox item out of the product, for a purge of that mailbox.
+
+        The email goes when no other user holds it; otherwise only this holder goes. The item
+        row, which a purge walks, is deleted last, so a purge killed anywhere in between finds
+        the item again and finishes it.
+        """
+        item = self.item(connection, item_id)
+        if item is None:
+            return Release.GONE
+        key = str(item["emailKey"])
+        others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
+        if not others:
+            self._delete_email(tenant_id, key)
+        self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
+        self._tables.delete(ITEMS, connection, table_key(item_id))
+        return Release.KEPT_SHARED if others else Release.REMOVED
 
     def _link(
         self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
@@ -282,7 +417,7 @@ class EmailStore:
         Each partition gives its first ``size`` rows after the cursor, so the ``size`` smallest
         keys of their union are the page; the next page starts after its last key.
         """
-        after = _decode_cursor(token)
+        after = _decode_cursor(token, table)
         where = "PartitionKey eq @pk" + (" and RowKey gt @after" if after else "")
 
         def head(partition: str) -> tuple[list[Entity], bool]:
@@ -297,19 +432,31 @@ class EmailStore:
         ordered = [unique[name] for name in sorted(unique)]
         more = len(ordered) > size or any(truncated for _, truncated in heads)
         page = ordered[:size]
-        return page, (_encode_cursor(str(page[-1]["RowKey"])) if more and page else None)
+        return page, (_encode_cursor(str(page[-1]["RowKey"]), table) if more and page else None)
 
     def forget_company(self, tenant_id: str, company_id: str) -> int:
-        """Drop a deleted company's email index; return how many entries went.
+        """Drop a deleted company from its emails and its email index; return how many went.
 
-        The emails stay (other companies or holders may need them); a company later created
-        under the same id starts with an empty list.
+        The emails stay (other companies or holders may need them) but no longer name the
+        company, so a company later created under the same id gains no access to them and
+        starts with an empty list. Each email is changed before its index row goes, so
+        repeating this after a crash finishes it.
         """
         partition = table_key(tenant_id, company_id)
-        rows = [str(row["RowKey"]) for row in self._tables.list_partition(INDEX, partition)]
+        rows = list(self._tables.list_partition(INDEX, partition))
         for row in rows:
-            self._tables.delete(INDEX, partition, row)
+            self._drop_company(tenant_id, str(row["emailKey"]), company_id)
+            self._tables.delete(INDEX, partition, str(row["RowKey"]))
         return len(rows)
+
+    def _drop_company(self, tenant_id: str, key: str, company_id: str) -> None:
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
+        companies = self._company_ids(row)
+        if row is None or company_id not in companies:
+            return
+        changed = {k: v for k, v in row.items() if k not in ("companyIdsBlob", ETAG)}
+        changed["companyIds"] = json.dumps(sorted(companies - {company_id}))
+        self._tables.update(EMAILS, self._overflow(tenant_id, key, changed), etag=row[ETAG])
 
     def get_email(self, tenant_id: str, key: str) -> Entity | None:
         """Return a stored email with every moved field read back from Blob Storage."""
@@ -413,12 +560,12 @@ def _sort_time(message: Mapping[str, Any]) -> str:
 _CURSOR = re.compile(r"[0-9]{10}\|[0-9a-f]{64}")
 
 
-def _encode_cursor(row_key: str) -> str:
-    raw = json.dumps({"after": row_key}).encode("utf-8")
+def _encode_cursor(row_key: str, table: str) -> str:
+    raw = json.dumps({"after": row_key, "list": table}).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _decode_cursor(token: str | None) -> str | None:
+def _decode_cursor(token: str | None, table: str) -> str | None:
     """Read a merged page's continuation token: the row key the page ended on.
 
     Raises:
@@ -431,7 +578,8 @@ def _decode_cursor(token: str | None) -> str | None:
     except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError):
         decoded = None
     after = decoded.get("after") if isinstance(decoded, dict) else None
-    if not isinstance(after, str) or not _CURSOR.fullmatch(after):
+    same_list = isinstance(decoded, dict) and decoded.get("list") == table
+    if not same_list or not isinstance(after, str) or not _CURSOR.fullmatch(after):
         field, rule = "continuationToken", "must be a token from a previous page"
         raise ValidationError(field, rule)
     return after

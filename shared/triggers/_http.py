@@ -127,7 +127,8 @@ def json_body(req: func.HttpRequest) -> Any:
         raise errors.ValidationError(field="body", rule="must be a JSON document")
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad JSON, bad UTF-8 and integers past Python's 4,300-digit limit.
         raise errors.ValidationError(field="body", rule="must be valid JSON") from error
     check_text(body, "body")
     return body

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import azure.functions as func
 
 from shared.access.auth import Caller
-from shared.access.permissions import Workflow
+from shared.access.permissions import Portfolio, Workflow
 from shared.audit.log import Action, AuditNote
 from shared.triggers._http import caller_of, handled, json_body, json_object, json_response
 from shared.wiring import services
@@ -137,7 +137,13 @@ def admin_rule_switches_put(req: func.HttpRequest) -> func.HttpResponse:
 def admin_rule_dry_run(req: func.HttpRequest) -> func.HttpResponse:
     """Decide a posted Graph-shaped message against posted or saved rules; stores nothing."""
     caller = _admin(req)
-    return json_response(services().rules.dry_run(caller.tenant_id, json_object(req)))
+    view = services().permissions.view_for(caller)
+    portfolio = None
+    if view.portfolio is Portfolio.OWNED:
+        owned = services().directory.owned_company_ids(caller.tenant_id, caller.user_id)
+        portfolio = frozenset(owned)
+    body = json_object(req)
+    return json_response(services().rules.dry_run(caller.tenant_id, body, portfolio=portfolio))
 
 
 @bp.function_name("admin_rule_groups_list")

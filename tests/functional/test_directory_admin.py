@@ -13,8 +13,8 @@ from azure.data.tables import TableServiceClient
 
 from shared.access.auth import Caller
 from shared.access.permissions import PermissionService
-from shared.audit.log import AuditLog
 from shared.adapters.tables import TableEntityStore
+from shared.audit.log import AuditLog
 from shared.directory.service import DirectoryService
 from shared.errors import AuthenticationError
 from shared.read.service import ReadService

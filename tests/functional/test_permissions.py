@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 
+from shared.adapters.tablelimits import table_key
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
 
@@ -236,3 +238,102 @@ def test_bad_policy_is_refused_naming_the_field_and_changes_nothing(
     assert answer.status_code == 400
     assert answer.json()["error"]["field"].startswith(field)
     assert call("GET", "admin/permissions", world.tenant.admin).json() == before
+
+
+def _tables(world: World) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(world.tenant.stack.env["AzureWebJobsStorage"])
+
+
+def _email_ids(world: World, company: str) -> dict[str, str]:
+    status, page = world.get(ADMIN, f"companies/{company}/emails", pageSize=100)
+    assert status == 200
+    return {item["subject"]: item["id"] for item in page["items"]}
+
+
+def test_an_owner_row_no_company_backs_grants_nothing(world: World) -> None:
+    """An owner index row left by a write that lost its race opens no email and is removed."""
+    # GIVEN Rita (Sales) owns nothing, but the owner index names her for Globex, as a company
+    # write that indexed its owners and then lost its conditional update would leave it
+    rita = world.tenant.add_user("rita", ("Sales",))
+    rita_id = world.tenant.users[rita]
+    owners = _tables(world).get_table_client("companyowners")
+    stale = {
+        "PartitionKey": table_key(world.tenant.tenant_id, rita_id),
+        "RowKey": table_key(world.globex),
+        "companyId": world.globex,
+        "userId": rita_id,
+    }
+    owners.upsert_entity(stale)
+    email = _email_ids(world, world.globex)["globex one"]
+
+    # WHEN she reads the Globex email, the shared inbox and the company list
+    detail = world.get(rita, f"emails/{email}")
+    inbox = world.get(rita, "inbox")
+    listed = world.get(rita, "companies")
+
+    # THEN none of them shows Globex, and the stale row is gone
+    assert detail[0] == 404
+    assert inbox[1]["items"] == []
+    assert listed[1]["items"] == []
+    partition = table_key(world.tenant.tenant_id, rita_id)
+    assert list(owners.query_entities("PartitionKey eq @pk", parameters={"pk": partition})) == []
+
+
+def test_a_deleted_company_id_reused_opens_none_of_its_old_mail(world: World) -> None:
+    """A company created again under a deleted company's id gains no access to its old mail."""
+    # GIVEN Globex's mail, then Globex deleted and its id reused for a company Rita owns
+    rita = world.tenant.add_user("rita", ("Sales",))
+    emails = _email_ids(world, world.globex)
+    call = world.tenant.stack.call
+    call("DELETE", f"admin/companies/{world.globex}", world.tenant.admin).raise_for_status()
+    reused = {"name": "New", "domains": ["new.example"], "ownerIds": [world.tenant.users[rita]]}
+    call("PUT", f"admin/companies/{world.globex}", world.tenant.admin, json=reused)
+
+    # WHEN Rita reads an old Globex email, and the admin reads the one filed under both
+    old = world.get(rita, f"emails/{emails['globex one']}")
+    both = world.get(ADMIN, f"emails/{emails['both']}")
+
+    # THEN Rita gets 404 and the email no longer names the deleted company
+    assert old[0] == 404
+    assert both[1]["companyIds"] == [world.acme]
+
+
+def test_dry_run_of_an_owned_portfolio_names_only_its_companies(world: World) -> None:
+    """A settings manager who sees only owned companies learns nothing else from a dry run."""
+    # GIVEN Sam, a Sales user also allowed to manage settings, who owns Acme only
+    policy = {"roles": {"Sales": {"portfolio": "owned", "workflows": ["manageSettings"]}}}
+    call = world.tenant.stack.call
+    call("PUT", "admin/permissions", world.tenant.admin, json=policy).raise_for_status()
+    mail = message("joe@globex.example", ["jane@acme.example"], "hi")
+    mail["id"] = "probe"
+
+    # WHEN Sam and the admin dry-run a message of both companies
+    sams = call("POST", "admin/rules/dryrun", world.tenant.token(world.sam), json={"message": mail})
+    admins = call("POST", "admin/rules/dryrun", world.tenant.admin, json={"message": mail})
+
+    # THEN Sam's answer names Acme only; the admin's names both
+    assert sams.json()["companyIds"] == [world.acme]
+    assert admins.json()["companyIds"] == sorted([world.acme, world.globex])
+
+
+def test_page_tokens_work_only_for_the_list_that_issued_them(world: World) -> None:
+    """A continuation token of one list is refused by another, naming the parameter."""
+    # GIVEN a token of the admin's shared inbox and one of Acme's email list
+    _, inbox = world.get(ADMIN, "inbox", pageSize=1)
+    _, acme = world.get(ADMIN, f"companies/{world.acme}/emails", pageSize=1)
+
+    # WHEN each is used on the other list, and Acme's on Globex's
+    crossed = [
+        world.get(
+            ADMIN, f"companies/{world.acme}/emails", continuationToken=inbox["continuationToken"]
+        ),
+        world.get(ADMIN, "inbox", continuationToken=acme["continuationToken"]),
+        world.get(
+            ADMIN, f"companies/{world.globex}/emails", continuationToken=acme["continuationToken"]
+        ),
+    ]
+
+    # THEN each is refused
+    for status, body in crossed:
+        assert status == 400
+        assert body["error"]["field"] == "continuationToken"

@@ -333,3 +333,10 @@ def test_set_policy_for_a_tenant_not_set_up_is_not_found():
     # WHEN they save a policy / THEN it is refused as not found
     with pytest.raises(NotFoundError):
         service.set_policy(stranger, {"roles": {}})
+
+
+def test_mask_hiding_contacts_also_hides_their_count():
+    """The contact count tells of the contacts, so it goes when they are hidden."""
+    view = _view({"roles": {"R": {"fields": {"company": {"hidden": ["contacts"]}}}}})
+    masked = view.mask(ObjectType.COMPANY, {"id": "c", "name": "A", "contactCount": 3})
+    assert masked == {"id": "c", "name": "A"}

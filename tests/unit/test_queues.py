@@ -164,8 +164,10 @@ def test_encode_job_refuses_oversize_job(pad):
         "{broken",
         b"",
         base64.b64decode("abcd"),
+        '{"kind": "mail-sync", "n": 1' + "0" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
     ],
-    ids=["text", "not-utf8", "truncated", "empty", "br14-decoded-garbage"],
+    ids=["text", "not-utf8", "truncated", "empty", "br14-decoded-garbage", "huge-int", "deep"],
 )
 def test_decode_job_refuses_non_json(body):
     """A body that is not UTF-8 JSON raises InvalidJobError so it goes to poison."""
