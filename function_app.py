@@ -4,7 +4,17 @@ import logging
 
 import azure.functions as func
 
-from shared.triggers import admin, calendar, connections, consent, health, read, rules, sync
+from shared.triggers import (
+    admin,
+    calendar,
+    connections,
+    consent,
+    health,
+    power,
+    read,
+    rules,
+    sync,
+)
 
 logging.getLogger("shared").setLevel(logging.INFO)
 logging.getLogger("azure").setLevel(logging.WARNING)
@@ -19,5 +29,6 @@ for blueprint in (
     rules.bp,
     sync.bp,
     calendar.bp,
+    power.bp,
 ):
     app.register_functions(blueprint)

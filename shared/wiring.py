@@ -30,13 +30,15 @@ from shared.consent.crypto import TokenCipher
 from shared.consent.service import ConsentService
 from shared.directory.service import DirectoryService
 from shared.meetings.service import MeetingService
+from shared.power.purge import PurgeJobs, Releaser
+from shared.power.tools import PowerTools
 from shared.read.events import EventReadService
 from shared.read.service import ReadService
 from shared.rules.service import RuleService
 from shared.rules.store import DecisionLog, RuleStore
 from shared.settings import Settings
 from shared.sync.calendar import CalendarSyncService
-from shared.sync.connections import ConnectionStore
+from shared.sync.connections import CALENDAR, MAIL, ConnectionStore, connection_key
 from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
 from shared.sync.planner import SyncPlanner
@@ -234,6 +236,26 @@ class Services:
         """Blocking rules for the API: CRUD, dry run, explain."""
         decisions = DecisionLog(self.tables, self.rule_store)
         return RuleService(self.rule_store, decisions, self.directory, self.emails)
+
+    @functools.cached_property
+    def purges(self) -> PurgeJobs:
+        """Purge jobs, with what each kind of data is released by."""
+        releasers: dict[str, Releaser] = {MAIL: self.emails, CALENDAR: self.events}
+        return PurgeJobs(
+            self.tables, self.queue, releasers, connection_key=connection_key, audit=self.audit
+        )
+
+    @functools.cached_property
+    def power(self) -> PowerTools:
+        """Delete, revoke and purge."""
+        return PowerTools(
+            directory=self.directory,
+            permissions=self.permissions,
+            reader=self.reader,
+            connections=self.connections,
+            emails=self.emails,
+            purges=self.purges,
+        )
 
     @functools.cached_property
     def audit(self) -> AuditLog:

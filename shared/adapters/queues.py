@@ -34,6 +34,8 @@ MAIL_SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
 CALENDAR_SYNC_QUEUE = "calendar-sync"
 CALENDAR_SYNC_POISON_QUEUE = f"{CALENDAR_SYNC_QUEUE}-poison"
 FANOUT_QUEUE = "sync-fanout"
+PURGE_QUEUE = "purge"
+PURGE_POISON_QUEUE = f"{PURGE_QUEUE}-poison"
 QUEUES = (
     MAIL_SYNC_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
@@ -41,6 +43,8 @@ QUEUES = (
     CALENDAR_SYNC_POISON_QUEUE,
     FANOUT_QUEUE,
     f"{FANOUT_QUEUE}-poison",
+    PURGE_QUEUE,
+    PURGE_POISON_QUEUE,
 )
 """Every queue the product produces to or triggers on; created on start-up."""
 

@@ -128,15 +128,25 @@ class ReadService:
             ForbiddenError: when the caller is neither an admin nor a registered user.
         """
         view = self._permissions.view_for(caller)
-        row = self._emails.get_email(caller.tenant_id, email_id)
-        if row is None or not self._may_read(caller, view, row):
-            message = f"email {email_id} not found"
-            raise NotFoundError(message)
+        row = self.readable_email(caller, view, email_id)
         document = email_json(row)
         if view.portfolio is Portfolio.OWNED:
             owned = set(self._directory.owned_company_ids(caller.tenant_id, caller.user_id))
             document["companyIds"] = [c for c in document["companyIds"] if c in owned]
         return view.mask(ObjectType.EMAIL, document)
+
+    def readable_email(self, caller: Caller, view: AccessView, email_id: str) -> Entity:
+        """Return a stored email the caller may read.
+
+        Raises:
+            NotFoundError: when there is no such email in the caller's tenant, or it is neither
+                in their portfolio nor in their own mailbox; the two answer alike.
+        """
+        row = self._emails.get_email(caller.tenant_id, email_id)
+        if row is None or not self._may_read(caller, view, row):
+            message = f"email {email_id} not found"
+            raise NotFoundError(message)
+        return row
 
     def _may_read(self, caller: Caller, view: AccessView, row: Entity) -> bool:
         if view.portfolio is Portfolio.ALL:

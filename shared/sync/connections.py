@@ -104,6 +104,8 @@ class Connection:
     last_round: Mapping[str, Any] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: str | None = None
+    purged_before: str | None = None
+    """When the user last purged what was synced from this connection: nothing older syncs."""
 
     @property
     def key(self) -> str:
@@ -268,6 +270,10 @@ class ConnectionStore:
         self.forget_progress(current)
         return _replace(current, state=REVOKED)
 
+    def mark_purged(self, connection: Connection, when: datetime) -> None:
+        """Record that the user purged this connection's data: nothing received before syncs."""
+        self._merge(connection, {"purgedBefore": when.isoformat(timespec="seconds")})
+
     def forget_progress(self, connection: Connection) -> int:
         """Delete a connection's delta cursors and noted removals; return how many went."""
         gone = 0
@@ -309,6 +315,7 @@ class ConnectionStore:
                 "tokenKeyVersion": sealed.key_version,
                 "consentedAt": now,
                 "lastError": "",
+                "purgedBefore": "",
             },
         )
         saved = self.get(grant.tenant_id, grant.user_id, kind)
@@ -431,6 +438,7 @@ def _connection(row: Mapping[str, Any]) -> Connection:
         last_round=json.loads(row.get("lastRound") or "{}"),
         last_error=row.get("lastError") or None,
         last_error_at=row.get("lastErrorAt") or None,
+        purged_before=row.get("purgedBefore") or None,
     )
 
 

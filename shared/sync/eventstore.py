@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,37 @@ class EventStore:
         for row in list(self._tables.list_partition(SERIES, connection)):
             self._tables.delete(SERIES, connection, str(row["RowKey"]))
         return len(item_ids)
+
+    def release_batch(
+        self, *, tenant_id: str, user_id: str, connection: str, size: int
+    ) -> tuple[dict[str, int], bool]:
+        """Take up to ``size`` of a calendar's items out of the product, for a purge.
+
+        An event goes when no other user holds it, else only this holder goes; the item row
+        the purge walks is deleted last, so a purge killed in between finds it again. Once no
+        item is left, the calendar's stored series go too.
+
+        Returns:
+            How many events went and how many stayed for other holders, and whether the
+            calendar had items left when the batch began.
+        """
+        rows, _ = self._tables.head(ITEMS, "PartitionKey eq @pk", {"pk": connection}, size=size)
+        counts: Counter[str] = Counter()
+        for row in rows:
+            key = str(row["eventKey"])
+            mine = [r for r in self.items_for_key(connection, key) if r["RowKey"] != row["RowKey"]]
+            others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
+            if not others and not mine:
+                self._delete_event(tenant_id, key)
+            if not mine:
+                partition = event_partition(tenant_id, key)
+                self._tables.delete(HOLDERS, partition, table_key(key, user_id))
+            self._tables.delete(ITEMS, connection, str(row["RowKey"]))
+            counts["keptShared" if others else "removed"] += 1
+        if not rows:
+            for series in list(self._tables.list_partition(SERIES, connection)):
+                self._tables.delete(SERIES, connection, str(series["RowKey"]))
+        return dict(counts), bool(rows)
 
     def holders(self, tenant_id: str, key: str) -> list[Entity]:
         """Return the holder rows of one event."""

@@ -7,8 +7,8 @@ connection again, gets a delegated token (refreshed once when Graph refuses it) 
 the kind's ``_sync``. Failures end the same way for every kind: consent needed moves the
 connection to ``reauth_required``; throttling re-queues the job after ``Retry-After`` (at most
 an hour); a delta link that expires twice in one job re-queues it five minutes out; a cursor
-moved by another job ends this one quietly. Anything else raises, so the queue retries the job
-and finally poisons it.
+moved by another job ends this one quietly, and so does a revocation noticed between pages.
+Anything else raises, so the queue retries the job and finally poisons it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from shared.errors import (
     ThrottledError,
 )
 from shared.matching.companies import CompanyIndex, CompanyMatchData
-from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, Connection
+from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, REVOKED, Connection
 from shared.sync.leases import MailboxGate
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ _ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 class CursorTakenError(SyncError):
     """Raised when another job moved a cursor first; this job's work is not needed."""
+
+
+class ConnectionRevokedError(SyncError):
+    """Raised when the user revoked the connection while its job ran: the job stores no more."""
 
 
 class RoundResult(Protocol):
@@ -188,6 +192,12 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
                 extra={"kind": self.kind, "user": job.user_id},
             )
             return None
+        except ConnectionRevokedError:
+            logger.info(
+                "sync job ends: the connection was revoked while it ran",
+                extra={"kind": self.kind, "user": job.user_id},
+            )
+            return None
         self._finish(job, connection, stats)
         return stats
 
@@ -203,6 +213,17 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
 
     def _sync(self, connection: Connection, token: str) -> StatsT:
         raise NotImplementedError
+
+    def _require_connected(self, connection: Connection) -> None:
+        """Stop the job before it stores another page once the user revoked the connection.
+
+        Raises:
+            ConnectionRevokedError: when the connection is revoked or gone.
+        """
+        current = self._connections.get(connection.tenant_id, connection.user_id, self.kind)
+        if current is None or current.state == REVOKED:
+            msg = "connection revoked while its job ran"
+            raise ConnectionRevokedError(msg)
 
     def _finish(self, job: JobT, connection: Connection, stats: StatsT) -> None:
         """Record a complete round, or send the job again to continue an incomplete one."""

@@ -11,8 +11,14 @@ company match, the tenant's switches and the tenant's and user's blocking rules,
 per job. A dropped message leaves only a decision record (keyed hashes of its ids, the reason
 code or rule id, the time; see :mod:`shared.rules.store`).
 
-Known limitations: ``@removed`` entries are counted but do not yet remove anything from the
-product; moved and deleted messages stay stored with their last known folder.
+A message deleted in the product (power tools) carries a tombstone and is dropped as
+``deleted``; after a purge of the mailbox, messages received before it are dropped as
+``purged`` (and the first round of a reset folder starts there), so neither comes back through a
+later delta or cursor reset. The job checks before each page that the connection was not revoked
+meanwhile, and stores nothing more if it was.
+
+``@removed`` entries are noted and settled at the end of a complete round (see
+:mod:`shared.sync.removals`).
 """
 
 from __future__ import annotations
@@ -42,8 +48,11 @@ from shared.sync.jobs import (
     distinct_items,
 )
 from shared.sync.removals import RemovalLedger
+from shared.sync.store import EmailDeletedError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from shared.adapters.graph import DeltaPage, GraphMailClient
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import Entity, TableEntityStore
@@ -72,6 +81,8 @@ CURSORS = "cursors"
 PAGE_BUDGET = 200
 DROP_DRAFT = "draft"
 DROP_UNSTORABLE = "unstorable"
+DROP_DELETED = "deleted"
+DROP_PURGED = "purged"
 
 
 @dataclass(slots=True)
@@ -163,7 +174,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             connection=connection,
             token=token,
             index=self._index(connection.tenant_id),
-            since=self._backfill_start(connection.tenant_id),
+            since=max(self._backfill_start(connection.tenant_id), _purged_before(connection)),
             pending=self._removals.pending(connection),
             # Compiled once per job: every message of every page is checked against the same set.
             rules=CompiledRules(self._rules.ruleset(connection.tenant_id, connection.user_id)),
@@ -202,6 +213,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             work.token, folder.folder_id, resume_url=resume, since=work.since
         )
         for page in pages:
+            self._require_connected(work.connection)
             self._store_page(work, page)
             cursor.row = self._save_cursor(work.connection, folder, cursor.row, page)
             work.stats.pages += 1
@@ -233,6 +245,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         item_id, internet_id = str(item.get("id", "")), str(item.get("internetMessageId") or "")
         if item.get("isDraft"):
             return Drop(item_id, internet_id, DROP_DRAFT)
+        if _received(item) < _purged_before(connection):
+            return Drop(item_id, internet_id, DROP_PURGED)
         thread = functools.partial(self._thread_companies, connection.tenant_id)
         outcome = decide(item, work.index, work.rules, thread=thread)
         if not outcome.keep:
@@ -250,6 +264,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             # One message the store cannot hold must never block the whole mailbox.
             logger.warning("message not storable, dropped", extra={"user": connection.user_id})
             return Drop(item_id, internet_id, DROP_UNSTORABLE)
+        except EmailDeletedError:
+            return Drop(item_id, internet_id, DROP_DELETED)
         stats.kept += 1
         stats.stored_new += int(created)
         return None
@@ -292,3 +308,26 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         except ConflictError as error:
             message = "another worker moved this folder's cursor; this job stops"
             raise CursorTakenError(message) from error
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _purged_before(connection: Connection) -> datetime:
+    """Return when the mailbox was last purged; the epoch when it never was."""
+    return _instant(connection.purged_before) or _EPOCH
+
+
+def _received(item: Mapping[str, Any]) -> datetime:
+    """Return when the mailbox received a message; the epoch when Graph gave no valid time."""
+    return _instant(item.get("receivedDateTime")) or _EPOCH
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

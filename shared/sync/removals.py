@@ -92,5 +92,6 @@ class RemovalLedger:
             )
             result.unlinked += 1
             return
-        self._emails.move_item(connection.key, item_id, str(found.get("parentFolderId", "")))
+        folder = str(found.get("parentFolderId", ""))
+        self._emails.move_item(connection.tenant_id, connection.key, item_id, folder)
         result.moved += 1

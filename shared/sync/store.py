@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -108,8 +109,6 @@ class Release(StrEnum):
     """The mailbox was the email's last holder: the email is gone."""
     KEPT_SHARED = "keptShared"
     """Another user holds the email too: it stays, without this holder."""
-    GONE = "gone"
-    """The item was already released."""
 
 
 class EmailStore:
@@ -253,22 +252,34 @@ class EmailStore:
         rows, _ = self._tables.head(ITEMS, "PartitionKey eq @pk", {"pk": connection}, size=size)
         return rows
 
-    def release(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> Release:
-        """Take one mailbox item out of the product, for a purge of that mailbox.
+    def release_batch(
+        self, *, tenant_id: str, user_id: str, connection: str, size: int
+    ) -> tuple[dict[str, int], bool]:
+        """Take up to ``size`` of a mailbox's items out of the product, for a purge.
+
+        Returns:
+            How many emails went and how many stayed for other holders, and whether the
+            mailbox had items left when the batch began (so another batch must look).
+        """
+        counts: Counter[str] = Counter()
+        items = self.mailbox_items(connection, size=size)
+        for item in items:
+            counts[str(self._release(tenant_id, user_id, connection, item))] += 1
+        return dict(counts), bool(items)
+
+    def _release(self, tenant_id: str, user_id: str, connection: str, item: Entity) -> Release:
+        """Take one mailbox item out of the product.
 
         The email goes when no other user holds it; otherwise only this holder goes. The item
         row, which a purge walks, is deleted last, so a purge killed anywhere in between finds
         the item again and finishes it.
         """
-        item = self.item(connection, item_id)
-        if item is None:
-            return Release.GONE
         key = str(item["emailKey"])
         others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
         if not others:
             self._delete_email(tenant_id, key)
         self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
-        self._tables.delete(ITEMS, connection, table_key(item_id))
+        self._tables.delete(ITEMS, connection, str(item["RowKey"]))
         return Release.KEPT_SHARED if others else Release.REMOVED
 
     def _link(
@@ -289,6 +300,8 @@ class EmailStore:
             "PartitionKey": connection,
             "RowKey": table_key(item_id),
             "emailKey": key,
+            "itemId": item_id,
+            "userId": user_id,
             "folderId": folder,
         }
         self._tables.upsert(ITEMS, item)
@@ -297,13 +310,26 @@ class EmailStore:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""
         return self._tables.get(ITEMS, connection, table_key(item_id))
 
-    def move_item(self, connection: str, item_id: str, folder_id: str) -> None:
-        """Record that a stored mailbox item now lives in another folder."""
+    def move_item(self, tenant_id: str, connection: str, item_id: str, folder_id: str) -> None:
+        """Record that a stored mailbox item now lives in another folder, on both its links."""
+        item = self.item(connection, item_id)
+        if item is None:
+            return
         row = {"PartitionKey": connection, "RowKey": table_key(item_id), "folderId": folder_id}
         self._tables.upsert(ITEMS, row)
+        key, user_id = str(item["emailKey"]), item.get("userId")
+        if user_id:
+            holder = {
+                "PartitionKey": email_partition(tenant_id, key),
+                "RowKey": table_key(key, str(user_id)),
+                "folderId": folder_id,
+            }
+            self._tables.upsert(HOLDERS, holder)
 
     def unlink(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> bool:
         """Forget that a mailbox held an email; delete the email when no holder is left.
+
+        The links go in the purge's crash-safe order (see :meth:`_release`).
 
         Returns:
             True when the email itself was deleted.
@@ -311,13 +337,7 @@ class EmailStore:
         item = self.item(connection, item_id)
         if item is None:
             return False
-        key = str(item["emailKey"])
-        self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
-        self._tables.delete(ITEMS, connection, table_key(item_id))
-        if self.holders(tenant_id, key):
-            return False
-        self._delete_email(tenant_id, key)
-        return True
+        return self._release(tenant_id, user_id, connection, item) is Release.REMOVED
 
     def thread_companies(
         self, tenant_id: str, internet_message_ids: Sequence[str]

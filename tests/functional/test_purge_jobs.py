@@ -1,0 +1,179 @@
+"""Purge jobs against Azurite: killed halfway, redelivered, re-queued in batches."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
+
+from shared.adapters.blobs import BlobBodyStore
+from shared.adapters.queues import PURGE_QUEUE, JobQueue, decode_job
+from shared.adapters.tables import TableEntityStore
+from shared.matching.addresses import parse_address
+from shared.power import purge
+from shared.power.purge import PurgeJobs
+from shared.sync.connections import MAIL, connection_key
+from shared.sync.store import EMAILS, EmailStore, email_partition
+
+if TYPE_CHECKING:
+    from devstack.azurite import Azurite
+    from shared.adapters.tables import Entity
+
+
+class KilledError(Exception):
+    """Stands for the worker's process dying."""
+
+
+class DyingStore(EmailStore):
+    """An email store whose worker dies after releasing a given number of items."""
+
+    def __init__(self, *args: Any, die_after: int) -> None:
+        super().__init__(*args)
+        self.left = die_after
+
+    def _release(self, tenant_id: str, user_id: str, connection: str, item: Entity) -> Any:
+        if self.left == 0:
+            raise KilledError
+        self.left -= 1
+        return super()._release(tenant_id, user_id, connection, item)
+
+
+@pytest.fixture(scope="module")
+def storage(azurite: Azurite) -> tuple[TableEntityStore, BlobBodyStore, JobQueue]:
+    """Tables, blobs and queues on the session's Azurite."""
+    text = azurite.connection_string
+    tables = TableEntityStore(TableServiceClient.from_connection_string(text))
+    tables.ensure_tables()
+    blobs = BlobBodyStore(BlobServiceClient.from_connection_string(text))
+    blobs.ensure_container()
+    queue = JobQueue(QueueServiceClient.from_connection_string(text))
+    queue.ensure_queues()
+    return tables, blobs, queue
+
+
+def _mailbox(store: EmailStore, tenant: str, user: str, count: int, shared_with: str) -> None:
+    """Store ``count`` emails for ``user``; every fifth is also held by ``shared_with``."""
+    participants = [a for a in (parse_address("jane@acme.example"),) if a is not None]
+    for number in range(count):
+        message = {
+            "id": f"item-{number}",
+            "internetMessageId": f"<{tenant}-{number}@acme.example>",
+            "subject": f"m{number}",
+            "receivedDateTime": "2024-05-01T10:00:00Z",
+            "body": {"contentType": "text", "content": "hello"},
+        }
+        holders = [user, shared_with] if number % 5 == 0 else [user]
+        for holder in holders:
+            store.save(
+                tenant_id=tenant,
+                user_id=holder,
+                connection=connection_key(tenant, holder, MAIL),
+                message=message,
+                participants=participants,
+                company_ids=frozenset({"acme"}),
+            )
+
+
+def _emails_and_holders(store: EmailStore, tables: TableEntityStore, tenant: str) -> list[int]:
+    """How many holders each of the tenant's stored emails has."""
+    partitions = [email_partition(tenant, f"{shard:02x}") for shard in range(256)]
+    return [
+        len(store.holders(tenant, str(row["RowKey"])))
+        for partition in partitions
+        for row in tables.list_partition(EMAILS, partition)
+    ]
+
+
+def _purges(tables: TableEntityStore, queue: JobQueue, store: EmailStore) -> PurgeJobs:
+    return PurgeJobs(tables, queue, {MAIL: store}, connection_key=connection_key)
+
+
+def _drain(azurite: Azurite, tenant: str) -> list[dict[str, Any]]:
+    """Take this tenant's purge messages off the queue."""
+    client = QueueServiceClient.from_connection_string(azurite.connection_string)
+    queue_client = client.get_queue_client(
+        PURGE_QUEUE, message_decode_policy=TextBase64DecodePolicy()
+    )
+    taken = []
+    for message in queue_client.receive_messages(messages_per_page=32, max_messages=32):
+        job = decode_job(message.content)
+        if job.get("tenant") == tenant:
+            taken.append(job)
+            queue_client.delete_message(message)
+    return taken
+
+
+def test_purge_killed_halfway_and_redelivered_finishes_without_orphans(
+    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue], azurite: Azurite
+) -> None:
+    """A worker dying mid-batch leaves nothing half-done that the redelivery does not finish."""
+    # GIVEN Ann's 40 emails, 8 of them also held by Ben, and a purge of Ann's mail
+    tables, blobs, queue = storage
+    tenant = str(uuid.uuid4())
+    _mailbox(EmailStore(tables, blobs), tenant, "ann", 40, "ben")
+    purges = _purges(tables, queue, DyingStore(tables, blobs, die_after=17))
+    job = purges.start(tenant, "ann", MAIL, "ann")
+    delivered = _drain(azurite, tenant)
+
+    # WHEN the first delivery dies after 17 items and the message is delivered again
+    with pytest.raises(KilledError):
+        purges.run(delivered[0])
+    healthy = _purges(tables, queue, EmailStore(tables, blobs))
+    healthy.run(delivered[0])
+
+    # THEN the job completed and only Ben's 8 emails are left, each held by Ben alone
+    store = EmailStore(tables, blobs)
+    finished = healthy.get(tenant, job.job_id)
+    assert finished is not None
+    assert finished.state == "completed"
+    assert _emails_and_holders(store, tables, tenant) == [1] * 8
+    assert store.mailbox_items(connection_key(tenant, "ann", MAIL), size=10) == []
+
+
+def test_a_large_purge_continues_in_further_deliveries(
+    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue],
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delivery that used up its batches re-queues the job, which the next one finishes."""
+    # GIVEN batches of 4 items, two per delivery, and 20 emails to purge
+    monkeypatch.setattr(purge, "BATCH_SIZE", 4)
+    monkeypatch.setattr(purge, "BATCHES_PER_RUN", 2)
+    tables, blobs, queue = storage
+    tenant = str(uuid.uuid4())
+    store = EmailStore(tables, blobs)
+    _mailbox(store, tenant, "ann", 20, "ben")
+    purges = _purges(tables, queue, store)
+    job = purges.start(tenant, "ann", MAIL, "ann")
+
+    # WHEN each delivery's message is run until none is left
+    deliveries = 0
+    pending = _drain(azurite, tenant)
+    while pending and deliveries < 10:
+        purges.run(pending[0])
+        deliveries += 1
+        pending = _drain(azurite, tenant)
+
+    # THEN it took three deliveries (8, 8, then 4 items and the empty check) and finished
+    finished = purges.get(tenant, job.job_id)
+    assert finished is not None
+    assert deliveries == 3
+    assert finished.state == "completed"
+    assert dict(finished.counts) == {"removed": 16, "keptShared": 4}
+
+
+def test_a_purge_started_twice_runs_once(
+    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue], azurite: Azurite
+) -> None:
+    """Starting a purge while one is queued answers that job and sends no second message."""
+    tables, blobs, queue = storage
+    tenant = str(uuid.uuid4())
+    purges = _purges(tables, queue, EmailStore(tables, blobs))
+    first = purges.start(tenant, "ann", MAIL, "ann")
+    second = purges.start(tenant, "ann", MAIL, "admin")
+    assert second.job_id == first.job_id
+    assert len(_drain(azurite, tenant)) == 1
