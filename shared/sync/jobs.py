@@ -218,10 +218,10 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         """Stop the job before it stores another page once the user revoked the connection.
 
         Raises:
-            ConnectionRevokedError: when the connection is revoked or gone.
+            ConnectionRevokedError: when the connection is revoked.
         """
         current = self._connections.get(connection.tenant_id, connection.user_id, self.kind)
-        if current is None or current.state == REVOKED:
+        if current is not None and current.state == REVOKED:
             msg = "connection revoked while its job ran"
             raise ConnectionRevokedError(msg)
 

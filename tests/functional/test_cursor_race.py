@@ -21,7 +21,7 @@ from shared.adapters.graph import DeltaPage
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import DeltaCursorExpiredError
-from shared.sync.connections import MAIL, Connection, Folder
+from shared.sync.connections import MAIL, Connection, ConnectionStore, Folder
 from shared.sync.jobs import CursorTakenError
 from shared.sync.mail import CURSORS, MailSyncService, _Round
 
@@ -60,10 +60,14 @@ def final(link: str) -> DeltaPage:
 
 
 def worker(tables: TableEntityStore, graph: ScriptedGraph) -> MailSyncService:
-    """A mail sync worker on Azurite's tables; only its cursor handling is exercised."""
+    """A mail sync worker on Azurite's tables; only its cursor handling is exercised.
+
+    Its connection store reads the (absent) connection row between pages, as a real worker does
+    to notice a revocation; nothing else of it is used.
+    """
     unused = cast(Any, None)
     return MailSyncService(
-        connections=unused,
+        connections=ConnectionStore(tables, unused, unused),
         graph=cast(Any, graph),
         directory=unused,
         emails=unused,
