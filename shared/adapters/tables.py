@@ -62,6 +62,7 @@ TABLES = (
     "companyowners",
     "auditlog",
     "emailtombstones",
+    "eventtombstones",
     "purgejobs",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""

@@ -11,8 +11,13 @@ Tables:
 - ``calendaritems``: per connection, Graph event id to event key, start, series master id and
   the id of the last full round that saw it (for reconciling a window and a series).
 - ``calendarseries``: per connection, what a series master says (``iCalUId``, subject,
-  organiser, attendees, cancelled), so occurrences that come without them are matched through it.
+  organiser, attendees, cancelled, when it was created), so occurrences that come without
+  them are matched through it.
 - ``companyevents``: per (tenant, company), one summary row per event, latest start first.
+- ``eventtombstones``: what a user or admin deleted, so it never syncs back: one row per event
+  key (the meeting occurrence in the tenant, in the event's partition) and one per calendar item
+  of every holder (its Graph id, in a ``~i|<connection>`` partition), so neither another
+  attendee's copy nor the holder's own item (even moved to another time) comes back.
 
 Known limitations: at most :data:`MAX_ATTENDEES` attendees are kept per event (the count is
 kept whole); the event body is not stored, only its preview.
@@ -28,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
+from shared.errors import SyncError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -40,9 +46,15 @@ HOLDERS = "eventholders"
 ITEMS = "calendaritems"
 SERIES = "calendarseries"
 INDEX = "companyevents"
+TOMBSTONES = "eventtombstones"
+ITEM_TOMBSTONE_PREFIX = "~i|"
 MAX_ATTENDEES = 100
 SUBJECT_CHARS = 1024
 _NEVER = 9_999_999_999
+
+
+class EventDeletedError(SyncError):
+    """Raised when an event to save was deleted in the product: it must not come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +95,18 @@ class EventStore:
     def save(
         self, *, tenant_id: str, user_id: str, connection: str, event: KeptEvent, round_id: str
     ) -> tuple[str, bool]:
-        """Store a kept event, link it to its holder and companies; return its key and if new."""
+        """Store a kept event, link it to its holder and companies; return its key and if new.
+
+        An event deleted through the power tools is refused, also when the deletion lands while
+        this save runs: the tombstone is checked again after the writes, which are then undone.
+
+        Raises:
+            EventDeletedError: when the event or this calendar item carries a tombstone.
+        """
         key = event_key(tenant_id, event.series_uid, event.anchor, connection, event.item_id)
+        if self._tombstoned(tenant_id, key) or self._item_tombstoned(connection, event.item_id):
+            msg = f"event {key} was deleted in the product"
+            raise EventDeletedError(msg)
         partition = event_partition(tenant_id, key)
         existing = self._tables.get(EVENTS, partition, key)
         old_companies = _companies(existing)
@@ -106,7 +128,56 @@ class EventStore:
             event=event,
             round_id=round_id,
         )
+        if self._tombstoned(tenant_id, key):
+            self.delete_event(tenant_id, key)
+            # The deletion may have found no event row left to read the index rows from.
+            self._drop_index(tenant_id, key, str(row["sortTime"]), companies)
+            msg = f"event {key} was deleted in the product while it was saved"
+            raise EventDeletedError(msg)
         return key, existing is None
+
+    def delete_event(self, tenant_id: str, key: str) -> int:
+        """Delete an event for the whole tenant and keep it from syncing back; return holders.
+
+        Tombstones go first (for the event and for every calendar item of every holder that
+        points at it), then the event with its company index rows, then the holders' links.
+        Repeating it after a crash finishes the job.
+        """
+        holders = self.holders(tenant_id, key)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        stone = {"PartitionKey": event_partition(tenant_id, key), "RowKey": key, "deletedAt": now}
+        self._tables.upsert(TOMBSTONES, stone)
+        links: list[tuple[str, str]] = []
+        for holder in holders:
+            connection = str(holder["connection"])
+            item_ids = {str(holder["itemId"])}
+            item_ids.update(str(row["itemId"]) for row in self.items_for_key(connection, key))
+            links.extend((connection, item_id) for item_id in sorted(item_ids))
+        for connection, item_id in links:
+            item = {
+                "PartitionKey": ITEM_TOMBSTONE_PREFIX + connection,
+                "RowKey": table_key(item_id),
+                "eventKey": key,
+                "deletedAt": now,
+            }
+            self._tables.upsert(TOMBSTONES, item)
+        self._delete_event(tenant_id, key)
+        for connection, item_id in links:
+            self._tables.delete(ITEMS, connection, table_key(item_id))
+        for holder in holders:
+            self._tables.delete(HOLDERS, event_partition(tenant_id, key), str(holder["RowKey"]))
+        return len(holders)
+
+    def is_deleted(self, tenant_id: str, key: str) -> bool:
+        """Tell whether an event was deleted in the product."""
+        return self._tombstoned(tenant_id, key)
+
+    def _tombstoned(self, tenant_id: str, key: str) -> bool:
+        return self._tables.get(TOMBSTONES, event_partition(tenant_id, key), key) is not None
+
+    def _item_tombstoned(self, connection: str, item_id: str) -> bool:
+        partition = ITEM_TOMBSTONE_PREFIX + connection
+        return self._tables.get(TOMBSTONES, partition, table_key(item_id)) is not None
 
     def _link(
         self,
@@ -248,6 +319,7 @@ class EventStore:
             "organizer": json.dumps(master.get("organizer") or {}),
             "attendees": json.dumps((master.get("attendees") or [])[:MAX_ATTENDEES]),
             "isCancelled": bool(master.get("isCancelled")),
+            "createdDateTime": str(master.get("createdDateTime") or ""),
             "fingerprint": _fingerprint(master),
         }
         self._tables.upsert(SERIES, row, replace=True)
