@@ -39,7 +39,17 @@ from devstack.simulator.recurrence import (
 )
 
 SERVER_FIELDS = frozenset(
-    {"id", "iCalUId", "type", "seriesMasterId", "start", "end", "isAllDay", "recurrence"}
+    {
+        "id",
+        "iCalUId",
+        "type",
+        "seriesMasterId",
+        "start",
+        "end",
+        "isAllDay",
+        "recurrence",
+        "createdDateTime",
+    }
 )
 BARE_FIELDS = ("@odata.type", "id", "type", "seriesMasterId", "start", "end")
 
@@ -72,6 +82,8 @@ class SimEvent:
     exceptions: dict[datetime, dict[str, Any]] = field(default_factory=dict)
     cancelled: set[datetime] = field(default_factory=set)
     modified: str = ""
+    created: str = ""
+    """When the event came into the calendar; a loaded event may say (``createdDateTime``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,7 @@ class Calendar:
             recurrence=rrule_from_graph(graph_recurrence, start) if graph_recurrence else None,
             graph_recurrence=copy.deepcopy(graph_recurrence),
             modified=now,
+            created=str(data.get("createdDateTime") or now),
         )
         self.events[event.id] = event
         return event
@@ -221,6 +234,7 @@ def render(
             "subject": data.pop("subject", ""),
             "organizer": data.pop("organizer", None),
             "attendees": data.pop("attendees", []),
+            "createdDateTime": event.created or event.modified,
             "lastModifiedDateTime": event.modified,
             **data,
         }

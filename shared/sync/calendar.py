@@ -19,6 +19,16 @@ organiser (``isCancelled``) is kept, marked cancelled, and never counts as upcom
 Progress is checkpointed per page as in mail; the cursor row is written conditionally on its
 ETag, so two jobs never interleave a round.
 
+Power tools: an event deleted in the product carries a tombstone (by its tenant-wide key and by
+each holder's item id) and is dropped as ``deleted``. After a purge of the calendar, every
+event the calendar held before it is dropped as ``purged``: an event counts as held since its
+``createdDateTime`` (for an occurrence, its series'; an event without one counts as always
+held), so neither a later change, a moved window, a full round nor a 410 reset brings one back,
+and the future occurrences of a series created before the purge stay out too; meetings that
+arrive in the calendar after the purge sync as usual. Before each page the job reads its
+connection again: once it was revoked the job stores nothing more, and a purge started
+meanwhile applies to the pages that follow.
+
 Known limitations: blocking rules are not applied to events yet (they are not built); a series
 whose master changes outside the window is not reconciled until it changes inside it.
 """
@@ -44,7 +54,7 @@ from shared.errors import (
 from shared.matching.addresses import event_participants
 from shared.matching.companies import classify
 from shared.sync.connections import CALENDAR, Connection
-from shared.sync.eventstore import KeptEvent
+from shared.sync.eventstore import EventDeletedError, KeptEvent
 from shared.sync.eventtimes import event_times, occurrence_anchor
 from shared.sync.jobs import (
     ConnectionJob,
@@ -75,6 +85,8 @@ WINDOW_AHEAD = timedelta(days=365)
 WINDOW_DRIFT = timedelta(days=7)
 DROP_UNSTORABLE = "unstorable"
 DROP_BAD_TIMES = "bad_times"
+DROP_DELETED = "deleted"
+DROP_PURGED = "purged"
 OCCURRENCE_KINDS = frozenset({"occurrence", "exception"})
 
 
@@ -218,6 +230,7 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         work.stats.full_round = work.full
         pages = self._graph.delta_pages(work.token, resume_url=work.resume, window=work.window)
         for page in pages:
+            work.connection = self._still_connected(work.connection)
             for item in distinct_items(page.items):
                 self._item(work, item)
             if page.delta_link:
@@ -228,6 +241,16 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
                 work.stats.complete = False
                 return work.stats
         return work.stats
+
+    def _still_connected(self, connection: Connection) -> Connection:
+        """Return the connection as stored now, to see a purge started while the job runs.
+
+        Raises:
+            ConnectionRevokedError: when the user revoked the connection meanwhile.
+        """
+        self._require_connected(connection)
+        current = self._connections.get(connection.tenant_id, connection.user_id, CALENDAR)
+        return current or connection
 
     def _item(self, work: _Round, item: Mapping[str, Any]) -> None:
         item_id = str(item.get("id", ""))
@@ -269,6 +292,10 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         connection, stats = work.connection, work.stats
         item_id = str(item["id"])
         merged = _with_series(item, master)
+        if _created(merged) < _purged_before(connection):
+            stats.dropped[DROP_PURGED] += 1
+            self._forget(work, item_id)
+            return None
         participants = event_participants(merged)
         decision = classify(participants, work.index)
         if not decision.keep:
@@ -305,6 +332,9 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         except StorageLimitError:
             logger.warning("event not storable, dropped", extra={"user": connection.user_id})
             stats.dropped[DROP_UNSTORABLE] += 1
+            return None
+        except EventDeletedError:
+            stats.dropped[DROP_DELETED] += 1
             return None
         stats.kept += 1
         stats.stored_new += int(created)
@@ -429,6 +459,8 @@ def _with_series(item: Mapping[str, Any], master: Entity | None) -> dict[str, An
         merged["isAllDay"] = False
     if master.get("isCancelled"):
         merged["isCancelled"] = True
+    if not merged.get("createdDateTime"):
+        merged["createdDateTime"] = master.get("createdDateTime") or ""
     return merged
 
 
@@ -447,6 +479,29 @@ def _json_list(text: Any) -> list[Any]:
 def _json_object(text: Any) -> dict[str, Any]:
     value = json.loads(text) if isinstance(text, str) and text else {}
     return value if isinstance(value, dict) else {}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _purged_before(connection: Connection) -> datetime:
+    """Return when the calendar was last purged; the epoch when it never was."""
+    return _instant(connection.purged_before) or _EPOCH
+
+
+def _created(item: Mapping[str, Any]) -> datetime:
+    """Return when an event came into the calendar; the epoch when Graph gave no valid time."""
+    return _instant(item.get("createdDateTime")) or _EPOCH
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _moment(text: str) -> datetime:
