@@ -255,6 +255,8 @@ class Services:
             connections=self.connections,
             emails=self.emails,
             purges=self.purges,
+            events=self.events,
+            event_reader=self.event_reader,
         )
 
     @functools.cached_property

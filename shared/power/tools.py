@@ -4,6 +4,8 @@
   and by every holder's immutable id) so no mailbox syncs it back. A holder of the email or an
   admin may delete it; anyone else who may read it is refused (403), and one who may not read
   it gets 404 like an unknown id.
+- **Delete one calendar event**: the same for one synced meeting occurrence, with tombstones by
+  its tenant-wide key and by every holder's calendar item id, so no calendar syncs it back.
 - **Revoke a connection** (mail or calendar): the sealed token is destroyed and the connection
   is ``revoked``; queued jobs end without a Graph call, a job in flight stores no further page,
   and a later consent starts from scratch. Stored data stays.
@@ -34,8 +36,10 @@ if TYPE_CHECKING:
     from shared.access.permissions import PermissionService
     from shared.directory.service import DirectoryService
     from shared.power.purge import PurgeJob, PurgeJobs
+    from shared.read.events import EventReadService
     from shared.read.service import ReadService
     from shared.sync.connections import Connection, ConnectionStore
+    from shared.sync.eventstore import EventStore
     from shared.sync.store import EmailStore
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,11 @@ class PowerTools:
         emails: EmailStore,
         purges: PurgeJobs,
         clock: Callable[[], datetime] | None = None,
+        events: EventStore | None = None,
+        event_reader: EventReadService | None = None,
     ) -> None:
+        self._events = events
+        self._event_reader = event_reader
         self._directory = directory
         self._permissions = permissions
         self._reader = reader
@@ -79,6 +87,27 @@ class PowerTools:
             raise ForbiddenError(message)
         count = self._emails.delete_email(caller.tenant_id, key)
         logger.info("email deleted", extra={"tenant_id": caller.tenant_id, "holders": count})
+        return count
+
+    def delete_event(self, caller: Caller, event_id: str) -> int:
+        """Delete one calendar event for the whole tenant; return how many calendars held it.
+
+        Raises:
+            NotFoundError: when the caller may not read such an event (or none exists).
+            ForbiddenError: when the caller may read it but neither holds it nor is an admin.
+        """
+        if self._events is None or self._event_reader is None:
+            message = "calendar events are not available here"
+            raise NotFoundError(message)
+        view = self._permissions.view_for(caller)
+        row = self._event_reader.readable_event(caller, view, event_id)
+        key = str(row["RowKey"])
+        holders = self._events.holders(caller.tenant_id, key)
+        if not caller.is_admin and all(h.get("userId") != caller.user_id for h in holders):
+            message = "only a holder of this event or an admin may delete it"
+            raise ForbiddenError(message)
+        count = self._events.delete_event(caller.tenant_id, key)
+        logger.info("event deleted", extra={"tenant_id": caller.tenant_id, "holders": count})
         return count
 
     def revoke(self, caller: Caller, kind: str, user_id: str | None = None) -> Connection:

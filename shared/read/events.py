@@ -17,14 +17,15 @@ import json
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.access.permissions import ObjectType
+from shared.access.permissions import ObjectType, Portfolio
+from shared.errors import NotFoundError
 from shared.read.service import visible_company
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from shared.access.auth import Caller
-    from shared.access.permissions import PermissionService
+    from shared.access.permissions import AccessView, PermissionService
     from shared.adapters.tables import Entity
     from shared.directory.service import DirectoryService
     from shared.sync.eventstore import EventStore
@@ -63,6 +64,31 @@ class EventReadService:
         now = self._clock()
         items = [view.mask(ObjectType.EVENT, event_view(row, now)) for row in rows]
         return {"items": items, "continuationToken": next_token}
+
+    def readable_event(self, caller: Caller, view: AccessView, event_id: str) -> Entity:
+        """Return a stored event the caller may read, as an email is readable.
+
+        An event is readable when one of its companies is in the caller's portfolio or the
+        caller's own calendar holds it.
+
+        Raises:
+            NotFoundError: when there is no such event in the caller's tenant, or it is neither
+                in their portfolio nor in their own calendar; the two answer alike.
+        """
+        row = self._events.get_event(caller.tenant_id, event_id)
+        if row is None or not self._may_read(caller, view, row):
+            message = f"event {event_id} not found"
+            raise NotFoundError(message)
+        return row
+
+    def _may_read(self, caller: Caller, view: AccessView, row: Entity) -> bool:
+        if view.portfolio is Portfolio.ALL:
+            return True
+        companies = set(json.loads(row.get("companyIds") or "[]"))
+        if companies & set(self._directory.owned_company_ids(caller.tenant_id, caller.user_id)):
+            return True
+        holders = self._events.holders(caller.tenant_id, str(row["RowKey"]))
+        return any(holder.get("userId") == caller.user_id for holder in holders)
 
 
 def event_view(row: Entity, now: datetime) -> dict[str, Any]:

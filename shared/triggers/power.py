@@ -1,4 +1,4 @@
-"""HTTP and queue triggers of the power tools: delete an email, revoke, purge.
+"""HTTP and queue triggers of the power tools: delete an email or event, revoke, purge.
 
 ``me/...`` routes act on the caller's own data; ``admin/users/{user_id}/...`` routes act on
 another user of the tenant and need the ``powerToolsOnOthers`` workflow (admins always have it).
@@ -33,6 +33,18 @@ def email_delete(req: func.HttpRequest) -> func.HttpResponse:
     email_id = req.route_params["email_id"]
     with services().audit.audited(caller, Action.EMAIL_DELETE, target_id=email_id) as note:
         note.counts = {"holders": services().power.delete_email(caller, email_id)}
+    return func.HttpResponse(status_code=204)
+
+
+@bp.function_name("event_delete")
+@bp.route(route="events/{event_id}", methods=["DELETE"], auth_level=_ANONYMOUS)
+@handled
+def event_delete(req: func.HttpRequest) -> func.HttpResponse:
+    """Delete one synced calendar event for the whole tenant; answers 204."""
+    caller = caller_of(req)
+    event_id = req.route_params["event_id"]
+    with services().audit.audited(caller, Action.EVENT_DELETE, target_id=event_id) as note:
+        note.counts = {"holders": services().power.delete_event(caller, event_id)}
     return func.HttpResponse(status_code=204)
 
 
