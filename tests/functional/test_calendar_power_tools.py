@@ -313,3 +313,36 @@ def test_admin_purges_another_users_calendar_but_a_plain_user_cannot(tenant: Ten
     assert (status["state"], status["userId"]) == ("completed", tenant.users[ann])
     assert status["counts"] == {"removed": 2}
     assert _subjects(tenant) == []
+
+
+def test_after_a_purge_bare_legacy_occurrences_are_judged_by_their_series(tenant: Tenant) -> None:
+    """With BR-04's legacy delta (bare occurrences), a series' creation time decides for each."""
+    # GIVEN Graph's legacy series behaviour and Ann's daily series, in her calendar for days
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    daily = {"pattern": {"type": "daily"}, "range": {"type": "numbered", "numberOfOccurrences": 3}}
+    old = meeting("Old standup", ann, [CUSTOMER], at(5), recurrence=daily, createdDateTime=BEFORE)
+    tenant.stack.sim.set_calendar_behaviour(legacy_series=True, all_day_instants=False)
+    try:
+        tenant.stack.sim.add_event(ann, old)
+        tenant.sync()
+        stored_before = _subjects(tenant)
+
+        # WHEN she purges her calendar, a new series arrives, and a full round runs
+        purge = {"kind": "calendar"}
+        started = tenant.stack.call("POST", "me/purges", tenant.token(ann), json=purge)
+        status = _wait_purge(tenant, tenant.token(ann), started.headers["Location"])
+        new = meeting("New standup", ann, [CUSTOMER], at(8), recurrence=daily)
+        tenant.stack.sim.add_event(ann, new)
+        tenant.sync()
+        _move_window(tenant, 300)
+        tenant.sync()
+        window_round = _calendar(tenant, ann)["lastRound"]
+    finally:
+        tenant.stack.sim.set_calendar_behaviour(legacy_series=False, all_day_instants=False)
+
+    # THEN the old series' occurrences stayed out as purged and the new series' were kept
+    assert stored_before == ["Old standup"] * 3
+    assert status["counts"] == {"removed": 3}
+    assert _subjects(tenant) == ["New standup"] * 3
+    assert (window_round["fullRound"], window_round["dropped"]) == (True, {"purged": 3})
