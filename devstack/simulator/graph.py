@@ -3,10 +3,11 @@
 Each route exists as ``/me/...`` and as ``/users/{id or upn}/...``; the latter only for the token's
 own user, as a delegated token allows.
 
-Known limitations: read-only (no PATCH, move or send over HTTP; change mailboxes with the Python
-API or ``/_sim``), ``/me`` is served without checking for ``User.Read``, the
-``mailFolders('inbox')`` key syntax is not understood, and ``$filter``/``$orderby`` are ignored
-outside delta.
+Drafts, attachments, upload sessions and send are served by :mod:`devstack.simulator.sending`.
+
+Known limitations: no PATCH or move over HTTP (change mailboxes with the Python API or
+``/_sim``), ``/me`` is served without checking for ``User.Read``, the ``mailFolders('inbox')``
+key syntax is not understood, and ``$filter``/``$orderby`` are ignored outside delta.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import quote
 
 from werkzeug.routing import Map, Rule
 
-from devstack.simulator import calendarview, delta
+from devstack.simulator import calendarview, delta, sending
 from devstack.simulator.graphhttp import (
     authenticate,
     graph_error,
@@ -190,11 +191,17 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
 }
 
 
+def _prepare(call: Call) -> Response | None:
+    """Refuse a request body over 4 MB as Graph does (BR-09), then authenticate."""
+    return sending.too_large(call) or authenticate(call)
+
+
 def service() -> Service:
     """Return the Graph surface, mounted under ``/graph/v1.0``."""
     rules = []
     routes = [(suffix, endpoint, "GET") for suffix, (endpoint, _) in _ROUTES.items()]
     routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in calendarview.ROUTES]
+    routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in sending.ROUTES]
     for suffix, endpoint, method in routes:
         rules.append(Rule(f"{PREFIX}/me{suffix}", endpoint=endpoint, methods=[method]))
         rules.append(
@@ -202,10 +209,11 @@ def service() -> Service:
         )
     handlers = dict(_ROUTES.values())
     handlers.update({endpoint: handler for _, endpoint, _, handler in calendarview.ROUTES})
+    handlers.update({endpoint: handler for _, endpoint, _, handler in sending.ROUTES})
     return Service(
         name="graph",
         url_map=Map(rules, strict_slashes=False, merge_slashes=False),
         handlers=handlers,
-        prepare=authenticate,
+        prepare=_prepare,
         error=graph_error,
     )

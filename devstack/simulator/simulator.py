@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from devstack.simulator import calendarops, operations
+from devstack.simulator import calendarops, operations, sending
 from devstack.simulator.app import main_app, vault_app
 from devstack.simulator.state import SimState
 
@@ -314,6 +314,20 @@ class Simulator:
         with self.state.lock:
             _, mailbox = self.state.mailbox(upn)
             mailbox.invalidate_sync_state()
+
+    def attachments(self, upn: str, message_id: str) -> list[dict[str, Any]]:
+        """Return a message's attachments: id, name, contentType, size and ``content`` bytes."""
+        return sending.attachments(self.state, upn, message_id)
+
+    def set_mailbox_time_zone(self, upn: str, zone: str) -> None:
+        """Set the ``timeZone`` that ``GET /me/mailboxSettings`` answers for a mailbox."""
+        sending.set_time_zone(self.state, upn, zone)
+
+    def issue_graph_token(
+        self, upn: str, scopes: Iterable[str] = ("Mail.ReadWrite", "Mail.Send"), client_id: str = ""
+    ) -> str:
+        """Return a delegated Graph access token for a user without a sign-in, for tests."""
+        return sending.issue_graph_token(self.state, upn, scopes, client_id or "sim-tests")
 
     # Calendars -----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from devstack.simulator.directory import Directory, SimUser
 from devstack.simulator.faults import FaultBook, RequestRecord
 from devstack.simulator.grants import GrantStore
 from devstack.simulator.mailbox import Mailbox
+from devstack.simulator.sending import SendBook
 from devstack.simulator.tokens import SigningKey
 from devstack.simulator.vaultstore import VaultStore
 
@@ -58,6 +59,7 @@ class SimState:
     faults: FaultBook = field(default_factory=FaultBook)
     concurrency: MailboxConcurrency = field(default_factory=MailboxConcurrency)
     log: list[RequestRecord] = field(default_factory=list)
+    sending: SendBook = field(default_factory=SendBook)
 
     def issuer(self, tenant_id: str) -> str:
         """Return the v2.0 issuer of ``tenant_id`` (a GUID, or ``{tenantid}`` for templates)."""
