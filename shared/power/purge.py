@@ -180,10 +180,11 @@ class PurgeJobs:
         Raises:
             InvalidJobError: when the message is not a purge job.
         """
-        tenant_id, job_id = _parse(message)
+        tenant_id, job_id = parse_message(message)
         job = self.get(tenant_id, job_id)
         if job is None or job.state not in OPEN_STATES:
-            logger.info("purge job skipped: unknown or finished", extra={"job": job_id})
+            extra = {"tenant": tenant_id, "job": job_id}
+            logger.info("purge job skipped: unknown or finished", extra=extra)
             return
         releaser = self._releasers[job.kind]
         connection = self._connection_key(tenant_id, job.user_id, job.kind)
@@ -207,7 +208,7 @@ class PurgeJobs:
     def fail(self, message: Mapping[str, Any]) -> None:
         """Mark a poisoned purge job ``failed``, so its status says so and a new one may start."""
         try:
-            tenant_id, job_id = _parse(message)
+            tenant_id, job_id = parse_message(message)
         except InvalidJobError:
             logger.warning("poisoned purge message is not a purge job")
             return
@@ -254,13 +255,23 @@ class PurgeJobs:
         self._tables.upsert(JOBS, row)
 
     def _send(self, tenant_id: str, job_id: str) -> None:
-        self._queue.send(PURGE_QUEUE, {"kind": "purge", "tenant": tenant_id, "job": job_id})
+        self._queue.send(PURGE_QUEUE, purge_message(tenant_id, job_id))
 
     def _now(self) -> str:
         return self._clock().isoformat(timespec="seconds")
 
 
-def _parse(message: Mapping[str, Any]) -> tuple[str, str]:
+def purge_message(tenant_id: str, job_id: str) -> dict[str, str]:
+    """Return the queue message that runs a purge job."""
+    return {"kind": "purge", "tenant": tenant_id, "job": job_id}
+
+
+def parse_message(message: Mapping[str, Any]) -> tuple[str, str]:
+    """Read a purge job's message: its tenant and job id.
+
+    Raises:
+        InvalidJobError: when the message is not a purge job.
+    """
     tenant, job = message.get("tenant"), message.get("job")
     if message.get("kind") != "purge" or not isinstance(tenant, str) or not isinstance(job, str):
         msg = "purge job needs kind 'purge', a tenant and a job id"

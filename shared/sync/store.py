@@ -159,6 +159,12 @@ class EmailStore:
         }
         self._tables.upsert(INBOX, {**inbox_row, **summary})
         if self._tombstoned(tenant_id, key):
+            # The deletion may have run between this save's writes and found no row yet, so
+            # the index rows written here go by name before the rest is deleted again.
+            index_key = _index_key(sort_time, key)
+            for company_id in companies:
+                self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+            self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
             self.delete_email(tenant_id, key)
             msg = f"email {key} was deleted in the product while it was saved"
             raise EmailDeletedError(msg)

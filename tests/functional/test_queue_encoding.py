@@ -24,11 +24,13 @@ from shared.adapters.queues import (
     FANOUT_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
     MAIL_SYNC_QUEUE,
+    PURGE_QUEUE,
     QUEUES,
     JobQueue,
     decode_job,
     encode_job,
 )
+from shared.power.purge import parse_message, purge_message
 from shared.sync.calendar import CalendarJob
 from shared.sync.connections import CALENDAR, MAIL, Connection, SlotClaim
 from shared.sync.leases import WAITER
@@ -72,6 +74,7 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
         "mail-requeued": mail.as_message(),
         "calendar-requeued": calendar.as_message(),
         "mail-waiter": {**mail.as_message(), WAITER: uuid.uuid4().hex},
+        "purge": purge_message(tenant, uuid.uuid4().hex),
     }
 
 
@@ -83,6 +86,7 @@ PARSERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "mail-requeued": MailJob.parse,
     "calendar-requeued": CalendarJob.parse,
     "mail-waiter": MailJob.parse,
+    "purge": parse_message,
 }
 
 
@@ -133,6 +137,7 @@ def test_producer_covers_every_queue_the_product_declares() -> None:
         "mail-requeued": MAIL_SYNC_QUEUE,
         "calendar-requeued": CALENDAR_SYNC_QUEUE,
         "mail-waiter": MAIL_SYNC_QUEUE,
+        "purge": PURGE_QUEUE,
     }
 
     # WHEN they are compared with the declared queues that are not poison queues
@@ -159,21 +164,23 @@ def test_jobs_with_base64_ids_reach_the_hosts_workers_intact(stack: LocalStack) 
     sender.send(MAIL_SYNC_QUEUE, jobs["mail-from-fanout"])
     sender.send(MAIL_SYNC_QUEUE, jobs["mail-waiter"])
     sender.send(CALENDAR_SYNC_QUEUE, jobs["calendar-from-fanout"])
+    sender.send(PURGE_QUEUE, jobs["purge"])
     sender.send(MAIL_SYNC_POISON_QUEUE, jobs["mail-requeued"])
     stack.wait_idle(queues=(*PRODUCED, MAIL_SYNC_POISON_QUEUE))
 
-    # THEN the fan-out, mail, calendar and poison workers each read the same tenant and user
+    # THEN the fan-out, mail, calendar, purge and poison workers each read the same ids
     lines = _lines_since(log, start)
     ids = f"tenant={tenant}"
     assert _count(lines, "sync fan-out page done", ids) == 1
     assert _count(lines, "sync job skipped", ids, "kind=mail", f"user={user}") == 2
     assert _count(lines, "sync job skipped", ids, "kind=calendar", f"user={user}") == 1
     assert _count(lines, "poisoned mail job recorded", ids, f"user={user}") == 1
+    assert _count(lines, "purge job skipped", ids, f"job={jobs['purge']['job']}") == 1
     assert not [line for line in lines if "outcome=failed" in line]
     assert {q: _peek_count(stack, f"{q}-poison") for q in PRODUCED} == poison_before
 
 
-PRODUCED = (FANOUT_QUEUE, MAIL_SYNC_QUEUE, CALENDAR_SYNC_QUEUE)
+PRODUCED = (FANOUT_QUEUE, MAIL_SYNC_QUEUE, CALENDAR_SYNC_QUEUE, PURGE_QUEUE)
 
 
 def _peek_count(stack: LocalStack, queue: str) -> int:
