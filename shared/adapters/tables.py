@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 Entity = dict[str, Any]
 ETAG = "_etag"
+PAGE_RULE = "must be a token from a previous page of the same list"
 MAX_TOKEN_PART = 2048
 """Longest part of a continuation a page token may carry: two 1 KiB keys, escaped."""
 
@@ -64,6 +65,8 @@ TABLES = (
     "emailtombstones",
     "eventtombstones",
     "purgejobs",
+    "outbox",
+    "sendcounts",
 )
 """Every table the product uses; created on start-up by :meth:`TableEntityStore.ensure_tables`."""
 
@@ -263,11 +266,30 @@ def _fingerprint(table: str, where: str, parameters: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _encode_token(token: Any, query: str) -> str | None:
-    if not token:
-        return None
-    raw = json.dumps({"q": query, "next": token}, sort_keys=True).encode("utf-8")
+def encode_page_token(content: Mapping[str, Any]) -> str:
+    """Wrap what a list needs to continue as an opaque, URL-safe continuation token."""
+    raw = json.dumps(content, sort_keys=True).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    """Unwrap a continuation token made by :func:`encode_page_token`.
+
+    Raises:
+        ValidationError: naming ``continuationToken`` when the token is not base64 of a JSON
+            object; the caller checks the object's content.
+    """
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError) as error:
+        raise ValidationError(field="continuationToken", rule=PAGE_RULE) from error
+    if not isinstance(decoded, dict):
+        raise ValidationError(field="continuationToken", rule=PAGE_RULE)
+    return decoded
+
+
+def _encode_token(token: Any, query: str) -> str | None:
+    return encode_page_token({"q": query, "next": token}) if token else None
 
 
 def _decode_token(token: str | None, query: str) -> Any:
@@ -279,16 +301,12 @@ def _decode_token(token: str | None, query: str) -> Any:
     """
     if not token:
         return None
-    rule = "must be a token from a previous page of the same list"
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError) as error:
-        raise ValidationError(field="continuationToken", rule=rule) from error
-    if not isinstance(decoded, dict) or decoded.get("q") != query:
-        raise ValidationError(field="continuationToken", rule=rule)
+    decoded = decode_page_token(token)
     inner = decoded.get("next")
-    if not isinstance(inner, dict) or not all(_is_key(v) for v in inner.values()):
-        raise ValidationError(field="continuationToken", rule=rule)
+    if decoded.get("q") != query or not isinstance(inner, dict):
+        raise ValidationError(field="continuationToken", rule=PAGE_RULE)
+    if not all(_is_key(v) for v in inner.values()):
+        raise ValidationError(field="continuationToken", rule=PAGE_RULE)
     return inner
 
 

@@ -17,9 +17,9 @@ import json
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.access.permissions import ObjectType, Portfolio
+from shared.access.permissions import ObjectType
 from shared.errors import NotFoundError
-from shared.read.service import visible_company
+from shared.read.service import may_read, visible_company
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,19 +76,10 @@ class EventReadService:
                 in their portfolio nor in their own calendar; the two answer alike.
         """
         row = self._events.get_event(caller.tenant_id, event_id)
-        if row is None or not self._may_read(caller, view, row):
+        if row is None or not may_read(self._directory, caller, view, row, self._events.holders):
             message = f"event {event_id} not found"
             raise NotFoundError(message)
         return row
-
-    def _may_read(self, caller: Caller, view: AccessView, row: Entity) -> bool:
-        if view.portfolio is Portfolio.ALL:
-            return True
-        companies = set(json.loads(row.get("companyIds") or "[]"))
-        if companies & set(self._directory.owned_company_ids(caller.tenant_id, caller.user_id)):
-            return True
-        holders = self._events.holders(caller.tenant_id, str(row["RowKey"]))
-        return any(holder.get("userId") == caller.user_id for holder in holders)
 
 
 def event_view(row: Entity, now: datetime) -> dict[str, Any]:

@@ -18,16 +18,17 @@ the emails of the first 500 (by id) there, while each company's own list stays c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
 from shared.access.permissions import ObjectType, Portfolio, Workflow
+from shared.adapters.tables import PAGE_RULE, decode_page_token, encode_page_token
 from shared.errors import ForbiddenError, NotFoundError, ValidationError
 from shared.read.views import company_json, company_summary_json, email_json, email_summary_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.access.auth import Caller
     from shared.access.permissions import AccessView, PermissionService
     from shared.adapters.tables import Entity
@@ -143,19 +144,32 @@ class ReadService:
                 in their portfolio nor in their own mailbox; the two answer alike.
         """
         row = self._emails.get_email(caller.tenant_id, email_id)
-        if row is None or not self._may_read(caller, view, row):
+        if row is None or not may_read(self._directory, caller, view, row, self._emails.holders):
             message = f"email {email_id} not found"
             raise NotFoundError(message)
         return row
 
-    def _may_read(self, caller: Caller, view: AccessView, row: Entity) -> bool:
-        if view.portfolio is Portfolio.ALL:
-            return True
-        companies = set(json.loads(row.get("companyIds") or "[]"))
-        if companies & set(self._directory.owned_company_ids(caller.tenant_id, caller.user_id)):
-            return True
-        holders = self._emails.holders(caller.tenant_id, str(row["RowKey"]))
-        return any(holder.get("userId") == caller.user_id for holder in holders)
+
+def may_read(
+    directory: DirectoryService,
+    caller: Caller,
+    view: AccessView,
+    row: Entity,
+    holders: Callable[[str, str], list[Entity]],
+) -> bool:
+    """Tell whether a stored email or event is readable by the caller.
+
+    It is when the caller's portfolio holds all companies, when one of its ``companyIds`` is a
+    company the caller owns, or when ``holders`` (the store's, by tenant and key) names the
+    caller, whose own mailbox or calendar then holds it.
+    """
+    if view.portfolio is Portfolio.ALL:
+        return True
+    companies = set(json.loads(row.get("companyIds") or "[]"))
+    if companies & set(directory.owned_company_ids(caller.tenant_id, caller.user_id)):
+        return True
+    found = holders(caller.tenant_id, str(row["RowKey"]))
+    return any(holder.get("userId") == caller.user_id for holder in found)
 
 
 def visible_company(
@@ -175,8 +189,7 @@ def visible_company(
 
 
 def _after_token(company_id: str) -> str:
-    raw = json.dumps({"afterCompany": company_id}).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii")
+    return encode_page_token({"afterCompany": company_id})
 
 
 def _after_id(token: str | None) -> str | None:
@@ -187,12 +200,8 @@ def _after_id(token: str | None) -> str | None:
     """
     if not token:
         return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError):
-        decoded = None
-    after = decoded.get("afterCompany") if isinstance(decoded, dict) else None
+    after = decode_page_token(token).get("afterCompany")
     if not isinstance(after, str) or not 0 < len(after) <= 64:
-        field, rule = "continuationToken", "must be a token from a previous page"
+        field, rule = "continuationToken", PAGE_RULE
         raise ValidationError(field, rule)
     return after

@@ -26,8 +26,6 @@ and the row records the blob's name instead, so bodies of any size are stored wh
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -39,7 +37,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
-from shared.adapters.tables import ETAG
+from shared.adapters.tables import ETAG, PAGE_RULE, decode_page_token, encode_page_token
 from shared.errors import ConflictError, SyncError, TransientError, ValidationError
 
 if TYPE_CHECKING:
@@ -587,27 +585,21 @@ _CURSOR = re.compile(r"[0-9]{10}\|[0-9a-f]{64}")
 
 
 def _encode_cursor(row_key: str, table: str) -> str:
-    raw = json.dumps({"after": row_key, "list": table}).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii")
+    return encode_page_token({"after": row_key, "list": table})
 
 
 def _decode_cursor(token: str | None, table: str) -> str | None:
     """Read a merged page's continuation token: the row key the page ended on.
 
     Raises:
-        ValidationError: when the token is not one :func:`_encode_cursor` made.
+        ValidationError: when the token is not one :func:`_encode_cursor` made for this list.
     """
     if not token:
         return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError, RecursionError):
-        decoded = None
-    after = decoded.get("after") if isinstance(decoded, dict) else None
-    same_list = isinstance(decoded, dict) and decoded.get("list") == table
-    if not same_list or not isinstance(after, str) or not _CURSOR.fullmatch(after):
-        field, rule = "continuationToken", "must be a token from a previous page"
-        raise ValidationError(field, rule)
+    decoded = decode_page_token(token)
+    after = decoded.get("after")
+    if decoded.get("list") != table or not isinstance(after, str) or not _CURSOR.fullmatch(after):
+        raise ValidationError(field="continuationToken", rule=PAGE_RULE)
     return after
 
 
