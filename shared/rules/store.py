@@ -8,7 +8,9 @@ rules. A sync job reads both partitions once to build the mailbox's rule set.
 Table ``maildecisions``: one row per dropped message, in the partition of its mailbox, keyed by
 an HMAC-SHA256 of the immutable message id under the tenant's random salt; the row carries the
 HMAC of the ``internetMessageId``, the reason code, the rule id and scope, and the time. No
-subject, body, address or readable id is ever written there.
+subject, body, address or readable id is ever written there. Dropped calendar events get the
+same records in the user's ``calendar`` partition (``table_key(tenant, user, "calendar")``),
+keyed by the event id, with its ``iCalUId`` in ``imid``.
 
 Known limitations: the salt is kept in the same storage account as the decisions, so someone who
 can read the account and already knows a message id can confirm that it was dropped; nobody can
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 
 RULES = "blockrules"
 DECISIONS = "maildecisions"
+MAIL_RECORDS = ""
+EVENT_RECORDS = "calendar"
 _RULE, _GROUP, _SETTINGS = "rule", "group", "settings"
 _SWITCHES_ROW = table_key(_SETTINGS, "switches")
 _SALT_ROW = table_key(_SETTINGS, "salt")
@@ -223,11 +227,14 @@ class Drop:
 
 
 class DecisionLog:
-    """Writes and finds the decision records of dropped messages."""
+    """Writes and finds the decision records of dropped messages (or events, by ``records``)."""
 
-    def __init__(self, tables: TableEntityStore, rules: RuleStore) -> None:
+    def __init__(
+        self, tables: TableEntityStore, rules: RuleStore, records: str = MAIL_RECORDS
+    ) -> None:
         self._tables = tables
         self._rules = rules
+        self._records = records
 
     def hasher(self, tenant_id: str) -> MessageHasher:
         """Return the tenant's message id hasher."""
@@ -236,7 +243,7 @@ class DecisionLog:
     def record(self, tenant_id: str, user_id: str, drops: Iterable[Drop]) -> int:
         """Write one record per dropped message of a mailbox, in batches; return how many."""
         hasher = self.hasher(tenant_id)
-        partition = table_key(tenant_id, user_id)
+        partition = self._partition(tenant_id, user_id)
         decided_at = now_iso()
         rows: dict[str, Entity] = {}
         for drop in drops:
@@ -261,7 +268,7 @@ class DecisionLog:
     ) -> Entity | None:
         """Return the decision record of a message of a mailbox, or ``None``."""
         hasher = self.hasher(tenant_id)
-        partition = table_key(tenant_id, user_id)
+        partition = self._partition(tenant_id, user_id)
         if item_id:
             return self._tables.get(DECISIONS, partition, hasher.item(item_id))
         if internet_message_id:
@@ -271,6 +278,11 @@ class DecisionLog:
             )
             return next(iter(found), None)
         return None
+
+    def _partition(self, tenant_id: str, user_id: str) -> str:
+        if not self._records:
+            return table_key(tenant_id, user_id)
+        return table_key(tenant_id, user_id, self._records)
 
 
 def _partition(tenant_id: str, user_id: str | None) -> str:

@@ -29,8 +29,16 @@ arrive in the calendar after the purge sync as usual. Before each page the job r
 connection again: once it was revoked the job stores nothing more, and a purge started
 meanwhile applies to the pages that follow.
 
-Known limitations: blocking rules are not applied to events yet (they are not built); a series
-whose master changes outside the window is not reconciled until it changes inside it.
+Blocking rules: the tenant's and the user's rules apply to each event once it matched a company
+and before anything is written (see :mod:`shared.sync.eventrules`: the organiser as sender, the
+attendees as recipients, the subject and body as content). A dropped event leaves only a
+decision record, as a dropped message does (keyed hashes of its id and ``iCalUId``, the reason
+or rule, the time), in the user's calendar partition of the decision table; one already stored
+is removed from this calendar.
+
+Known limitations: a series whose master changes outside the window is not reconciled until it
+changes inside it. A rule saved later does not remove events already stored until they change
+or a full round sees them again.
 """
 
 from __future__ import annotations
@@ -53,7 +61,9 @@ from shared.errors import (
 )
 from shared.matching.addresses import event_participants
 from shared.matching.companies import classify
+from shared.rules.store import EVENT_RECORDS, DecisionLog, Drop, RuleStore
 from shared.sync.connections import CALENDAR, Connection
+from shared.sync.eventrules import check_event, event_rules
 from shared.sync.eventstore import EventDeletedError, KeptEvent
 from shared.sync.eventtimes import event_times, occurrence_anchor
 from shared.sync.jobs import (
@@ -72,6 +82,8 @@ if TYPE_CHECKING:
     from shared.adapters.tables import Entity, TableEntityStore
     from shared.directory.service import DirectoryService
     from shared.matching.companies import CompanyIndex
+    from shared.rules.engine import CompiledRules
+    from shared.rules.model import Rule
     from shared.sync.connections import ConnectionStore
     from shared.sync.eventstore import EventStore
     from shared.sync.leases import MailboxGate
@@ -140,7 +152,9 @@ class _Round:
     full: bool
     resume: str | None
     cursor: Entity | None
+    rules: CompiledRules
     touched: set[str] = field(default_factory=set)
+    drops: list[Drop] = field(default_factory=list)
     stats: CalendarStats = field(default_factory=CalendarStats)
 
 
@@ -163,6 +177,7 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         page_budget: int = PAGE_BUDGET,
         gate: MailboxGate | None = None,
         clock: Callable[[], datetime] | None = None,
+        rules: RuleStore | None = None,
     ) -> None:
         super().__init__(
             connections=connections, directory=directory, queue=queue, tables=tables, gate=gate
@@ -171,6 +186,8 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         self._events = events
         self._page_budget = page_budget
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._rules = rules or RuleStore(tables)
+        self._decisions = DecisionLog(tables, self._rules, EVENT_RECORDS)
 
     def _sync(self, connection: Connection, token: str) -> CalendarStats:
         for attempt in (1, 2):
@@ -211,20 +228,23 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         cursor = self._tables.get(CURSORS, connection.key, CURSOR_ROW)
         wanted = self.window(connection.tenant_id)
         index = self._index(connection.tenant_id)
+        # Compiled once per job: every event of every page is checked against the same set.
+        rules = self._compiled_rules(connection)
         if cursor and cursor.get("nextLink"):
             stored = (_moment(cursor["windowStart"]), _moment(cursor["windowEnd"]))
             full = bool(cursor.get("fullRound"))
             round_id = str(cursor["roundId"])
-            return _Round(
-                connection, token, index, stored, round_id, full, cursor["nextLink"], cursor
-            )
+            resume = cursor["nextLink"]
+            return _Round(connection, token, index, stored, round_id, full, resume, cursor, rules)
         if cursor and cursor.get("deltaLink") and not _drifted(cursor, wanted):
             stored = (_moment(cursor["windowStart"]), _moment(cursor["windowEnd"]))
-            round_id = uuid.uuid4().hex
-            return _Round(
-                connection, token, index, stored, round_id, False, cursor["deltaLink"], cursor
-            )
-        return _Round(connection, token, index, wanted, uuid.uuid4().hex, True, None, cursor)
+            round_id, resume = uuid.uuid4().hex, cursor["deltaLink"]
+            return _Round(connection, token, index, stored, round_id, False, resume, cursor, rules)
+        round_id = uuid.uuid4().hex
+        return _Round(connection, token, index, wanted, round_id, True, None, cursor, rules)
+
+    def _compiled_rules(self, connection: Connection) -> CompiledRules:
+        return event_rules(self._rules.ruleset(connection.tenant_id, connection.user_id))
 
     def _follow(self, work: _Round) -> CalendarStats:
         work.stats.full_round = work.full
@@ -235,6 +255,7 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
                 self._item(work, item)
             if page.delta_link:
                 self._end_round(work)
+            self._record_drops(work)
             self._save_cursor(work, page)
             work.stats.pages += 1
             if page.next_link and work.stats.pages >= self._page_budget:
@@ -283,32 +304,33 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         """Store an event just created in a calendar as sync will store it; return its key."""
         tenant = connection.tenant_id
         index, window = self._index(tenant), self.window(tenant)
-        work = _Round(connection, token, index, window, "created", False, None, None)
-        return self._keep(work, event, str(event.get("type") or "singleInstance"), None)
+        rules = self._compiled_rules(connection)
+        work = _Round(connection, token, index, window, "created", False, None, None, rules)
+        key = self._keep(work, event, str(event.get("type") or "singleInstance"), None)
+        self._record_drops(work)
+        return key
+
+    def _record_drops(self, work: _Round) -> None:
+        """Write the decision records of the events dropped since the last page."""
+        connection = work.connection
+        # Only keyed hashes of each dropped event's ids, the reason and the time are written.
+        self._decisions.record(connection.tenant_id, connection.user_id, work.drops)
+        work.drops.clear()
 
     def _keep(
         self, work: _Round, item: Mapping[str, Any], kind: str, master: Entity | None
     ) -> str | None:
-        connection, stats = work.connection, work.stats
-        item_id = str(item["id"])
         merged = _with_series(item, master)
-        if _created(merged) < _purged_before(connection):
-            stats.dropped[DROP_PURGED] += 1
-            self._forget(work, item_id)
-            return None
-        participants = event_participants(merged)
-        decision = classify(participants, work.index)
-        if not decision.keep:
-            stats.dropped[decision.reason] += 1
-            self._forget(work, item_id)
+        companies = self._admit(work, merged)
+        if companies is None:
             return None
         try:
             times = event_times(merged)
         except ValidationError:
-            stats.dropped[DROP_BAD_TIMES] += 1
+            self._drop(work, merged, DROP_BAD_TIMES, forget=False)
             return None
         kept = KeptEvent(
-            item_id=item_id,
+            item_id=str(item["id"]),
             series_uid=str((master or {}).get("iCalUId") or merged.get("iCalUId") or ""),
             anchor=occurrence_anchor(merged, times),
             kind=kind,
@@ -317,10 +339,33 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
             organizer=_address(merged.get("organizer")),
             attendees=[_address(a) for a in merged.get("attendees") or [] if _address(a)],
             cancelled=bool(merged.get("isCancelled")),
-            company_ids=decision.company_ids,
+            company_ids=companies,
             series_master_id=str(item.get("seriesMasterId") or ""),
             location=str((merged.get("location") or {}).get("displayName") or ""),
         )
+        return self._save(work, merged, kept)
+
+    def _admit(self, work: _Round, merged: Mapping[str, Any]) -> frozenset[str] | None:
+        """Return the companies an event is kept for; ``None`` once it was dropped.
+
+        In order: purged, the company match, then the switches and blocking rules, so a
+        blocked event is never written.
+        """
+        if _created(merged) < _purged_before(work.connection):
+            self._drop(work, merged, DROP_PURGED)
+            return None
+        decision = classify(event_participants(merged), work.index)
+        if not decision.keep:
+            self._drop(work, merged, decision.reason)
+            return None
+        verdict = check_event(work.rules, merged)
+        if verdict.blocked:
+            self._drop(work, merged, str(verdict.reason), verdict.rule)
+            return None
+        return decision.company_ids
+
+    def _save(self, work: _Round, merged: Mapping[str, Any], kept: KeptEvent) -> str | None:
+        connection, stats = work.connection, work.stats
         try:
             key, created = self._events.save(
                 tenant_id=connection.tenant_id,
@@ -331,14 +376,30 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
             )
         except StorageLimitError:
             logger.warning("event not storable, dropped", extra={"user": connection.user_id})
-            stats.dropped[DROP_UNSTORABLE] += 1
+            self._drop(work, merged, DROP_UNSTORABLE, forget=False)
             return None
         except EventDeletedError:
-            stats.dropped[DROP_DELETED] += 1
+            self._drop(work, merged, DROP_DELETED, forget=False)
             return None
         stats.kept += 1
         stats.stored_new += int(created)
         return key
+
+    def _drop(
+        self,
+        work: _Round,
+        event: Mapping[str, Any],
+        reason: str,
+        rule: Rule | None = None,
+        *,
+        forget: bool = True,
+    ) -> None:
+        """Count a dropped event, note its decision record, and (by default) forget it here."""
+        item_id = str(event["id"])
+        work.stats.dropped[reason] += 1
+        work.drops.append(Drop(item_id, str(event.get("iCalUId") or ""), reason, rule))
+        if forget:
+            self._forget(work, item_id)
 
     def _master(self, work: _Round, master_id: str) -> Entity | None:
         if not master_id:
@@ -456,7 +517,12 @@ def _with_series(item: Mapping[str, Any], master: Entity | None) -> dict[str, An
     if "subject" not in merged:
         merged["subject"] = master.get("subject", "")
     if "isAllDay" not in merged:
-        merged["isAllDay"] = False
+        # A bare occurrence is all-day when its series is; its dates depend on it (BR-05).
+        merged["isAllDay"] = bool(master.get("isAllDay"))
+    if not merged.get("originalStartTimeZone") and master.get("originalStartTimeZone"):
+        merged["originalStartTimeZone"] = master["originalStartTimeZone"]
+    if "location" not in merged:
+        merged["location"] = _json_object(master.get("location"))
     if master.get("isCancelled"):
         merged["isCancelled"] = True
     if not merged.get("createdDateTime"):

@@ -11,8 +11,8 @@ Tables:
 - ``calendaritems``: per connection, Graph event id to event key, start, series master id and
   the id of the last full round that saw it (for reconciling a window and a series).
 - ``calendarseries``: per connection, what a series master says (``iCalUId``, subject,
-  organiser, attendees, cancelled, when it was created), so occurrences that come without
-  them are matched through it.
+  organiser, attendees, cancelled, all-day, its zone and location, when it was created), so
+  occurrences that come without them are matched, timed and keyed through it.
 - ``companyevents``: per (tenant, company), one summary row per event, latest start first.
 - ``eventtombstones``: what a user or admin deleted, so it never syncs back: one row per event
   key (the meeting occurrence in the tenant, in the event's partition) and one per calendar item
@@ -319,6 +319,9 @@ class EventStore:
             "organizer": json.dumps(master.get("organizer") or {}),
             "attendees": json.dumps((master.get("attendees") or [])[:MAX_ATTENDEES]),
             "isCancelled": bool(master.get("isCancelled")),
+            "isAllDay": bool(master.get("isAllDay")),
+            "originalStartTimeZone": str(master.get("originalStartTimeZone") or "")[:256],
+            "location": json.dumps(master.get("location") or {})[:SUBJECT_CHARS],
             "createdDateTime": str(master.get("createdDateTime") or ""),
             "fingerprint": _fingerprint(master),
         }
