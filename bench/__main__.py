@@ -1,4 +1,4 @@
-"""Run the benchmarks: fan-out, filtering and backfill memory; ``--quick`` for smaller sizes."""
+"""Run the benchmarks: fan-out, filtering, purge, backfill memory; ``--quick`` for smaller sizes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from bench import filtering, memory
+from bench import filtering, memory, purge
 from bench.fanout import QUICK, STANDARD, run_fanout_bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, run the three benchmarks and print their tables."""
+    """Parse the command line, run the four benchmarks and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2,000 and 10,000, one run each")
     parser.add_argument(
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     run_fanout_bench(QUICK if args.quick else STANDARD, args.out)
     filter_plan = filtering.QUICK if args.quick else filtering.STANDARD
     filtering.run_filtering_bench(filter_plan, args.out.parent / "filtering.json")
+    purge_plan = purge.QUICK if args.quick else purge.STANDARD
+    purge.run_purge_bench(purge_plan, args.out.parent / "purge.json")
     memory_result = memory.run(quick=args.quick)
     print(memory.report(memory_result))
     target = args.out.parent / "memory.json"
