@@ -7,7 +7,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from azure.data.tables import TableServiceClient
 
+from shared.settings import Settings
+from shared.sync.calendar import CalendarSyncService
+from shared.sync.eventstore import HOLDERS, event_partition
+from shared.wiring import Services
 from tests.functional.conftest import Tenant
 
 pytestmark = pytest.mark.stack
@@ -92,3 +97,132 @@ def test_calendar_sync_keeps_customer_meetings_once_for_all_attendees(tenant: Te
     assert event["upcoming"] is True
     assert first["lastRound"]["dropped"] == {"internal_only": 1}
     assert first["lastRound"]["fullRound"] is True
+
+
+def _holders(tenant: Tenant, event_id: str) -> list[str]:
+    """The users whose calendars hold a stored event, from its holder rows."""
+    client = TableServiceClient.from_connection_string(tenant.stack.env["AzureWebJobsStorage"])
+    rows = client.get_table_client(HOLDERS).query_entities(
+        "PartitionKey eq @pk", parameters={"pk": event_partition(tenant.tenant_id, event_id)}
+    )
+    return sorted(str(r["userId"]) for r in rows if r["eventKey"] == event_id)
+
+
+def _calendar_round(tenant: Tenant, upn: str) -> dict[str, Any]:
+    items = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    return dict(next(c for c in items if c["kind"] == "calendar")["lastRound"])
+
+
+def _worker_at(tenant: Tenant, now: datetime, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A calendar worker in this process, on the stack's storage and Graph, whose clock says now."""
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.setenv(name, tenant.stack.env[name])
+    services = Services(Settings.from_env(tenant.stack.env))
+    return CalendarSyncService(
+        connections=services.connections,
+        graph=services.graph_calendar,
+        directory=services.directory,
+        events=services.events,
+        queue=services.queue,
+        tables=services.tables,
+        clock=lambda: now,
+    )
+
+
+def test_moved_window_starts_over_without_duplicates_or_losses(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight days on, a full round covers the new window: new far events come, none doubles."""
+    # GIVEN a synced calendar with meetings in the past, the near future, one just past the
+    # window's end, one that will leave the window's start, and one that will be deleted
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    customer = ["cfo@acme.example"]
+    names = {"Old": -355, "Recent": -5, "Soon": 10, "Far": 369, "Dropped": 20}
+    ids = {
+        name: tenant.stack.sim.add_event(ann, meeting(name, ann, customer, at(days)))
+        for name, days in names.items()
+    }
+    tenant.sync()
+    before = {e["subject"]: e["id"] for e in tenant.company_events("Acme")}
+
+    # WHEN "Dropped" is deleted in Outlook and, eight days later, the calendar syncs twice
+    tenant.stack.sim.delete_event(ann, ids["Dropped"])
+    worker = _worker_at(tenant, datetime.now(UTC) + timedelta(days=8), monkeypatch)
+    job = {"kind": "calendar", "tenant": tenant.tenant_id, "user": tenant.users[ann]}
+    moved = worker.run(job)
+    again = worker.run(job)
+
+    # THEN the first round was a full one over the new window: "Far" came in, "Dropped" went,
+    # "Old" (now before the window) stays as history, and every meeting is one record with
+    # the id it had; the next round is incremental and changes nothing
+    assert sorted(before) == ["Dropped", "Old", "Recent", "Soon"]
+    after = tenant.company_events("Acme")
+    assert sorted(e["subject"] for e in after) == ["Far", "Old", "Recent", "Soon"]
+    assert {e["subject"]: e["id"] for e in after if e["subject"] != "Far"} == {
+        name: before[name] for name in ("Old", "Recent", "Soon")
+    }
+    assert (moved.full_round, moved.stored_new, moved.unlinked) == (True, 1, 1)
+    assert (again.full_round, again.stored_new, again.unlinked) == (False, 0, 0)
+
+
+def test_series_held_by_two_users_is_one_record_per_occurrence(tenant: Tenant) -> None:
+    """Each occurrence of a series in two attendees' calendars is one record with two holders."""
+    # GIVEN a daily customer series of three meetings that Ann and Bob both hold
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = connected(tenant, "ann"), connected(tenant, "bob")
+    series = meeting("Stand-up", ann, [bob, "cfo@acme.example"], at(2))
+    series["iCalUId"] = f"uid-standup-{tenant.tenant_id}"
+    series["recurrence"] = {
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {
+            "type": "numbered",
+            "startDate": at(2).date().isoformat(),
+            "numberOfOccurrences": 3,
+        },
+    }
+    tenant.stack.sim.add_event(ann, dict(series))
+    tenant.stack.sim.add_event(bob, dict(series))
+
+    # WHEN both calendars sync, twice
+    tenant.sync()
+    tenant.sync()
+
+    # THEN Acme holds three records, one per occurrence, each held by both
+    stored = tenant.company_events("Acme")
+    assert sorted(e["start"] for e in stored) == [
+        at(2 + day).strftime("%Y-%m-%dT%H:%M:%SZ") for day in range(3)
+    ]
+    for event in stored:
+        assert _holders(tenant, event["id"]) == sorted([tenant.users[ann], tenant.users[bob]])
+    assert _calendar_round(tenant, bob)["storedNew"] == 0
+
+
+def test_meeting_created_through_the_api_syncs_back_as_the_same_record(tenant: Tenant) -> None:
+    """A meeting made with POST /api/me/events is the one record after its calendars sync."""
+    # GIVEN Ann and Bob with connected calendars
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = connected(tenant, "ann"), connected(tenant, "bob")
+    start = at(6, 14)
+    body = {
+        "subject": "Renewal",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=30)).isoformat(),
+        "attendees": ["cfo@acme.example", bob],
+    }
+
+    # WHEN Ann creates a meeting with the customer and Bob, and the calendars sync twice
+    created = tenant.stack.call("POST", "me/events", tenant.token(ann), json=body)
+    listed = tenant.company_events("Acme")
+    tenant.sync()
+    tenant.sync()
+
+    # THEN the meeting was stored at once, and after syncing it is still that one record,
+    # held by Ann (her calendar) and Bob (the invitation's copy), never stored anew
+    assert created.status_code == 201, created.text
+    assert [e["id"] for e in listed] == [created.json()["id"]]
+    stored = tenant.company_events("Acme")
+    assert [(e["id"], e["subject"]) for e in stored] == [(created.json()["id"], "Renewal")]
+    assert stored[0]["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert _holders(tenant, created.json()["id"]) == sorted([tenant.users[ann], tenant.users[bob]])
+    assert _calendar_round(tenant, ann)["storedNew"] == 0
