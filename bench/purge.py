@@ -12,9 +12,8 @@ The baseline, measured in the same run, deletes exactly the entities the purge d
 listing the email tables before and after it), put back beforehand, straight from Table Storage
 in batched transactions of up to 100 entities of one partition: the floor for this storage
 design. Before the next run the deleted entities are put back again, so every run purges the
-same mailbox.
-Table requests are counted with a request hook on the table client, so the figures also say how
-many Table Storage requests the purge makes per email.
+same mailbox. Table requests are counted with a request hook on the table client, so the figures
+also say how many Table Storage requests the purge makes per email.
 
 Known limitations: Azurite is one Node.js process sharing the machine with this one, so seconds
 are not Azure's; the ratio of purge to baseline on the same emulator is the figure to compare.

@@ -120,9 +120,10 @@ def _caller(claims: dict[str, Any]) -> Caller:
         msg = "bearer token has no oid claim"
         raise AuthenticationError(msg)
     username = claims.get("preferred_username") or claims.get("upn") or ""
+    # Entra writes both ids as lower-case GUIDs, and so does the directory: one spelling each.
     return Caller(
-        tenant_id=str(claims["tid"]),
-        user_id=oid,
+        tenant_id=str(claims["tid"]).lower(),
+        user_id=oid.lower(),
         roles=frozenset(roles),
         username=str(username),
     )

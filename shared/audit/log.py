@@ -78,7 +78,11 @@ class Action(StrEnum):
     EMAIL_DELETE = "email.delete"
     EVENT_DELETE = "event.delete"
     EMAILS_PURGE = "emails.purge"
+    PURGE_START = "purge.start"
+    """A purge call refused before its kind was known (bad body, unknown kind)."""
     EVENTS_PURGE = "events.purge"
+    EMAIL_SEND = "email.send"
+    EMAIL_SEND_CANCEL = "email.sendCancel"
 
 
 class Outcome(StrEnum):
@@ -109,6 +113,9 @@ class AuditNote:
     target_id: str | None = None
     outcome: Outcome = Outcome.SUCCEEDED
     counts: dict[str, int] = field(default_factory=dict)
+    action: Action | None = None
+    """The action as the call turned out to be, when only its body could say (else the one
+    the call was audited as)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +219,7 @@ class AuditLog:
         self.record(
             tenant_id=caller.tenant_id,
             actor_id=caller.user_id,
-            action=action,
+            action=note.action or action,
             outcome=outcome,
             target_user_id=note.target_user_id,
             target_id=note.target_id,

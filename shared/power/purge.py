@@ -2,14 +2,19 @@
 
 A purge runs as a queued job so that a mailbox of any size finishes: the HTTP call records the
 job and answers 202 with its status URL, and the worker releases the connection's items in
-bounded batches, re-queueing itself after :data:`BATCHES_PER_RUN` batches. Each item is
+bounded batches, re-queueing itself after :data:`BATCHES_PER_RUN` batches. The worker holds the
+connection's sync lease while it works (:meth:`MailboxGate.hold_connection`), so no sync job of
+that mailbox stores anything meanwhile; a purge that finds a sync running tries again
+:data:`BUSY_RETRY_S` later, and the sync jobs after it drop what the mailbox received before the
+purge was asked for. Each item is
 released in an order that survives a kill anywhere (see :meth:`EmailStore.release`): the item
 row the worker walks goes last, so a redelivered job finds what is left and finishes it. A job
 that keeps failing lands in ``purge-poison``, whose worker marks it ``failed``.
 
 Jobs live in ``purgejobs``, in the tenant's partition: one row per job, and one pointer row per
-user and kind naming the job that is queued or running. Starting a purge while one is queued or
-running answers that job instead of a second one, so starting twice is safe.
+user and kind naming the job that is queued or running. The job row is written before the
+pointer, which is written conditionally, so of racing starts one wins and every other answers
+the winner's job: starting twice, or six times at once, is safe.
 
 Known limitations: counts are saved after each batch, so a batch interrupted by a crash is not
 counted though its items are gone. A queued job whose message was lost (the process died
@@ -31,6 +36,7 @@ from shared.adapters.tables import ETAG
 from shared.audit.log import Action, Outcome
 from shared.errors import ConflictError, InvalidJobError, NotFoundError
 from shared.sync.connections import MAIL
+from shared.sync.leases import MailboxGate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -46,6 +52,8 @@ BATCH_SIZE = 100
 BATCHES_PER_RUN = 20
 """Batches one delivery works through before it re-queues itself: well inside the queue's
 visibility timeout, so no delivery outlives its hold on the message."""
+BUSY_RETRY_S = 10
+"""How long a purge that found its connection syncing waits before it tries again."""
 STALE_AFTER = timedelta(minutes=15)
 """A queued job untouched this long is sent again when its purge is asked for once more."""
 _POINTER = "~active|"
@@ -113,9 +121,11 @@ class PurgeJobs:
         releasers: Mapping[str, Releaser],
         *,
         connection_key: Callable[[str, str, str], str],
+        gate: MailboxGate | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        self._gate = gate or MailboxGate(tables, queue)
         self._audit = audit
         self._tables = tables
         self._queue = queue
@@ -136,17 +146,6 @@ class PurgeJobs:
 
         job_id = uuid.uuid4().hex
         now = self._now()
-        claim = {"PartitionKey": partition, "RowKey": pointer_key, "jobId": job_id}
-        try:
-            # The pointer is written first and conditionally: of two racing starts one wins,
-            # and the other answers the winner's job.
-            self._tables.update(JOBS, claim, etag=None if pointer is None else pointer[ETAG])
-        except ConflictError:
-            raced = self._tables.get(JOBS, partition, pointer_key)
-            winner = self.get(tenant_id, str(raced["jobId"])) if raced else None
-            if winner is None:
-                raise
-            return winner
         row = {
             "PartitionKey": partition,
             "RowKey": job_id,
@@ -158,6 +157,18 @@ class PurgeJobs:
             "updatedAt": now,
         }
         self._tables.upsert(JOBS, row, replace=True)
+        claim = {"PartitionKey": partition, "RowKey": pointer_key, "jobId": job_id}
+        try:
+            # The pointer goes after the job row and conditionally: of racing starts one wins,
+            # and every other answers the winner's job, whose row already exists.
+            self._tables.update(JOBS, claim, etag=None if pointer is None else pointer[ETAG])
+        except ConflictError:
+            self._tables.delete(JOBS, partition, job_id)
+            raced = self._tables.get(JOBS, partition, pointer_key)
+            winner = self.get(tenant_id, str(raced["jobId"])) if raced else None
+            if winner is None:
+                raise
+            return winner
         self._send(tenant_id, job_id)
         extra = {"tenant_id": tenant_id, "user": user_id, "kind": kind, "job": job_id}
         logger.info("purge queued", extra=extra)
@@ -186,6 +197,16 @@ class PurgeJobs:
             extra = {"tenant": tenant_id, "job": job_id}
             logger.info("purge job skipped: unknown or finished", extra=extra)
             return
+        with self._gate.hold_connection(tenant_id, job.user_id, job.kind) as held:
+            if not held:
+                self._send(tenant_id, job_id, delay_s=BUSY_RETRY_S)
+                logger.info("purge waits for a sync of its connection", extra={"job": job_id})
+                return
+            self._work(job)
+
+    def _work(self, job: PurgeJob) -> None:
+        """Release batches of the job's items, then finish it or send it on to continue."""
+        tenant_id, job_id = job.tenant_id, job.job_id
         releaser = self._releasers[job.kind]
         connection = self._connection_key(tenant_id, job.user_id, job.kind)
         counts = dict(job.counts)
@@ -254,8 +275,8 @@ class PurgeJobs:
             row["finishedAt"] = row["updatedAt"]
         self._tables.upsert(JOBS, row)
 
-    def _send(self, tenant_id: str, job_id: str) -> None:
-        self._queue.send(PURGE_QUEUE, purge_message(tenant_id, job_id))
+    def _send(self, tenant_id: str, job_id: str, *, delay_s: int = 0) -> None:
+        self._queue.send(PURGE_QUEUE, purge_message(tenant_id, job_id), delay_s=delay_s)
 
     def _now(self) -> str:
         return self._clock().isoformat(timespec="seconds")

@@ -315,7 +315,6 @@ class ConnectionStore:
                 "tokenKeyVersion": sealed.key_version,
                 "consentedAt": now,
                 "lastError": "",
-                "purgedBefore": "",
             },
         )
         saved = self.get(grant.tenant_id, grant.user_id, kind)

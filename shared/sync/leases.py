@@ -253,6 +253,24 @@ class MailboxGate:
         finally:
             self._release(held)
 
+    @contextmanager
+    def hold_connection(self, tenant_id: str, user_id: str, kind: str) -> Iterator[bool]:
+        """Hold a connection against its sync jobs while the body runs, taking no Graph slot.
+
+        For work that must not overlap a sync of the connection but calls no Graph (a purge).
+        Yields False at once when a job holds the connection; the caller retries later.
+        """
+        partition = mailbox_partition(tenant_id, user_id)
+        lease = self._leases.take(partition, (f"conn-{kind}",), uuid.uuid4().hex)
+        if lease is None:
+            yield False
+            return
+        try:
+            with _Keeper(self._leases, [lease], self._lease_s / 3):
+                yield True
+        finally:
+            self._release([lease])
+
     def _enter(
         self, partition: str, kind: str, queue: str, job: Mapping[str, Any]
     ) -> list[Lease] | None:

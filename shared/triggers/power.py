@@ -9,11 +9,12 @@ import logging
 
 import azure.functions as func
 
+from shared.access.auth import Caller
 from shared.adapters.queues import PURGE_POISON_QUEUE, PURGE_QUEUE, decode_job
 from shared.audit.log import Action, Outcome
 from shared.errors import InvalidJobError
 from shared.power.purge import PurgeJob
-from shared.sync.connections import MAIL
+from shared.sync.connections import CALENDAR, MAIL
 from shared.sync.explain import connection_view
 from shared.triggers._http import caller_of, handled, json_object, json_response
 from shared.wiring import services
@@ -48,12 +49,20 @@ def event_delete(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(status_code=204)
 
 
+def _named(caller: Caller, user_id: str | None) -> str:
+    """Whom a call names, as the audit records it until the action has resolved the user."""
+    return (user_id or caller.user_id).strip().lower()
+
+
 def _revoke(req: func.HttpRequest, user_id: str | None) -> func.HttpResponse:
     caller = caller_of(req)
     kind = req.route_params["kind"]
-    with services().audit.audited(caller, Action.CONNECTION_REVOKE, target_id=kind) as note:
-        note.target_user_id = user_id or caller.user_id
+    named = _named(caller, user_id)
+    with services().audit.audited(
+        caller, Action.CONNECTION_REVOKE, target_user_id=named, target_id=kind
+    ) as note:
         connection = services().power.revoke(caller, kind, user_id)
+        note.target_user_id = connection.user_id
     return json_response(connection_view(connection))
 
 
@@ -82,15 +91,20 @@ def _purge_answer(job: PurgeJob, base: str, status: int) -> func.HttpResponse:
     return json_response({**job.as_json(), "statusUrl": location}, status, {"Location": location})
 
 
-def _start_purge(req: func.HttpRequest, user_id: str | None, base: str) -> func.HttpResponse:
+_PURGE_ACTIONS = {MAIL: Action.EMAILS_PURGE, CALENDAR: Action.EVENTS_PURGE}
+
+
+def _start_purge(req: func.HttpRequest, user_id: str | None) -> func.HttpResponse:
     caller = caller_of(req)
-    body = json_object(req)
-    kind = body.get("kind", MAIL)
-    action = Action.EMAILS_PURGE if kind == MAIL else Action.EVENTS_PURGE
-    with services().audit.audited(caller, action) as note:
-        note.target_user_id = user_id or caller.user_id
+    named = _named(caller, user_id)
+    with services().audit.audited(caller, Action.PURGE_START, target_user_id=named) as note:
+        body = json_object(req)
+        kind = body.get("kind", MAIL)
+        note.action = _PURGE_ACTIONS.get(kind) if isinstance(kind, str) else None
         job = services().power.start_purge(caller, str(kind), user_id)
-        note.target_id, note.outcome = job.job_id, Outcome.ACCEPTED
+        note.target_user_id, note.target_id = job.user_id, job.job_id
+        note.outcome = Outcome.ACCEPTED
+    base = "me/purges" if user_id is None else f"admin/users/{job.user_id}/purges"
     return _purge_answer(job, base, 202)
 
 
@@ -103,7 +117,7 @@ def my_purge_start(req: func.HttpRequest) -> func.HttpResponse:
     Answers 202 with the job's status and its URL; starting again while it runs answers the
     same job.
     """
-    return _start_purge(req, None, "me/purges")
+    return _start_purge(req, None)
 
 
 @bp.function_name("my_purge_status")
@@ -121,8 +135,7 @@ def my_purge_status(req: func.HttpRequest) -> func.HttpResponse:
 @handled
 def user_purge_start(req: func.HttpRequest) -> func.HttpResponse:
     """Remove everything synced from another user's mailbox or calendar."""
-    user_id = req.route_params["user_id"]
-    return _start_purge(req, user_id, f"admin/users/{user_id}/purges")
+    return _start_purge(req, req.route_params["user_id"])
 
 
 @bp.function_name("user_purge_status")
@@ -133,7 +146,7 @@ def user_purge_status(req: func.HttpRequest) -> func.HttpResponse:
     caller = caller_of(req)
     user_id = req.route_params["user_id"]
     job = services().power.purge_status(caller, req.route_params["job_id"], user_id)
-    return _purge_answer(job, f"admin/users/{user_id}/purges", 200)
+    return _purge_answer(job, f"admin/users/{job.user_id}/purges", 200)
 
 
 @bp.function_name("purge_worker")

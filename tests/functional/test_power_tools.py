@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -27,10 +28,10 @@ def _email_id(tenant: Tenant, company: str, subject: str) -> str:
     return next(e["id"] for e in tenant.company_emails(company) if e["subject"] == subject)
 
 
-def _wait_purge(tenant: Tenant, token: str, url: str) -> dict[str, Any]:
+def _wait_purge(tenant: Tenant, token: str, url: str, rounds: int = 300) -> dict[str, Any]:
     """Poll a purge's status URL until it ends; return its last status."""
     path = url.removeprefix("/api/")
-    for _ in range(300):
+    for _ in range(rounds):
         status = tenant.stack.call("GET", path, token).json()
         if status["state"] in {"completed", "failed"}:
             return dict(status)
@@ -253,3 +254,93 @@ def test_purge_of_an_unknown_kind_is_refused(
     answer = tenant.stack.call("POST", "me/purges", tenant.token(upn), json=body)
     assert answer.status_code == 400
     assert answer.json()["error"]["field"] == field
+
+
+def test_purge_while_a_sync_job_runs_leaves_nothing_behind(tenant: Tenant) -> None:
+    """A purge asked for mid-sync waits for the job, then nothing received before it remains."""
+    # GIVEN Ann's three pages of mail, the second slow to come, and a job that stored the first
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    batch = [message("jane@acme.example", [ann], f"m{i}", days_ago=i / 10 + 0.1) for i in range(75)]
+    tenant.stack.sim.load_messages(ann, "inbox", batch)
+    slow = FaultRule(r"/messages/delta$", 0, service="graph", user=ann, after=1, delay_s=3)
+    tenant.stack.sim.add_fault(slow)
+    tenant.stack.run_function("mail_sync_worker", _job(tenant, ann))
+    for _ in range(100):
+        if len(tenant.company_emails("Acme")) >= 25:
+            break
+        time.sleep(0.1)
+
+    # WHEN Ann purges while the job still runs, and the purge ends
+    started = tenant.stack.call("POST", "me/purges", tenant.token(ann), json={"kind": "mail"})
+    status = _wait_purge(tenant, tenant.token(ann), started.headers["Location"], rounds=600)
+    tenant.sync()
+
+    # THEN no email is left, from the job's later pages or from a round after the purge
+    assert status["state"] == "completed"
+    assert tenant.company_emails("Acme") == []
+
+
+def test_purged_mail_stays_out_after_a_new_consent_and_a_reset(tenant: Tenant) -> None:
+    """Consenting again, even after a revoke, does not bring purged mail back."""
+    # GIVEN Ann's purged mailbox
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    tenant.stack.sim.load_messages(ann, "inbox", [message("jane@acme.example", [ann], "old")])
+    tenant.sync()
+    started = tenant.stack.call("POST", "me/purges", tenant.token(ann), json={"kind": "mail"})
+    _wait_purge(tenant, tenant.token(ann), started.headers["Location"])
+
+    # WHEN she revokes, consents again, her cursors reset, and new mail arrives
+    tenant.stack.call("POST", "me/connections/mail/revoke", tenant.token(ann)).raise_for_status()
+    tenant.stack.connect_mail(tenant.token(ann)).raise_for_status()
+    tenant.stack.sim.invalidate_delta_tokens(ann)
+    time.sleep(1.1)
+    tenant.stack.sim.load_messages(
+        ann, "inbox", [message("jane@acme.example", [ann], "new", days_ago=-0.0001)]
+    )
+    tenant.sync()
+
+    # THEN only the mail received after the purge is stored
+    assert _subjects(tenant, "Acme") == ["new"]
+
+
+def test_audit_names_the_resolved_user_and_refused_purge_calls(tenant: Tenant) -> None:
+    """An id with spaces or upper case is audited as the user it resolves to; bad calls too."""
+    # GIVEN Ann, named by the admin with stray spaces and upper case
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    ann_id = tenant.users[ann]
+    named = quote(f" {ann_id.upper()} ", safe="")
+    call = tenant.stack.call
+
+    # WHEN the admin purges and revokes her that way, and a purge with a bad body is sent
+    purge = call("POST", f"admin/users/{named}/purges", tenant.admin, json={"kind": "mail"})
+    revoke = call("POST", f"admin/users/{named}/connections/mail/revoke", tenant.admin)
+    bad = call("POST", "me/purges", tenant.token(ann), json={"kind": "contacts"})
+
+    # THEN both actions worked, the audit names Ann's id, and the bad call is audited refused
+    assert purge.status_code == 202
+    assert purge.headers["Location"] == f"/api/admin/users/{ann_id}/purges/{purge.json()['id']}"
+    assert revoke.status_code == 200
+    by_ann = tenant.stack.call("GET", "admin/audit", tenant.admin, params={"userId": ann_id})
+    actions = [(e["action"], e["outcome"]) for e in by_ann.json()["items"]]
+    assert ("emails.purge", "accepted") in actions
+    assert ("connection.revoke", "succeeded") in actions
+    assert ("purge.start", "refused") in actions
+    assert bad.status_code == 400
+
+
+def test_a_token_with_an_upper_case_oid_acts_as_the_same_user(tenant: Tenant) -> None:
+    """The caller's ids are read in one spelling, so an upper-case oid is the same user."""
+    # GIVEN Ann's email, and a token for her whose oid is written in upper case
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    tenant.stack.sim.load_messages(ann, "inbox", [message("jane@acme.example", [ann], "x")])
+    tenant.sync()
+    email = _email_id(tenant, "Acme", "x")
+    shouting = tenant.stack.token(tenant.tenant_id, tenant.users[ann].upper(), upn=ann)
+
+    # WHEN she lists her connections and deletes her email with it
+    listed = tenant.stack.call("GET", "me/connections", shouting).json()["items"]
+    deleted = tenant.stack.call("DELETE", f"emails/{email}", shouting)
+
+    # THEN she is herself
+    assert [c["kind"] for c in listed] == ["mail"]
+    assert deleted.status_code == 204

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -177,3 +179,29 @@ def test_a_purge_started_twice_runs_once(
     second = purges.start(tenant, "ann", MAIL, "admin")
     assert second.job_id == first.job_id
     assert len(_drain(azurite, tenant)) == 1
+
+
+def test_purges_started_at_the_same_moment_share_one_job(
+    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue], azurite: Azurite
+) -> None:
+    """Six starts released at once answer one job id, none fails, and one message is sent."""
+    tables, blobs, queue = storage
+    for _ in range(4):
+        # GIVEN a user without a purge, and six callers ready to start one
+        tenant = str(uuid.uuid4())
+        purges = _purges(tables, queue, EmailStore(tables, blobs))
+        ready = threading.Barrier(6)
+
+        def start(
+            _: int, purges: PurgeJobs = purges, tenant: str = tenant, ready: Any = ready
+        ) -> str:
+            ready.wait()
+            return purges.start(tenant, "ann", MAIL, "ann").job_id
+
+        # WHEN they all start at the same moment
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            ids = list(pool.map(start, range(6)))
+
+        # THEN every one got the same job, and the job was sent once
+        assert len(set(ids)) == 1
+        assert len(_drain(azurite, tenant)) == 1
