@@ -236,9 +236,26 @@ class TableEntityStore:
                 raise TransientError(msg) from error
 
     def delete_batch(self, table: str, keys: Sequence[tuple[str, str]]) -> None:
-        """Delete entities of one partition by key, already-gone ones included."""
-        for partition, row in keys:
-            self.delete(table, partition, row)
+        """Delete entities by key, already-gone ones included, in transactions per partition.
+
+        Keys are grouped by partition into transactions of at most 100. A transaction fails as
+        a whole when one of its entities is already gone (a repeat after a crash, say); its
+        keys are then deleted one by one, which tolerates that.
+        """
+        by_partition: dict[str, list[str]] = {}
+        for partition, row in dict.fromkeys(keys):
+            by_partition.setdefault(partition, []).append(row)
+        for partition, rows in by_partition.items():
+            for start in range(0, len(rows), 100):
+                chunk = rows[start : start + 100]
+                operations: list[Any] = [
+                    ("delete", {"PartitionKey": partition, "RowKey": row}) for row in chunk
+                ]
+                try:
+                    self._client(table).submit_transaction(operations)
+                except (TableTransactionError, AzureError):
+                    for row in chunk:
+                        self.delete(table, partition, row)
 
     def _client(self, table: str) -> TableClient:
         client = self._clients.get(table)

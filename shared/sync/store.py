@@ -267,8 +267,20 @@ class EmailStore:
         """
         counts: Counter[str] = Counter()
         items = self.mailbox_items(connection, size=size)
+        doomed: list[str] = []
+        holder_keys: list[tuple[str, str]] = []
         for item in items:
-            counts[str(self._release(tenant_id, user_id, connection, item))] += 1
+            key = str(item["emailKey"])
+            others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
+            if not others:
+                doomed.append(key)
+            holder_keys.append((email_partition(tenant_id, key), table_key(key, user_id)))
+            counts[str(Release.KEPT_SHARED if others else Release.REMOVED)] += 1
+        # The same order as one item's release, a step at a time for the whole batch: the
+        # emails no one else holds, then this user's holder rows, then the item rows last.
+        self._delete_emails(tenant_id, doomed)
+        self._tables.delete_batch(HOLDERS, holder_keys)
+        self._tables.delete_batch(ITEMS, [(connection, str(item["RowKey"])) for item in items])
         return dict(counts), bool(items)
 
     def _release(self, tenant_id: str, user_id: str, connection: str, item: Entity) -> Release:
@@ -363,6 +375,37 @@ class EmailStore:
         if text is None and blob_name:
             text = self._blobs.get_text(str(blob_name))
         return frozenset(json.loads(text or "[]"))
+
+    def _delete_emails(self, tenant_id: str, keys: Sequence[str]) -> None:
+        """Delete many emails as :meth:`_delete_email` does one, in batched transactions.
+
+        Index rows of every email go first, then their blobs, then the email rows, so an
+        interruption leaves each email either whole or without its index, never the reverse.
+        """
+        rows = [
+            row
+            for key in dict.fromkeys(keys)
+            if (row := self._tables.get(EMAILS, email_partition(tenant_id, key), key))
+        ]
+        index: list[tuple[str, str]] = []
+        inbox: list[tuple[str, str]] = []
+        for row in rows:
+            key = str(row["RowKey"])
+            index_key = _index_key(str(row["sortTime"]), key)
+            index.extend(
+                (table_key(tenant_id, company_id), index_key)
+                for company_id in self._company_ids(row)
+            )
+            inbox.append((_inbox_partition(tenant_id, key), index_key))
+        self._tables.delete_batch(INDEX, index)
+        self._tables.delete_batch(INBOX, inbox)
+        for row in rows:
+            for name in OVERFLOW_FIELDS:
+                blob_name = row.get(name + BLOB_SUFFIX)
+                if blob_name:
+                    self._blobs.delete(str(blob_name))
+        emails = [(email_partition(tenant_id, str(r["RowKey"])), str(r["RowKey"])) for r in rows]
+        self._tables.delete_batch(EMAILS, emails)
 
     def _delete_email(self, tenant_id: str, key: str) -> None:
         """Delete an email row, its company index rows and its blobs; the row goes last."""

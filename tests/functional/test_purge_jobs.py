@@ -14,34 +14,48 @@ from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
 
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.queues import PURGE_QUEUE, JobQueue, decode_job
+from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.matching.addresses import parse_address
 from shared.power import purge
 from shared.power.purge import PurgeJobs
 from shared.sync.connections import MAIL, connection_key
-from shared.sync.store import EMAILS, EmailStore, email_partition
+from shared.sync.store import EMAILS, INDEX, EmailStore, email_partition
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite
-    from shared.adapters.tables import Entity
 
 
 class KilledError(Exception):
     """Stands for the worker's process dying."""
 
 
-class DyingStore(EmailStore):
-    """An email store whose worker dies after releasing a given number of items."""
+class DyingTables:
+    """Table Storage whose process dies once a given number of deletes went through.
 
-    def __init__(self, *args: Any, die_after: int) -> None:
-        super().__init__(*args)
+    Batched deletes count one per entity and die part-way, as a crash between two requests
+    would leave them.
+    """
+
+    def __init__(self, tables: TableEntityStore, die_after: int) -> None:
+        self._tables = tables
         self.left = die_after
 
-    def _release(self, tenant_id: str, user_id: str, connection: str, item: Entity) -> Any:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tables, name)
+
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        self._spend()
+        self._tables.delete(table, partition, row, etag=etag)
+
+    def delete_batch(self, table: str, keys: Any) -> None:
+        for partition, row in keys:
+            self.delete(table, partition, row)
+
+    def _spend(self) -> None:
         if self.left == 0:
             raise KilledError
         self.left -= 1
-        return super()._release(tenant_id, user_id, connection, item)
 
 
 @pytest.fixture(scope="module")
@@ -109,19 +123,21 @@ def _drain(azurite: Azurite, tenant: str) -> list[dict[str, Any]]:
     return taken
 
 
+@pytest.mark.parametrize("die_after", [1, 7, 23, 61, 140])
 def test_purge_killed_halfway_and_redelivered_finishes_without_orphans(
-    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue], azurite: Azurite
+    storage: tuple[TableEntityStore, BlobBodyStore, JobQueue], azurite: Azurite, die_after: int
 ) -> None:
-    """A worker dying mid-batch leaves nothing half-done that the redelivery does not finish."""
+    """A worker dying after any delete leaves nothing the redelivery does not finish."""
     # GIVEN Ann's 40 emails, 8 of them also held by Ben, and a purge of Ann's mail
     tables, blobs, queue = storage
     tenant = str(uuid.uuid4())
     _mailbox(EmailStore(tables, blobs), tenant, "ann", 40, "ben")
-    purges = _purges(tables, queue, DyingStore(tables, blobs, die_after=17))
+    dying = EmailStore(DyingTables(tables, die_after), blobs)  # type: ignore[arg-type]
+    purges = _purges(tables, queue, dying)
     job = purges.start(tenant, "ann", MAIL, "ann")
     delivered = _drain(azurite, tenant)
 
-    # WHEN the first delivery dies after 17 items and the message is delivered again
+    # WHEN the first delivery dies part-way and the message is delivered again
     with pytest.raises(KilledError):
         purges.run(delivered[0])
     healthy = _purges(tables, queue, EmailStore(tables, blobs))
@@ -134,6 +150,9 @@ def test_purge_killed_halfway_and_redelivered_finishes_without_orphans(
     assert finished.state == "completed"
     assert _emails_and_holders(store, tables, tenant) == [1] * 8
     assert store.mailbox_items(connection_key(tenant, "ann", MAIL), size=10) == []
+    listed, _ = store.inbox_page(tenant, size=50, token=None)
+    assert len(listed) == 8
+    assert len(list(tables.list_partition(INDEX, table_key(tenant, "acme")))) == 8
 
 
 def test_a_large_purge_continues_in_further_deliveries(
