@@ -13,6 +13,7 @@ from shared.triggers import (
     power,
     read,
     rules,
+    sending,
     sync,
 )
 
@@ -30,5 +31,6 @@ for blueprint in (
     sync.bp,
     calendar.bp,
     power.bp,
+    sending.bp,
 ):
     app.register_functions(blueprint)

@@ -21,6 +21,7 @@ from shared.access.permissions import PermissionService
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.graph import GraphMailClient
 from shared.adapters.graphcalendar import GraphCalendarClient
+from shared.adapters.graphsend import GraphSendClient
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.queues import JobQueue
 from shared.adapters.tables import TableEntityStore
@@ -29,6 +30,7 @@ from shared.audit.log import AuditLog
 from shared.consent.crypto import TokenCipher
 from shared.consent.service import ConsentService
 from shared.directory.service import DirectoryService
+from shared.errors import ReauthRequiredError
 from shared.meetings.service import MeetingService
 from shared.power.purge import PurgeJobs, Releaser
 from shared.power.tools import PowerTools
@@ -36,6 +38,8 @@ from shared.read.events import EventReadService
 from shared.read.service import ReadService
 from shared.rules.service import RuleService
 from shared.rules.store import DecisionLog, RuleStore
+from shared.sending.outbox import OutboxService
+from shared.sending.worker import OutboxWorker
 from shared.settings import Settings
 from shared.sync.calendar import CalendarSyncService
 from shared.sync.connections import CALENDAR, MAIL, ConnectionStore, connection_key
@@ -263,6 +267,38 @@ class Services:
     def audit(self) -> AuditLog:
         """The append-only audit log."""
         return AuditLog(self.tables)
+
+    @functools.cached_property
+    def outbox(self) -> OutboxService:
+        """Emails to send: checked, recorded and queued."""
+        return OutboxService(
+            tables=self.tables,
+            blobs=self.blobs,
+            queue=self.queue,
+            directory=self.directory,
+            permissions=self.permissions,
+            reader=self.reader,
+            connections=self.connections,
+        )
+
+    @functools.cached_property
+    def outbox_worker(self) -> OutboxWorker:
+        """The outbox worker: draft, attachments and send through Graph."""
+        return OutboxWorker(
+            tables=self.tables,
+            blobs=self.blobs,
+            queue=self.queue,
+            graph=GraphSendClient(self.graph),
+            tokens=self._mail_token,
+            settings=self.directory,
+        )
+
+    def _mail_token(self, tenant_id: str, user_id: str) -> str:
+        connection = self.connections.get(tenant_id, user_id, MAIL)
+        if connection is None:
+            code = "no_connection"
+            raise ReauthRequiredError(code, "the user has no mail connection")
+        return self.connections.access_token(connection)
 
     @functools.cached_property
     def reader(self) -> ReadService:

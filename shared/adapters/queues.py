@@ -36,6 +36,8 @@ CALENDAR_SYNC_POISON_QUEUE = f"{CALENDAR_SYNC_QUEUE}-poison"
 FANOUT_QUEUE = "sync-fanout"
 PURGE_QUEUE = "purge"
 PURGE_POISON_QUEUE = f"{PURGE_QUEUE}-poison"
+OUTBOX_QUEUE = "outbox"
+OUTBOX_POISON_QUEUE = f"{OUTBOX_QUEUE}-poison"
 QUEUES = (
     MAIL_SYNC_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
@@ -45,6 +47,8 @@ QUEUES = (
     f"{FANOUT_QUEUE}-poison",
     PURGE_QUEUE,
     PURGE_POISON_QUEUE,
+    OUTBOX_QUEUE,
+    OUTBOX_POISON_QUEUE,
 )
 """Every queue the product produces to or triggers on; created on start-up."""
 

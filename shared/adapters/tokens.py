@@ -20,8 +20,11 @@ from shared.errors import ConsentError, ReauthRequiredError, TransientError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-MAIL_SCOPES = ("User.Read", "Mail.Read", "Mail.Send")
-"""Delegated scopes of a mail connection; MSAL adds ``offline_access``, ``openid``, ``profile``."""
+MAIL_SCOPES = ("User.Read", "Mail.ReadWrite", "Mail.Send", "MailboxSettings.Read")
+"""Delegated scopes of a mail connection; MSAL adds ``offline_access``, ``openid``, ``profile``.
+
+Drafts need ``Mail.ReadWrite``, and the daily limit reads the mailbox's time zone.
+"""
 CALENDAR_SCOPES = ("User.Read", "Calendars.ReadWrite")
 """Delegated scopes of a calendar connection, consented apart from mail; MSAL adds the rest."""
 SCOPES_BY_KIND = {"mail": MAIL_SCOPES, "calendar": CALENDAR_SCOPES}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
+from shared.directory._sending import sending_of, sending_properties
 from shared.directory.model import (
     DEFAULT_BACKFILL_DAYS,
     Company,
@@ -49,6 +50,7 @@ def tenant_entity(tenant_id: str, draft: TenantDraft) -> Entity:
         "name": draft.name,
         "ownDomains": json.dumps(list(draft.own_domains)),
         "backfillDays": draft.backfill_days,
+        **sending_properties(draft.sending),
         "updatedAt": now_iso(),
     }
 
@@ -56,11 +58,15 @@ def tenant_entity(tenant_id: str, draft: TenantDraft) -> Entity:
 def tenant_of(tenant_id: str, entity: Mapping[str, Any]) -> Tenant:
     """Read a ``tenants`` entity."""
     backfill = entity.get("backfillDays")
+    sending = sending_of(entity)
     return Tenant(
         tenant_id=tenant_id,
         name=str(entity.get("name", "")),
         own_domains=json_strings(entity.get("ownDomains")),
         backfill_days=backfill if isinstance(backfill, int) else DEFAULT_BACKFILL_DAYS,
+        send_size_limit=sending.send_size_limit,
+        daily_automatic_limit=sending.daily_automatic_limit,
+        do_not_disturb=sending.do_not_disturb,
     )
 
 

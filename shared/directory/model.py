@@ -8,11 +8,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from shared.sending.schedule import DoNotDisturb
+
 PropertyValue = str | int | float | bool | None
 """What a company's custom property may hold."""
 
 DEFAULT_BACKFILL_DAYS = 360
 """Days of mail history synced on first connection when the tenant says nothing else."""
+DEFAULT_SEND_SIZE_LIMIT = 2 * 1024 * 1024
+"""Raw bytes (body and attachments) an email sent through the product may hold by default."""
+MAX_SEND_SIZE_LIMIT = 8 * 1024 * 1024
+DEFAULT_DAILY_AUTOMATIC_LIMIT = 200
+"""Automatic emails one user may send per local day by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,9 @@ class Tenant:
     name: str
     own_domains: tuple[str, ...]
     backfill_days: int = DEFAULT_BACKFILL_DAYS
+    send_size_limit: int = DEFAULT_SEND_SIZE_LIMIT
+    daily_automatic_limit: int = DEFAULT_DAILY_AUTOMATIC_LIMIT
+    do_not_disturb: DoNotDisturb | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.access.policy import PROPERTY_NAME
+from shared.directory._sending import SENDING_FIELDS, SendingDraft, sending_draft
 from shared.directory.model import DEFAULT_BACKFILL_DAYS, Contact, PropertyValue
 from shared.errors import ValidationError
 from shared.matching.addresses import normalize_domain, parse_address
@@ -59,7 +60,7 @@ GUID_RULE = "must be a GUID such as 00000000-0000-0000-0000-000000000000"
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # "id" and "contactCount" are read-only: accepted so that a GET document can be PUT back.
-_TENANT_FIELDS = frozenset({"name", "ownDomains", "backfillDays", "id"})
+_TENANT_FIELDS = frozenset({"name", "ownDomains", "backfillDays", "id", *SENDING_FIELDS})
 _USER_FIELDS = frozenset({"upn", "displayName", "roles", "id"})
 _COMPANY_FIELDS = frozenset(
     {"name", "domains", "contacts", "externalId", "ownerIds", "properties", "id", "contactCount"}
@@ -74,6 +75,7 @@ class TenantDraft:
     name: str
     own_domains: tuple[str, ...]
     backfill_days: int
+    sending: SendingDraft = field(default_factory=SendingDraft)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,9 @@ def tenant_draft(body: object) -> TenantDraft:
     if not is_whole or not 0 <= backfill <= MAX_BACKFILL_DAYS:
         field, rule = "backfillDays", f"must be a whole number from 0 to {MAX_BACKFILL_DAYS}"
         raise ValidationError(field, rule)
-    return TenantDraft(name=name, own_domains=own_domains, backfill_days=backfill)
+    return TenantDraft(
+        name=name, own_domains=own_domains, backfill_days=backfill, sending=sending_draft(fields)
+    )
 
 
 def user_draft(body: object) -> UserDraft:

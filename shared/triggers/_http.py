@@ -18,6 +18,7 @@ import azure.functions as func
 
 from shared import errors
 from shared.access.auth import Caller
+from shared.sending.message import TooLargeError
 from shared.wiring import services
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class UnsupportedMediaError(errors.ValidationError):
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.StorageLimitError, 500, "internal"),
     (UnsupportedMediaError, 415, "unsupported_media_type"),
+    (TooLargeError, 413, "too_large"),
     (errors.ValidationError, 400, "invalid_input"),
     (errors.ConsentError, 400, "consent_failed"),
     (errors.AuthenticationError, 401, "unauthenticated"),

@@ -188,6 +188,9 @@ def _tenant_json(tenant: Tenant) -> dict[str, Any]:
         "name": tenant.name,
         "ownDomains": list(tenant.own_domains),
         "backfillDays": tenant.backfill_days,
+        "sendSizeLimitBytes": tenant.send_size_limit,
+        "dailyAutomaticLimit": tenant.daily_automatic_limit,
+        "doNotDisturb": tenant.do_not_disturb.as_json() if tenant.do_not_disturb else None,
     }
 
 

@@ -1,0 +1,351 @@
+"""The outbox worker: one queued email through draft, attachments and send, exactly once.
+
+Each delivery of an ``outbox`` job resumes from the state its row records:
+
+- ``queued``: an automatic email first waits out do-not-disturb hours and the sender's daily
+  limit (see below); then the draft is created (``POST /me/messages``) and its id recorded as
+  ``draftCreated``.
+- ``draftCreated``: attachments are added in order, inline under 3 MB and through an upload
+  session from 3 MB; each one is counted on the row once added. A resumed delivery asks Graph
+  how many the draft already holds, so one added just before a crash is not added twice. Then
+  ``attachmentsUploaded``.
+- ``attachmentsUploaded``: the draft is read back first. If it is no longer a draft, the send
+  went through before a crash kept it from being recorded, so it is recorded as ``sent``
+  without sending again; otherwise ``POST /send``, then ``sent``.
+
+Graph refusing a step for good marks the item ``failed`` and deletes its draft. Throttling puts
+the job back on the queue after ``Retry-After``; other transient failures let the host retry,
+and a job that keeps failing lands in ``outbox-poison``, whose worker marks it ``failed``.
+
+Automatic emails: the daily limit counts per local day in the sender's mailbox time zone
+(``GET /me/mailboxSettings``), in ``sendcounts``; an email over it waits until the next local
+midnight. Do-not-disturb hours delay it until the window ends. Both delays are queue visibility
+delays (at most 7 days), so nothing is dropped. Manual emails ignore both.
+
+Known limitations: a crash between Graph creating the draft and the row recording it leaves that
+draft behind (it is never sent; the retry makes a new one). A slot of the daily limit, once
+taken, stays taken when the email later fails. Do-not-disturb in the recipient's time zone uses
+the sender's, since contacts carry no time zone yet. A connection consented without
+``MailboxSettings.Read`` counts days in UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.adapters.queues import OUTBOX_QUEUE
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import ETAG
+from shared.errors import (
+    ConflictError,
+    GraphRequestError,
+    NotFoundError,
+    ReauthRequiredError,
+    SyncError,
+    ThrottledError,
+    TransientError,
+)
+from shared.sending.message import INLINE_LIMIT, Kind, OutgoingEmail, decode_email
+from shared.sending.outbox import (
+    FINAL_STATES,
+    OUTBOX,
+    OutboxState,
+    now_iso,
+    outbox_job,
+    parse_job,
+    payload_name,
+)
+from shared.sending.schedule import delay_seconds, local_day, next_day_start, quiet_until
+from shared.sync.connections import MAIL, connection_key
+from shared.sync.eventtimes import zone_of
+from shared.sync.store import email_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from shared.adapters.blobs import BlobBodyStore
+    from shared.adapters.queues import JobQueue
+    from shared.adapters.tables import Entity, TableEntityStore
+    from shared.directory.model import Tenant
+
+logger = logging.getLogger(__name__)
+
+SEND_COUNTS = "sendcounts"
+COUNT_ATTEMPTS = 5
+
+
+class SendGraph(Protocol):
+    """The Graph calls of sending (:class:`shared.adapters.graphsend.GraphSendClient`)."""
+
+    def create_draft(self, token: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a draft."""
+        ...
+
+    def get_message(self, token: str, message_id: str) -> dict[str, Any]:
+        """Read a message's folder and draft flag."""
+        ...
+
+    def attachment_count(self, token: str, message_id: str) -> int:
+        """Count a draft's attachments."""
+        ...
+
+    def add_inline_attachment(
+        self, token: str, message_id: str, name: str, content_type: str, content: bytes
+    ) -> None:
+        """Attach a small file."""
+        ...
+
+    def upload_attachment(
+        self, token: str, message_id: str, name: str, content_type: str, content: bytes
+    ) -> None:
+        """Attach a large file through an upload session."""
+        ...
+
+    def send(self, token: str, message_id: str) -> None:
+        """Send a draft."""
+        ...
+
+    def delete_message(self, token: str, message_id: str) -> None:
+        """Delete a draft."""
+        ...
+
+    def mailbox_time_zone(self, token: str) -> str:
+        """Return the mailbox's time zone name."""
+        ...
+
+
+class TenantSettings(Protocol):
+    """Where the tenant's sending settings come from."""
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """Return a tenant's settings."""
+        ...
+
+
+class CancelledError(SyncError):
+    """Raised inside the worker when the item was cancelled while a step ran."""
+
+
+class OutboxWorker:
+    """Moves outbox items through their states; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        tables: TableEntityStore,
+        blobs: BlobBodyStore,
+        queue: JobQueue,
+        graph: SendGraph,
+        tokens: Callable[[str, str], str],
+        settings: TenantSettings,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._tables = tables
+        self._blobs = blobs
+        self._queue = queue
+        self._graph = graph
+        self._tokens = tokens
+        self._settings = settings
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def run(self, message: Mapping[str, Any]) -> None:
+        """Work one delivery of an outbox job from the state its row records.
+
+        Raises:
+            InvalidJobError: when the message is not an outbox job.
+            TransientError: when storage or Graph failed in a way a retry may fix.
+        """
+        tenant_id, item_id = parse_job(message)
+        row = self._tables.get(OUTBOX, table_key(tenant_id), item_id)
+        if row is None or row.get("state") in FINAL_STATES:
+            logger.info("outbox job skipped: unknown or finished", extra={"outbox_id": item_id})
+            return
+        token = ""
+        try:
+            token = self._tokens(tenant_id, str(row["userId"]))
+            self._advance(tenant_id, row, token)
+        except ThrottledError as error:
+            delay = max(1, int(error.retry_after_s + 0.999))
+            self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, item_id), delay_s=delay)
+            logger.info("outbox job throttled", extra={"outbox_id": item_id, "delay_s": delay})
+        except CancelledError:
+            self._cancelled(tenant_id, item_id, token)
+        except GraphRequestError as error:
+            self._fail(tenant_id, item_id, token, error.code)
+        except ReauthRequiredError as error:
+            self._fail(tenant_id, item_id, token, error.code)
+
+    def fail(self, message: Mapping[str, Any]) -> None:
+        """Mark a poisoned outbox job ``failed`` and delete its draft when it can."""
+        tenant_id, item_id = parse_job(message)
+        row = self._tables.get(OUTBOX, table_key(tenant_id), item_id)
+        if row is None or row.get("state") in FINAL_STATES:
+            return
+        try:
+            token = self._tokens(tenant_id, str(row["userId"]))
+        except SyncError:
+            token = ""
+        self._fail(tenant_id, item_id, token, "poisoned")
+
+    def _advance(self, tenant_id: str, row: Entity, token: str) -> None:
+        email: OutgoingEmail | None = None
+        if row["state"] == OutboxState.QUEUED:
+            if row.get("kind") == Kind.AUTOMATIC and self._postpone(tenant_id, row, token):
+                return
+            email = self._email(tenant_id, row)
+            row = self._create_draft(tenant_id, row, token, email)
+        if row["state"] == OutboxState.DRAFT_CREATED:
+            row = self._add_attachments(tenant_id, row, token, email)
+        if row["state"] == OutboxState.ATTACHMENTS_UPLOADED:
+            self._send(tenant_id, row, token)
+
+    def _email(self, tenant_id: str, row: Entity) -> OutgoingEmail:
+        text = self._blobs.get_text(payload_name(tenant_id, str(row["RowKey"])))
+        if text is None:
+            message = f"outbox item {row['RowKey']} has no stored email"
+            raise TransientError(message)
+        return decode_email(text)
+
+    def _create_draft(
+        self, tenant_id: str, row: Entity, token: str, email: OutgoingEmail
+    ) -> Entity:
+        created = self._graph.create_draft(token, email.draft_json())
+        draft_id = str(created["id"])
+        imid = str(created.get("internetMessageId") or "")
+        connection = connection_key(tenant_id, str(row["userId"]), MAIL)
+        changes = {
+            "state": str(OutboxState.DRAFT_CREATED),
+            "draftId": draft_id,
+            "internetMessageId": imid,
+            "emailId": email_key(tenant_id, imid, connection, draft_id),
+        }
+        try:
+            return self._save(row, changes)
+        except CancelledError:
+            self._graph.delete_message(token, draft_id)
+            raise
+
+    def _add_attachments(
+        self, tenant_id: str, row: Entity, token: str, email: OutgoingEmail | None
+    ) -> Entity:
+        total, draft_id = int(row.get("attachmentCount") or 0), str(row["draftId"])
+        done = int(row.get("attachmentsDone") or 0)
+        if done < total:
+            # A crash between adding an attachment and counting it would add it twice.
+            done = max(done, self._graph.attachment_count(token, draft_id))
+        if done < total:
+            email = email or self._email(tenant_id, row)
+            for index in range(done, total):
+                file = email.attachments[index]
+                add = (
+                    self._graph.add_inline_attachment
+                    if len(file.content) < INLINE_LIMIT
+                    else self._graph.upload_attachment
+                )
+                add(token, draft_id, file.name, file.content_type, file.content)
+                row = self._save(row, {"attachmentsDone": index + 1})
+        return self._save(row, {"state": str(OutboxState.ATTACHMENTS_UPLOADED)})
+
+    def _send(self, tenant_id: str, row: Entity, token: str) -> None:
+        draft_id = str(row["draftId"])
+        try:
+            current = self._graph.get_message(token, draft_id)
+        except NotFoundError as error:
+            code = "draftMissing"
+            msg = "the draft is gone"
+            raise GraphRequestError(msg, 404, code) from error
+        # A send that went through just before a crash: never send it again.
+        if current.get("isDraft", True):
+            self._graph.send(token, draft_id)
+        self._save(row, {"state": str(OutboxState.SENT), "sentAt": now_iso(self._clock)})
+        self._blobs.delete(payload_name(tenant_id, str(row["RowKey"])))
+        extra = {"outbox_id": row["RowKey"], "attachments": row.get("attachmentCount", 0)}
+        logger.info("outbox item sent", extra=extra)
+
+    def _postpone(self, tenant_id: str, row: Entity, token: str) -> bool:
+        tenant = self._settings.get_tenant(tenant_id)
+        if tenant is None:
+            return False
+        now, zone = self._clock(), self._zone(token)
+        until = quiet_until(now, zone, tenant.do_not_disturb)
+        if until is not None:
+            self._later(tenant_id, row, now, until, "doNotDisturb")
+            return True
+        if row.get("countedDay"):
+            return False
+        day = local_day(now, zone)
+        if not self._reserve(tenant_id, str(row["userId"]), day, tenant.daily_automatic_limit):
+            self._later(tenant_id, row, now, next_day_start(now, zone), "dailyLimit")
+            return True
+        row.update(self._save(row, {"countedDay": day, "waitingFor": ""}))
+        return False
+
+    def _zone(self, token: str) -> Any:
+        try:
+            name = self._graph.mailbox_time_zone(token)
+        except ReauthRequiredError:
+            logger.warning("mailbox settings not readable; counting days in UTC")
+            name = "UTC"
+        return zone_of(name) or UTC
+
+    def _later(
+        self, tenant_id: str, row: Entity, now: datetime, until: datetime, reason: str
+    ) -> None:
+        delay = delay_seconds(now, until)
+        changes = {"notBefore": until.isoformat(timespec="seconds"), "waitingFor": reason}
+        self._save(row, changes)
+        self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, str(row["RowKey"])), delay_s=delay)
+        logger.info("outbox item postponed", extra={"outbox_id": row["RowKey"], "delay_s": delay})
+
+    def _reserve(self, tenant_id: str, user_id: str, day: str, limit: int) -> bool:
+        partition, key = table_key(tenant_id), table_key(user_id, day)
+        for _ in range(COUNT_ATTEMPTS):
+            counter = self._tables.get(SEND_COUNTS, partition, key)
+            count = int(counter.get("count") or 0) if counter else 0
+            if count >= limit:
+                return False
+            entity = {"PartitionKey": partition, "RowKey": key, "count": count + 1}
+            try:
+                self._tables.update(SEND_COUNTS, entity, etag=counter[ETAG] if counter else None)
+            except ConflictError:
+                continue
+            return True
+        message = f"the daily count of user {user_id} kept changing"
+        raise TransientError(message)
+
+    def _save(self, row: Entity, changes: Mapping[str, Any]) -> Entity:
+        """Rewrite the row with its ETag; a cancel that landed first raises CancelledError."""
+        updated = {**row, **changes, "updatedAt": now_iso(self._clock)}
+        try:
+            updated[ETAG] = self._tables.update(OUTBOX, updated, etag=row[ETAG])
+        except ConflictError:
+            current = self._tables.get(OUTBOX, str(row["PartitionKey"]), str(row["RowKey"]))
+            if current is not None and current.get("state") == OutboxState.CANCELLED:
+                raise CancelledError(str(row["RowKey"])) from None
+            raise
+        return updated
+
+    def _cancelled(self, tenant_id: str, item_id: str, token: str) -> None:
+        self._blobs.delete(payload_name(tenant_id, item_id))
+        logger.info("outbox item cancelled while in flight", extra={"outbox_id": item_id})
+
+    def _fail(self, tenant_id: str, item_id: str, token: str, code: str) -> None:
+        row = self._tables.get(OUTBOX, table_key(tenant_id), item_id)
+        if row is None or row.get("state") in FINAL_STATES:
+            return
+        draft_id = str(row.get("draftId") or "")
+        if draft_id and token and row.get("state") != OutboxState.SENT:
+            try:
+                self._graph.delete_message(token, draft_id)
+            except NotFoundError:
+                logger.debug("failed outbox item's draft already gone")
+            except SyncError:
+                logger.warning(
+                    "failed outbox item's draft not deleted", extra={"outbox_id": item_id}
+                )
+        changes = {"state": str(OutboxState.FAILED), "error": code[:64]}
+        self._tables.upsert(OUTBOX, {**row, **changes, "updatedAt": now_iso(self._clock)})
+        self._blobs.delete(payload_name(tenant_id, item_id))
+        logger.warning("outbox item failed", extra={"outbox_id": item_id, "reason": code[:64]})
