@@ -45,6 +45,19 @@ class GraphSendClient:
         """Create a draft in Drafts; return it with its immutable id and internetMessageId."""
         return self._graph.call("POST", f"{self._base}/me/messages", token, body=message)
 
+    def find_draft(self, token: str, header: str, value: str) -> dict[str, Any] | None:
+        """Return the draft in Drafts carrying the internet header ``header: value``, or None."""
+        select = "id,internetMessageId,internetMessageHeaders"
+        url: str | None = f"{self._base}/me/mailFolders/drafts/messages?$top=50&$select={select}"
+        while url:
+            page = self._graph.call("GET", url, token)
+            for message in page.get("value") or []:
+                headers = message.get("internetMessageHeaders") or []
+                if any(h.get("name") == header and h.get("value") == value for h in headers):
+                    return dict(message)
+            url = page.get("@odata.nextLink")
+        return None
+
     def get_message(self, token: str, message_id: str) -> dict[str, Any]:
         """Return where a message stands: its folder, draft flag and internetMessageId.
 

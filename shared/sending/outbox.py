@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import Entity, TableEntityStore
     from shared.directory.service import DirectoryService
     from shared.read.service import ReadService
+    from shared.sending.message import OutgoingEmail
     from shared.sync.connections import ConnectionStore
 
 logger = logging.getLogger(__name__)
@@ -138,25 +139,15 @@ class OutboxService:
             message = "no active mail connection; connect your mailbox first"
             raise ConflictError(message)
 
-        item_id = uuid.uuid4().hex
-        self._blobs.put_text(
-            payload_name(caller.tenant_id, item_id), encode_email(email), "application/json"
+        row = record_item(
+            self._tables,
+            self._blobs,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            email=email,
+            now=now_iso(self._clock),
         )
-        now = now_iso(self._clock)
-        row: Entity = {
-            "PartitionKey": table_key(caller.tenant_id),
-            "RowKey": item_id,
-            "userId": caller.user_id,
-            "kind": str(email.kind),
-            "sequenceId": email.sequence_id or "",
-            "replyTo": email.reply_to or "",
-            "state": str(OutboxState.QUEUED),
-            "attachmentCount": len(email.attachments),
-            "attachmentsDone": 0,
-            "createdAt": now,
-            "updatedAt": now,
-        }
-        self._tables.create(OUTBOX, row)
+        item_id = str(row["RowKey"])
         self._queue.send(OUTBOX_QUEUE, outbox_job(caller.tenant_id, item_id))
         extra = {"tenant_id": caller.tenant_id, "outbox_id": item_id}
         logger.info("outbox item queued", extra={**extra, "recipients": email.recipient_count})
@@ -202,6 +193,35 @@ class OutboxService:
         self._tables.update(OUTBOX, changed, etag=row[ETAG])
         logger.info("outbox item cancelled", extra={"outbox_id": item_id})
         return item_json(changed)
+
+
+def record_item(
+    tables: TableEntityStore,
+    blobs: BlobBodyStore,
+    *,
+    tenant_id: str,
+    user_id: str,
+    email: OutgoingEmail,
+    now: str,
+) -> Entity:
+    """Write a checked email's payload blob and its ``queued`` row; return the row."""
+    item_id = uuid.uuid4().hex
+    blobs.put_text(payload_name(tenant_id, item_id), encode_email(email), "application/json")
+    row: Entity = {
+        "PartitionKey": table_key(tenant_id),
+        "RowKey": item_id,
+        "userId": user_id,
+        "kind": str(email.kind),
+        "sequenceId": email.sequence_id or "",
+        "replyTo": email.reply_to or "",
+        "state": str(OutboxState.QUEUED),
+        "attachmentCount": len(email.attachments),
+        "attachmentsDone": 0,
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    tables.create(OUTBOX, row)
+    return row
 
 
 def outbox_job(tenant_id: str, item_id: str) -> dict[str, str]:

@@ -3,8 +3,10 @@
 Each delivery of an ``outbox`` job resumes from the state its row records:
 
 - ``queued``: an automatic email first waits out do-not-disturb hours and the sender's daily
-  limit (see below); then the draft is created (``POST /me/messages``) and its id recorded as
-  ``draftCreated``.
+  limit (see below); then the row notes that a draft is asked for, the draft is created
+  (``POST /me/messages``) carrying the outbox id in an ``x-outbox-id`` header, and its id is
+  recorded as ``draftCreated``. A resumed delivery that finds the note looks for that draft in
+  Drafts first, so a crash right after Graph made it leaves no second draft.
 - ``draftCreated``: attachments are added in order, inline under 3 MB and through an upload
   session from 3 MB; each one is counted on the row once added. A resumed delivery asks Graph
   how many the draft already holds, so one added just before a crash is not added twice. Then
@@ -22,8 +24,7 @@ Automatic emails: the daily limit counts per local day in the sender's mailbox t
 midnight. Do-not-disturb hours delay it until the window ends. Both delays are queue visibility
 delays (at most 7 days), so nothing is dropped. Manual emails ignore both.
 
-Known limitations: a crash between Graph creating the draft and the row recording it leaves that
-draft behind (it is never sent; the retry makes a new one). A slot of the daily limit, once
+Known limitations: a slot of the daily limit, once
 taken, stays taken when the email later fails. Do-not-disturb in the recipient's time zone uses
 the sender's, since contacts carry no time zone yet. A connection consented without
 ``MailboxSettings.Read`` counts days in UTC.
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEND_COUNTS = "sendcounts"
+MARKER_HEADER = "x-outbox-id"
+"""Internet header every draft carries with its outbox id, so a lost draft id can be found."""
 COUNT_ATTEMPTS = 5
 
 
@@ -81,6 +84,10 @@ class SendGraph(Protocol):
 
     def create_draft(self, token: str, message: Mapping[str, Any]) -> dict[str, Any]:
         """Create a draft."""
+        ...
+
+    def find_draft(self, token: str, header: str, value: str) -> dict[str, Any] | None:
+        """Find the draft carrying an internet header."""
         ...
 
     def get_message(self, token: str, message_id: str) -> dict[str, Any]:
@@ -211,7 +218,17 @@ class OutboxWorker:
     def _create_draft(
         self, tenant_id: str, row: Entity, token: str, email: OutgoingEmail
     ) -> Entity:
-        created = self._graph.create_draft(token, email.draft_json())
+        item_id = str(row["RowKey"])
+        created = None
+        if row.get("draftRequested"):
+            # A crash after Graph made the draft but before its id was recorded: adopt it.
+            created = self._graph.find_draft(token, MARKER_HEADER, item_id)
+        if created is None:
+            row = self._save(row, {"draftRequested": True})
+            marker = [{"name": MARKER_HEADER, "value": item_id}]
+            created = self._graph.create_draft(
+                token, {**email.draft_json(), "internetMessageHeaders": marker}
+            )
         draft_id = str(created["id"])
         imid = str(created.get("internetMessageId") or "")
         connection = connection_key(tenant_id, str(row["userId"]), MAIL)
