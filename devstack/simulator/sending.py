@@ -1,6 +1,7 @@
 """Microsoft Graph v1.0 draft and send endpoints, attachments and upload sessions.
 
-``POST /me/messages`` creates a draft in Drafts with a stable ``internetMessageId``;
+``POST /me/messages`` creates a draft in Drafts with a stable ``internetMessageId``
+(``POST /me/messages/{id}/createReply`` one in the original's thread);
 ``POST /me/messages/{id}/attachments`` adds a file attachment inline (under 3 MB);
 ``POST /me/messages/{id}/attachments/createUploadSession`` opens an upload session for a file of
 3 MB or more (a smaller one is refused with ``ErrorAttachmentSizeShouldNotBeLessThanMinimumSize``,
@@ -12,7 +13,8 @@ check lives in :func:`too_large` and runs before authentication for every Graph 
 
 Known limitations: a sent message is not delivered to any recipient's simulated mailbox;
 ``DELETE`` removes a message for good instead of moving it to Deleted Items; upload sessions
-never expire; ``PATCH`` of a draft, ``createReply`` and ``sendMail`` are not served.
+never expire; ``PATCH`` of a draft, ``createReplyAll``, ``forward`` and ``sendMail`` are not
+served; a reply draft's body replaces the quoted original instead of preceding it.
 """
 
 from __future__ import annotations
@@ -128,18 +130,57 @@ def create_draft(call: Call) -> Response:
         return refused
     user = _user(call)
     data = {k: v for k, v in json_body(call).items() if k not in ("attachments", "isDraft")}
-    sender = {"emailAddress": {"name": user.display_name, "address": user.upn}}
-    domain = user.upn.rpartition("@")[2] or "simulator.invalid"
-    data.update(
-        isDraft=True,
-        hasAttachments=False,
-        internetMessageId=f"<{uuid.uuid4().hex}@{domain}>",
-        **{"from": sender, "sender": sender},
-    )
     with call.state.lock:
         mailbox = call.state.mailboxes[user.oid]
-        message = mailbox.add_message("drafts", data, call.state.clock.iso())
+        message = mailbox.add_message("drafts", _as_draft(user, data), call.state.clock.iso())
         return _message_json(call, message, 201)
+
+
+def create_reply(call: Call) -> Response:
+    """Serve ``POST /me/messages/{id}/createReply``: a reply draft in the original's thread.
+
+    The body's ``message`` properties are applied to the draft; the draft keeps the original's
+    ``conversationId`` and carries ``In-Reply-To`` and ``References`` headers naming it.
+    """
+    refused = _refused(call, WRITE_SCOPES)
+    if refused is not None:
+        return refused
+    user = _user(call)
+    given = json_body(call).get("message")
+    given = given if isinstance(given, dict) else {}
+    with call.state.lock:
+        mailbox = call.state.mailboxes[user.oid]
+        original = mailbox.find_message(call.args["message_id"])
+        if original is None:
+            return _not_found(call)
+        shown = render_message(original, immutable=True)
+        parent = str(shown["internetMessageId"])
+        threading = [
+            {"name": "In-Reply-To", "value": parent},
+            {"name": "References", "value": parent},
+        ]
+        data = {
+            "subject": f"RE: {shown.get('subject', '')}",
+            "toRecipients": [shown["from"]] if shown.get("from") else [],
+            "conversationId": shown["conversationId"],
+            **{k: v for k, v in given.items() if k not in ("attachments", "isDraft")},
+        }
+        data["internetMessageHeaders"] = [*threading, *(given.get("internetMessageHeaders") or [])]
+        message = mailbox.add_message("drafts", _as_draft(user, data), call.state.clock.iso())
+        return _message_json(call, message, 201)
+
+
+def _as_draft(user: SimUser, data: dict[str, Any]) -> dict[str, Any]:
+    sender = {"emailAddress": {"name": user.display_name, "address": user.upn}}
+    domain = user.upn.rpartition("@")[2] or "simulator.invalid"
+    return {
+        **data,
+        "isDraft": True,
+        "hasAttachments": False,
+        "internetMessageId": f"<{uuid.uuid4().hex}@{domain}>",
+        "from": sender,
+        "sender": sender,
+    }
 
 
 def _decoded(call: Call, text: Any) -> bytes | Response:
@@ -350,6 +391,7 @@ ROUTES: list[tuple[str, str, str, Any]] = [
     ("/messages/<path:message_id>/attachments", "add_attachment", "POST", add_attachment),
     ("/messages/<path:message_id>/attachments", "list_attachments", "GET", list_attachments),
     ("/messages/<path:message_id>/send", "send_draft", "POST", send_draft),
+    ("/messages/<path:message_id>/createReply", "create_reply", "POST", create_reply),
     ("/messages/<path:message_id>", "delete_message", "DELETE", delete_message),
     ("/mailboxSettings", "mailbox_settings", "GET", mailbox_settings),
 ]
@@ -374,6 +416,14 @@ def attachments(state: SimState, upn: str, message_id: str) -> list[dict[str, An
         _, mailbox = state.mailbox(upn)
         found = mailbox.get_message(message_id)
         return copy.deepcopy(state.sending.attachments.get(found.immutable_id, []))
+
+
+def internet_headers(state: SimState, upn: str, message_id: str) -> dict[str, str]:
+    """Return a message's ``internetMessageHeaders`` by name, for tests."""
+    with state.lock:
+        _, mailbox = state.mailbox(upn)
+        headers = mailbox.get_message(message_id).data.get("internetMessageHeaders") or []
+        return {str(h.get("name")): str(h.get("value")) for h in headers}
 
 
 def set_time_zone(state: SimState, upn: str, zone: str) -> None:

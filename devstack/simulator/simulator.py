@@ -319,6 +319,10 @@ class Simulator:
         """Return a message's attachments: id, name, contentType, size and ``content`` bytes."""
         return sending.attachments(self.state, upn, message_id)
 
+    def internet_headers(self, upn: str, message_id: str) -> dict[str, str]:
+        """Return a message's ``internetMessageHeaders`` by name (``$select``-only in Graph)."""
+        return sending.internet_headers(self.state, upn, message_id)
+
     def set_mailbox_time_zone(self, upn: str, zone: str) -> None:
         """Set the ``timeZone`` that ``GET /me/mailboxSettings`` answers for a mailbox."""
         sending.set_time_zone(self.state, upn, zone)

@@ -58,6 +58,13 @@ class GraphSendClient:
             url = page.get("@odata.nextLink")
         return None
 
+    def create_reply(
+        self, token: str, original_id: str, message: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create a reply draft in the original's thread, with ``message``'s properties."""
+        url = self._message_url(original_id, "/createReply")
+        return self._graph.call("POST", url, token, body={"message": message})
+
     def get_message(self, token: str, message_id: str) -> dict[str, Any]:
         """Return where a message stands: its folder, draft flag and internetMessageId.
 

@@ -4,11 +4,16 @@
 body Graph can take, a reply only to an email the caller may read, automatic emails only for
 callers whose roles allow them) before anything is written or Graph is called. The checked email
 goes to a blob, one row in ``outbox`` records where it stands, and the ``outbox`` queue gets a
-job; the answer is 202 with the item's status URL. See :mod:`shared.sending.worker` for what the
-worker does with it. A queued automatic email can be cancelled.
+job; the answer is 202 with the item's status URL. A reply (``replyTo``, the product's id of
+an email) to an email in the caller's own mailbox is drafted in its thread. See
+:mod:`shared.sending.worker` for what the worker does with it. A queued automatic email can be
+cancelled.
 
 Rows live in the tenant's partition, keyed by a random 32-hex-digit id; a row is only ever
 rewritten with its ETag, so a cancel and a worker racing on one item cannot both win.
+
+Known limitations: a reply to an email the caller may read but does not hold (seen through
+their portfolio only) is sent as a new message outside the thread.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from shared.adapters.tables import ETAG
 from shared.errors import ConflictError, InvalidJobError, NotFoundError, ValidationError
 from shared.sending.message import Kind, encode_email, parse_email
 from shared.sync.connections import ACTIVE, MAIL
+from shared.sync.store import HOLDERS, email_partition
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -132,8 +138,9 @@ class OutboxService:
             message = f"tenant {caller.tenant_id} is not set up"
             raise NotFoundError(message)
         email.check_size(tenant.send_size_limit)
+        reply_item = ""
         if email.reply_to is not None:
-            self._check_reply(caller, email.reply_to)
+            reply_item = self._reply_item(caller, email.reply_to)
         connection = self._connections.get(caller.tenant_id, caller.user_id, MAIL)
         if connection is None or connection.state != ACTIVE:
             message = "no active mail connection; connect your mailbox first"
@@ -148,18 +155,28 @@ class OutboxService:
             now=now_iso(self._clock),
         )
         item_id = str(row["RowKey"])
+        if reply_item:
+            row["replyItemId"] = reply_item
+            self._tables.upsert(OUTBOX, row)
         self._queue.send(OUTBOX_QUEUE, outbox_job(caller.tenant_id, item_id))
         extra = {"tenant_id": caller.tenant_id, "outbox_id": item_id}
         logger.info("outbox item queued", extra={**extra, "recipients": email.recipient_count})
         return item_json(row)
 
-    def _check_reply(self, caller: Caller, email_id: str) -> None:
+    def _reply_item(self, caller: Caller, email_id: str) -> str:
+        """Check the caller may read the email; return their mailbox's id of it, or ``""``."""
         view = self._permissions.view_for(caller)
         try:
             self._reader.readable_email(caller, view, email_id)
         except NotFoundError as error:
             field = "replyTo"
             raise ValidationError(field, "must be the id of an email you may read") from error
+        holder = self._tables.get(
+            HOLDERS,
+            email_partition(caller.tenant_id, email_id),
+            table_key(email_id, caller.user_id),
+        )
+        return str(holder.get("itemId") or "") if holder else ""
 
     def get(self, caller: Caller, item_id: str) -> dict[str, Any]:
         """Return the status of one of the caller's outbox items.

@@ -5,8 +5,10 @@ Each delivery of an ``outbox`` job resumes from the state its row records:
 - ``queued``: an automatic email first waits out do-not-disturb hours and the sender's daily
   limit (see below); then the row notes that a draft is asked for, the draft is created
   (``POST /me/messages``) carrying the outbox id in an ``x-outbox-id`` header, and its id is
-  recorded as ``draftCreated``. A resumed delivery that finds the note looks for that draft in
-  Drafts first, so a crash right after Graph made it leaves no second draft.
+  recorded as ``draftCreated``. A reply to an email the sender holds is drafted with
+  ``createReply`` on their copy, so it joins the thread. A resumed delivery that finds the
+  note looks for that draft in Drafts first, so a crash right after Graph made it leaves no
+  second draft.
 - ``draftCreated``: attachments are added in order, inline under 3 MB and through an upload
   session from 3 MB; each one is counted on the row once added. A resumed delivery asks Graph
   how many the draft already holds, so one added just before a crash is not added twice. Then
@@ -88,6 +90,12 @@ class SendGraph(Protocol):
 
     def find_draft(self, token: str, header: str, value: str) -> dict[str, Any] | None:
         """Find the draft carrying an internet header."""
+        ...
+
+    def create_reply(
+        self, token: str, original_id: str, message: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create a reply draft."""
         ...
 
     def get_message(self, token: str, message_id: str) -> dict[str, Any]:
@@ -226,9 +234,12 @@ class OutboxWorker:
         if created is None:
             row = self._save(row, {"draftRequested": True})
             marker = [{"name": MARKER_HEADER, "value": item_id}]
-            created = self._graph.create_draft(
-                token, {**email.draft_json(), "internetMessageHeaders": marker}
-            )
+            draft = {**email.draft_json(), "internetMessageHeaders": marker}
+            original = str(row.get("replyItemId") or "")
+            if original:
+                created = self._graph.create_reply(token, original, draft)
+            else:
+                created = self._graph.create_draft(token, draft)
         draft_id = str(created["id"])
         imid = str(created.get("internetMessageId") or "")
         connection = connection_key(tenant_id, str(row["userId"]), MAIL)

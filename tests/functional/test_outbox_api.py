@@ -298,3 +298,32 @@ def test_sent_email_syncs_back_from_sent_items_as_one_record(tenant: Tenant) -> 
     # THEN the company holds it once, under the id the outbox gave
     emails = [e for e in tenant.company_emails("Acme") if e["subject"] == "Proposal"]
     assert [e["id"] for e in emails] == [email_id]
+
+
+def test_reply_to_a_synced_email_joins_its_thread(tenant: Tenant) -> None:
+    """replyTo names a synced email the user holds: the reply is drafted in its thread."""
+    # GIVEN a customer's email synced from the user's inbox
+    upn = connected(tenant, "lou")
+    original = {
+        "subject": "Question",
+        "internetMessageId": f"<q-{tenant.tenant_id[:8]}@acme.example>",
+        "body": {"contentType": "text", "content": "Can you help?"},
+        "from": {"emailAddress": {"name": "Jane", "address": "jane@acme.example"}},
+        "toRecipients": [{"emailAddress": {"address": upn}}],
+        "receivedDateTime": "2026-11-30T09:00:00Z",
+    }
+    tenant.stack.sim.add_message(upn, "inbox", original)
+    tenant.sync()
+    synced = tenant.company_emails("Acme")[0]
+
+    # WHEN the user replies to it through the outbox
+    item = send(tenant, upn, subject="RE: Question", replyTo=synced["id"]).json()
+    done = finished(tenant, upn, item["id"])
+
+    # THEN the sent message sits in the original's conversation and names it as its parent
+    assert done["state"] == "sent"
+    sent = tenant.stack.sim.messages(upn, "sentitems")[0]
+    inbox = tenant.stack.sim.messages(upn, "inbox")[0]
+    assert sent["conversationId"] == inbox["conversationId"]
+    headers = tenant.stack.sim.internet_headers(upn, sent["id"])
+    assert headers["In-Reply-To"] == original["internetMessageId"]

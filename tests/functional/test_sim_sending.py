@@ -247,3 +247,33 @@ def test_mailbox_settings_give_the_time_zone(sim, mailbox):
     # THEN the zone is there
     assert response.status_code == 200
     assert response.json()["timeZone"] == "America/New_York"
+
+
+def test_create_reply_drafts_in_the_original_thread(sim, mailbox):
+    """createReply makes a draft with the original's conversation and In-Reply-To."""
+    # GIVEN a received message
+    upn, session = mailbox
+    original_id = sim.add_message(
+        upn,
+        "inbox",
+        {
+            "subject": "Question",
+            "internetMessageId": "<q1@customer.example>",
+            "from": {"emailAddress": {"address": "jane@customer.example"}},
+        },
+    )
+
+    # WHEN a reply draft is created with a body
+    message = {"body": {"contentType": "html", "content": "<p>Yes</p>"}}
+    response = session.post(_url(sim, original_id, "/createReply"), json={"message": message})
+
+    # THEN it is a draft to the sender, in the same conversation, naming its parent
+    assert response.status_code == 201, response.text
+    draft = response.json()
+    original = session.get(_url(sim, original_id)).json()
+    assert draft["isDraft"] is True
+    assert draft["subject"] == "RE: Question"
+    assert draft["conversationId"] == original["conversationId"]
+    assert draft["toRecipients"][0]["emailAddress"]["address"] == "jane@customer.example"
+    headers = sim.internet_headers(upn, draft["id"])
+    assert headers["In-Reply-To"] == "<q1@customer.example>"
