@@ -351,3 +351,24 @@ def test_cancel_landing_while_the_draft_is_made_deletes_it(rig: Rig):
     assert rig.state(job)["state"] == "cancelled"
     assert rig.sim.messages(rig.upn, "drafts") == []
     assert rig.sim.messages(rig.upn, "sentitems") == []
+
+
+def test_poisoned_job_is_marked_failed_and_its_draft_deleted(rig: Rig):
+    """The poison worker marks an item that kept failing as failed and deletes its draft."""
+    # GIVEN an item whose worker died after the draft was made and recorded
+    job = rig.submit(attachments=files())
+    with pytest.raises(KilledError):
+        rig.worker("add_inline_attachment").run(job)
+    assert len(rig.sim.messages(rig.upn, "drafts")) == 1
+
+    # WHEN the job lands in outbox-poison
+    rig.worker().fail(job)
+
+    # THEN the item is failed, named as poisoned, and the mailbox holds no draft
+    row = rig.state(job)
+    assert (row["state"], row["error"]) == ("failed", "poisoned")
+    assert rig.sim.messages(rig.upn, "drafts") == []
+
+    # AND a late redelivery of the job does nothing
+    rig.worker().run(job)
+    assert rig.sim.messages(rig.upn, "sentitems") == []
