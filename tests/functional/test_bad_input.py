@@ -17,7 +17,13 @@ from tests.functional.conftest import Tenant
 pytestmark = pytest.mark.stack
 
 JSON = {"Content-Type": "application/json"}
-TENANT_SETTINGS = {"name": "Test tenant", "backfillDays": 360}
+TENANT_SETTINGS = {
+    "name": "Test tenant",
+    "backfillDays": 360,
+    "sendSizeLimitBytes": 2 * 1024 * 1024,
+    "dailyAutomaticLimit": 200,
+    "doNotDisturb": None,
+}
 
 
 def _error(answer: Any, status: int) -> dict[str, Any]:
@@ -50,6 +56,18 @@ def _tenant_settings(tenant: Tenant) -> dict[str, Any]:
         ('{"name": "T", "ownDomains": ["a.example"], "backfillDays": -1}', "backfillDays"),
         ('{"name": "T", "ownDomains": ["a.example"], "backfillDays": 36501}', "backfillDays"),
         ('{"name": "T", "ownDomains": ["a.example"], "backfil": 30}', "backfil"),
+        (
+            '{"name": "T", "ownDomains": ["a.example"], "sendSizeLimitBytes": 8388609}',
+            "sendSizeLimitBytes",
+        ),
+        (
+            '{"name": "T", "ownDomains": ["a.example"], "dailyAutomaticLimit": 0}',
+            "dailyAutomaticLimit",
+        ),
+        (
+            '{"name": "T", "ownDomains": ["a.example"], "doNotDisturb": {"start": "9pm"}}',
+            "doNotDisturb.start",
+        ),
         ('{"name": "T", "ownDomains": ["a.example"]', "body"),
         ("not json", "body"),
         ('["a.example"]', "body"),

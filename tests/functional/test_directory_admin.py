@@ -152,7 +152,12 @@ def test_admin_tenant_put_then_get_round_trips(session: Session):
     assert before.status_code == 404
     assert put.status_code == 200
     expected = {"id": session.tenant_id, "name": "Vendor", "ownDomains": ["vendor.example"]}
-    assert _json(got) == {**expected, "backfillDays": 0}
+    sending = {
+        "sendSizeLimitBytes": 2 * 1024 * 1024,
+        "dailyAutomaticLimit": 200,
+        "doNotDisturb": None,
+    }
+    assert _json(got) == {**expected, "backfillDays": 0, **sending}
 
 
 def test_admin_routes_refuse_non_admins_and_anonymous(session: Session):
