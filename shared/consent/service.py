@@ -1,9 +1,10 @@
 """Consent for mail and for calendar: start it for a signed-in user, complete it in the callback.
 
 Each kind is consented on its own, with its own scopes (``SCOPES_BY_KIND``): mail asks for
-``Mail.Read`` and ``Mail.Send``, calendar for ``Calendars.ReadWrite``, both for ``User.Read`` and
-``offline_access``. Whether the caller's role may connect a kind at all is asked of a
-:class:`FeatureGate` before anything is written.
+``Mail.ReadWrite``, ``Mail.Send`` and ``MailboxSettings.Read`` (sending makes drafts and
+counts days in the mailbox's time zone), calendar for ``Calendars.ReadWrite``, both for
+``User.Read`` and ``offline_access``. Whether the caller's role may connect a kind at all is
+asked of a :class:`FeatureGate` before anything is written.
 
 The OAuth state is 32 random bytes, stored with the sealed MSAL flow (which holds the PKCE
 verifier and nonce) for ten minutes, deleted on first use with a conditional delete so a replay
