@@ -10,7 +10,15 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from devstack.simulator import control, graph, identity, ids, keyvault, sending, tokenendpoint
+from devstack.simulator import (
+    attachments,
+    control,
+    graph,
+    identity,
+    ids,
+    keyvault,
+    tokenendpoint,
+)
 from devstack.simulator.concurrency import THROTTLED_BODY
 from devstack.simulator.entra import entra_error
 from devstack.simulator.faults import RequestRecord
@@ -133,7 +141,7 @@ def main_app(state: SimState) -> WSGIApplication:
     by_prefix = [
         (graph.PREFIX + "/", service_app(state, graph.service())),
         ("/_sim/", service_app(state, control.service())),
-        (sending.UPLOAD_PREFIX, service_app(state, sending.upload_service())),
+        (attachments.UPLOAD_PREFIX, service_app(state, attachments.upload_service())),
     ]
     fallback = service_app(state, identity_service())
 

@@ -3,7 +3,8 @@
 Each route exists as ``/me/...`` and as ``/users/{id or upn}/...``; the latter only for the token's
 own user, as a delegated token allows.
 
-Drafts, attachments, upload sessions and send are served by :mod:`devstack.simulator.sending`.
+Drafts and send are served by :mod:`devstack.simulator.sending`, attachments and upload
+sessions by :mod:`devstack.simulator.attachments`.
 
 Known limitations: no PATCH or move over HTTP (change mailboxes with the Python API or
 ``/_sim``), ``/me`` is served without checking for ``User.Read``, the ``mailFolders('inbox')``
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 from werkzeug.routing import Map, Rule
 
-from devstack.simulator import calendarview, delta, sending
+from devstack.simulator import attachments, calendarview, delta, sending
 from devstack.simulator.graphhttp import (
     authenticate,
     graph_error,
@@ -202,6 +203,7 @@ def service() -> Service:
     routes = [(suffix, endpoint, "GET") for suffix, (endpoint, _) in _ROUTES.items()]
     routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in calendarview.ROUTES]
     routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in sending.ROUTES]
+    routes += [(suffix, endpoint, method) for suffix, endpoint, method, _ in attachments.ROUTES]
     for suffix, endpoint, method in routes:
         rules.append(Rule(f"{PREFIX}/me{suffix}", endpoint=endpoint, methods=[method]))
         rules.append(
@@ -210,6 +212,7 @@ def service() -> Service:
     handlers = dict(_ROUTES.values())
     handlers.update({endpoint: handler for _, endpoint, _, handler in calendarview.ROUTES})
     handlers.update({endpoint: handler for _, endpoint, _, handler in sending.ROUTES})
+    handlers.update({endpoint: handler for _, endpoint, _, handler in attachments.ROUTES})
     return Service(
         name="graph",
         url_map=Map(rules, strict_slashes=False, merge_slashes=False),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from devstack.simulator import calendarops, operations, sending
+from devstack.simulator import attachments, calendarops, operations, sending
 from devstack.simulator.app import main_app, vault_app
 from devstack.simulator.state import SimState
 
@@ -317,7 +317,7 @@ class Simulator:
 
     def attachments(self, upn: str, message_id: str) -> list[dict[str, Any]]:
         """Return a message's attachments: id, name, contentType, size and ``content`` bytes."""
-        return sending.attachments(self.state, upn, message_id)
+        return attachments.attachments(self.state, upn, message_id)
 
     def internet_headers(self, upn: str, message_id: str) -> dict[str, str]:
         """Return a message's ``internetMessageHeaders`` by name (``$select``-only in Graph)."""
