@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MB = 1024 * 1024
 CHUNK_BYTES = 2 * MB
 """Bytes per upload range: a multiple of 320 KiB, well under the 4 MB request limit."""
+DEFAULT_RETRY_S = 5.0
+"""Wait before a throttled upload range is tried again when Graph names none."""
 
 
 class GraphSendClient:
@@ -122,8 +124,10 @@ class GraphSendClient:
             msg = "the upload session could not be reached"
             raise TransientError(msg) from error
         if response.status_code in (429, 503, 504):
+            header = response.headers.get("Retry-After", "")
+            wait = float(header) if header.isascii() and header.isdigit() else DEFAULT_RETRY_S
             msg = f"the upload session answered {response.status_code}"
-            raise ThrottledError(msg, retry_after_s=5.0)
+            raise ThrottledError(msg, retry_after_s=max(wait, 1.0))
         if response.status_code >= 500:
             msg = f"the upload session answered {response.status_code}"
             raise TransientError(msg)

@@ -29,7 +29,8 @@ delays (at most 7 days), so nothing is dropped. Manual emails ignore both.
 Known limitations: a slot of the daily limit, once
 taken, stays taken when the email later fails. Do-not-disturb in the recipient's time zone uses
 the sender's, since contacts carry no time zone yet. A connection consented without
-``MailboxSettings.Read`` counts days in UTC.
+``MailboxSettings.Read`` counts days in UTC. An email whose sender must consent again fails at
+once instead of waiting for the new consent. An upload session cut short starts over.
 """
 
 from __future__ import annotations

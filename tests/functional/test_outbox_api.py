@@ -327,3 +327,19 @@ def test_reply_to_a_synced_email_joins_its_thread(tenant: Tenant) -> None:
     assert sent["conversationId"] == inbox["conversationId"]
     headers = tenant.stack.sim.internet_headers(upn, sent["id"])
     assert headers["In-Reply-To"] == original["internetMessageId"]
+
+
+def test_another_users_outbox_item_is_not_found(tenant: Tenant) -> None:
+    """A user cannot read or cancel a colleague's outbox item: 404 as for an unknown id."""
+    # GIVEN a colleague's queued automatic email
+    upn = connected(tenant, "max")
+    other = connected(tenant, "ned")
+    item = send(tenant, upn).json()
+
+    # WHEN the other user reads and cancels it
+    read = tenant.stack.call("GET", f"me/outbox/{item['id']}", tenant.token(other))
+    cancel = tenant.stack.call("DELETE", f"me/outbox/{item['id']}", tenant.token(other))
+
+    # THEN both answer 404, and the owner's item goes on
+    assert (read.status_code, cancel.status_code) == (404, 404)
+    assert finished(tenant, upn, item["id"])["state"] == "sent"
