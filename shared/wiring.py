@@ -293,12 +293,12 @@ class Services:
             settings=self.directory,
         )
 
-    def _mail_token(self, tenant_id: str, user_id: str) -> str:
+    def _mail_token(self, tenant_id: str, user_id: str, *, force_refresh: bool = False) -> str:
         connection = self.connections.get(tenant_id, user_id, MAIL)
         if connection is None:
             code = "no_connection"
             raise ReauthRequiredError(code, "the user has no mail connection")
-        return self.connections.access_token(connection)
+        return self.connections.access_token(connection, force_refresh=force_refresh)
 
     @functools.cached_property
     def reader(self) -> ReadService:

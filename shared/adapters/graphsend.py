@@ -10,6 +10,7 @@ learn.microsoft.com/graph/outlook-large-attachments).
 from __future__ import annotations
 
 import base64
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -85,12 +86,7 @@ class GraphSendClient:
         self, token: str, message_id: str, name: str, content_type: str, content: bytes
     ) -> None:
         """Attach a file under 3 MB in one request."""
-        body = {
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": name,
-            "contentType": content_type,
-            "contentBytes": base64.b64encode(content).decode("ascii"),
-        }
+        body = inline_attachment_body(name, content_type, content)
         self._graph.call("POST", self._message_url(message_id, "/attachments"), token, body=body)
 
     def upload_attachment(
@@ -147,3 +143,18 @@ class GraphSendClient:
         """Return the mailbox's time zone name (Windows or IANA), as its settings give it."""
         body = self._graph.call("GET", f"{self._base}/me/mailboxSettings", token)
         return str(body.get("timeZone") or "UTC")
+
+
+def inline_attachment_body(name: str, content_type: str, content: bytes) -> dict[str, Any]:
+    """Return the body of the request that attaches a file inline."""
+    return {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": name,
+        "contentType": content_type,
+        "contentBytes": base64.b64encode(content).decode("ascii"),
+    }
+
+
+def request_bytes(body: Mapping[str, Any]) -> int:
+    """Return how many bytes a JSON request body takes on the wire, as the client sends it."""
+    return len(json.dumps(body).encode("utf-8"))

@@ -17,10 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.graphsend import inline_attachment_body, request_bytes
 from shared.errors import ValidationError
 from shared.matching.addresses import Address, parse_recipient_input
 
@@ -31,11 +33,21 @@ MB = 1024 * 1024
 GRAPH_REQUEST_LIMIT = 4 * MB
 INLINE_LIMIT = 3 * MB
 """Attachments smaller than this go inline; Graph's upload sessions refuse them."""
+MARKER_HEADER = "x-outbox-id"
+"""The header each draft carries its outbox id in, so a retry finds a draft it made."""
+OUTBOX_ID_LENGTH = 32
 MAX_SUBJECT = 255
 MAX_RECIPIENTS = 500
 MAX_ATTACHMENTS = 50
 MAX_NAME = 255
 MAX_SEQUENCE_ID = 128
+_FILE_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+"""A file name as a mail client may save it: no folders, no control characters."""
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}"
+    r"(?: ?; ?[\w.+-]{1,64}=[\w.+\"-]{1,64}){0,4}"
+)
+"""A media type with at most four parameters, as ``text/plain; charset=utf-8``."""
 FIELDS = frozenset(
     {"to", "cc", "bcc", "subject", "html", "attachments", "replyTo", "kind", "sequenceId"}
 )
@@ -99,12 +111,21 @@ class OutgoingEmail:
             "bccRecipients": listed(self.bcc),
         }
 
+    def marked_draft(self, item_id: str) -> dict[str, Any]:
+        """Return the draft as the worker creates it: marked with its outbox id."""
+        marker = [{"name": MARKER_HEADER, "value": item_id}]
+        return {**self.draft_json(), "internetMessageHeaders": marker}
+
     def check_size(self, limit_bytes: int) -> None:
-        """Refuse an email over the tenant's limit or with a body no Graph request can carry.
+        """Refuse an email over the tenant's limit, or one part of which no Graph request takes.
+
+        Every request the worker will make is measured as it will be sent: the marked draft
+        (inside ``{"message": ...}`` for a reply) and each inline attachment, base64 and all.
 
         Raises:
             TooLargeError: naming ``body`` when over the tenant's limit, ``html`` when the
-                draft alone would be over Graph's 4 MB request limit.
+                draft would be 4 MB or more, ``attachments[i]`` when a file under 3 MB (too
+                small for an upload session) would make an inline request of 4 MB or more.
         """
         if self.raw_bytes > limit_bytes:
             rule = (
@@ -112,11 +133,23 @@ class OutgoingEmail:
             )
             field = "body"
             raise TooLargeError(field, rule)
-        draft = len(json.dumps(self.draft_json()).encode("utf-8"))
-        if draft >= GRAPH_REQUEST_LIMIT:
-            rule = f"must be under 4 MB for Graph to take the draft; it is {draft} bytes as JSON"
+        draft = self.marked_draft("0" * OUTBOX_ID_LENGTH)
+        size = request_bytes({"message": draft} if self.reply_to else draft)
+        if size >= GRAPH_REQUEST_LIMIT:
+            rule = f"must be under 4 MB for Graph to take the draft; it is {size} bytes as JSON"
             field = "html"
             raise TooLargeError(field, rule)
+        for index, file in enumerate(self.attachments):
+            if len(file.content) >= INLINE_LIMIT:
+                continue
+            size = request_bytes(inline_attachment_body(file.name, file.content_type, file.content))
+            if size >= GRAPH_REQUEST_LIMIT:
+                field = f"attachments[{index}]"
+                rule = (
+                    f"is too large to attach in one request ({size} bytes with its base64) and "
+                    "too small for an upload session (under 3 MB); make it smaller or larger"
+                )
+                raise TooLargeError(field, rule)
 
 
 def parse_email(body: Mapping[str, Any]) -> OutgoingEmail:
@@ -168,10 +201,12 @@ def _recipients(value: Any, name: str) -> tuple[Address, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValidationError(name, "must be a list of email addresses")
-    found: list[Address] = []
+    found: dict[str, Address] = {}
     for index, item in enumerate(value):
-        found.extend(parse_recipient_input(item, f"{name}[{index}]"))
-    return tuple(found)
+        for address in parse_recipient_input(item, f"{name}[{index}]"):
+            # One recipient once per list, however many entries name them.
+            found.setdefault(address.address.lower(), address)
+    return tuple(found.values())
 
 
 def _attachments(value: Any) -> tuple[Attachment, ...]:
@@ -187,10 +222,11 @@ def _attachment(item: Any, path: str) -> Attachment:
     if not isinstance(item, dict):
         raise ValidationError(path, "must be an object with name, contentType, contentBytes")
     name, kind, data = item.get("name"), item.get("contentType", ""), item.get("contentBytes")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or name.strip(". ") == "":
         field = f"{path}.name"
-        raise ValidationError(field, f"must be a file name of 1 to {MAX_NAME} characters")
-    if not isinstance(kind, str) or len(kind) > MAX_NAME:
+        rule = f"must be a file name of 1 to {MAX_NAME} characters, no slashes or control codes"
+        raise ValidationError(field, rule)
+    if not isinstance(kind, str) or (kind and not _MEDIA_TYPE.fullmatch(kind)):
         field = f"{path}.contentType"
         raise ValidationError(field, "must be a media type such as text/plain")
     try:

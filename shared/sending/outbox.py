@@ -203,11 +203,15 @@ class OutboxService:
             ConflictError: when it is manual, or its sending has begun or ended.
         """
         row = self._own_row(caller, item_id)
-        if row.get("kind") != Kind.AUTOMATIC or row.get("state") != OutboxState.QUEUED:
+        queued = row.get("state") == OutboxState.QUEUED and not row.get("draftRequested")
+        if row.get("kind") != Kind.AUTOMATIC or not queued:
+            # Once the worker asked Graph for the draft, only the worker knows whether one
+            # exists; cancelling then could leave it in the user's Drafts.
             message = f"outbox item {item_id} is not a queued automatic email"
             raise ConflictError(message)
         changed = {**row, "state": str(OutboxState.CANCELLED), "updatedAt": now_iso(self._clock)}
         self._tables.update(OUTBOX, changed, etag=row[ETAG])
+        self._blobs.delete(payload_name(caller.tenant_id, item_id))
         logger.info("outbox item cancelled", extra={"outbox_id": item_id})
         return item_json(changed)
 

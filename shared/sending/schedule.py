@@ -7,6 +7,7 @@ do-not-disturb window ends at its local wall-clock time on whichever day it ends
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -63,12 +64,14 @@ def parse_do_not_disturb(value: object) -> DoNotDisturb | None:
     return DoNotDisturb(start=start, end=end, zone_of=str(whose))
 
 
+_CLOCK = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
+
+
 def _clock(value: Mapping[str, object], name: str) -> time:
     text = value.get(name)
-    try:
-        parsed = time.fromisoformat(text) if isinstance(text, str) and len(text) == 5 else None
-    except ValueError:
-        parsed = None
+    parsed = None
+    if isinstance(text, str) and _CLOCK.fullmatch(text):
+        parsed = time(int(text[:2]), int(text[3:]))
     if parsed is None:
         field = f"doNotDisturb.{name}"
         raise ValidationError(field, "must be a local time such as 21:30")

@@ -43,6 +43,7 @@ from shared.adapters.queues import OUTBOX_QUEUE
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import ETAG
 from shared.errors import (
+    AccessTokenRejectedError,
     ConflictError,
     GraphRequestError,
     NotFoundError,
@@ -51,7 +52,13 @@ from shared.errors import (
     ThrottledError,
     TransientError,
 )
-from shared.sending.message import INLINE_LIMIT, Kind, OutgoingEmail, decode_email
+from shared.sending.message import (
+    INLINE_LIMIT,
+    MARKER_HEADER,
+    Kind,
+    OutgoingEmail,
+    decode_email,
+)
 from shared.sending.outbox import (
     FINAL_STATES,
     OUTBOX,
@@ -77,7 +84,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEND_COUNTS = "sendcounts"
-MARKER_HEADER = "x-outbox-id"
 """Internet header every draft carries with its outbox id, so a lost draft id can be found."""
 COUNT_ATTEMPTS = 5
 
@@ -144,6 +150,14 @@ class CancelledError(SyncError):
     """Raised inside the worker when the item was cancelled while a step ran."""
 
 
+class TokenSource(Protocol):
+    """Gives a delegated Graph token for a user's mail connection."""
+
+    def __call__(self, tenant_id: str, user_id: str, *, force_refresh: bool = False) -> str:
+        """Return a token, refreshed from the refresh token when ``force_refresh``."""
+        ...
+
+
 class OutboxWorker:
     """Moves outbox items through their states; see the module docstring."""
 
@@ -154,7 +168,7 @@ class OutboxWorker:
         blobs: BlobBodyStore,
         queue: JobQueue,
         graph: SendGraph,
-        tokens: Callable[[str, str], str],
+        tokens: TokenSource,
         settings: TenantSettings,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -176,12 +190,24 @@ class OutboxWorker:
         tenant_id, item_id = parse_job(message)
         row = self._tables.get(OUTBOX, table_key(tenant_id), item_id)
         if row is None or row.get("state") in FINAL_STATES:
+            if row is not None:
+                # A cancel or failure may have stopped before its payload went: it goes now.
+                self._blobs.delete(payload_name(tenant_id, item_id))
             logger.info("outbox job skipped: unknown or finished", extra={"outbox_id": item_id})
             return
         token = ""
+        user_id = str(row["userId"])
         try:
-            token = self._tokens(tenant_id, str(row["userId"]))
-            self._advance(tenant_id, row, token)
+            token = self._tokens(tenant_id, user_id)
+            try:
+                self._advance(tenant_id, row, token)
+            except AccessTokenRejectedError:
+                # Graph refused a token MSAL still thought valid: refresh once and resume from
+                # the state recorded so far, which never repeats a step that went through.
+                token = self._tokens(tenant_id, user_id, force_refresh=True)
+                fresh = self._tables.get(OUTBOX, table_key(tenant_id), item_id)
+                if fresh is not None and fresh.get("state") not in FINAL_STATES:
+                    self._advance(tenant_id, fresh, token)
         except ThrottledError as error:
             delay = max(1, int(error.retry_after_s + 0.999))
             self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, item_id), delay_s=delay)
@@ -190,8 +216,11 @@ class OutboxWorker:
             self._cancelled(tenant_id, item_id, token)
         except GraphRequestError as error:
             self._fail(tenant_id, item_id, token, error.code)
-        except ReauthRequiredError as error:
-            self._fail(tenant_id, item_id, token, error.code)
+        except (ReauthRequiredError, AccessTokenRejectedError) as error:
+            self._fail(tenant_id, item_id, token, getattr(error, "code", "token_rejected"))
+        except NotFoundError:
+            # The email replied to, or the draft, is gone from the mailbox: no retry brings it.
+            self._fail(tenant_id, item_id, token, "not_found")
 
     def fail(self, message: Mapping[str, Any]) -> None:
         """Mark a poisoned outbox job ``failed`` and delete its draft when it can."""
@@ -234,8 +263,7 @@ class OutboxWorker:
             created = self._graph.find_draft(token, MARKER_HEADER, item_id)
         if created is None:
             row = self._save(row, {"draftRequested": True})
-            marker = [{"name": MARKER_HEADER, "value": item_id}]
-            draft = {**email.draft_json(), "internetMessageHeaders": marker}
+            draft = email.marked_draft(item_id)
             original = str(row.get("replyItemId") or "")
             if original:
                 created = self._graph.create_reply(token, original, draft)

@@ -12,7 +12,7 @@ import base64
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import requests
@@ -21,13 +21,15 @@ from azure.storage.blob import BlobServiceClient
 
 from devstack.simulator import FaultRule, Simulator
 from devstack.tls import create_tls_material
+from shared.access.auth import Caller
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.graph import GraphMailClient
 from shared.adapters.graphsend import GraphSendClient
 from shared.adapters.tables import TableEntityStore
 from shared.directory.model import Tenant
+from shared.errors import ConflictError
 from shared.sending.message import MB, parse_email
-from shared.sending.outbox import OUTBOX, outbox_job, record_item
+from shared.sending.outbox import OUTBOX, OutboxService, outbox_job, payload_name, record_item
 from shared.sending.schedule import DoNotDisturb
 from shared.sending.worker import OutboxWorker
 
@@ -372,3 +374,75 @@ def test_poisoned_job_is_marked_failed_and_its_draft_deleted(rig: Rig):
     # AND a late redelivery of the job does nothing
     rig.worker().run(job)
     assert rig.sim.messages(rig.upn, "sentitems") == []
+
+
+def _service(rig: Rig) -> OutboxService:
+    """The outbox API's service; cancelling needs only its storage."""
+    unused = cast(Any, None)
+    return OutboxService(
+        tables=rig.tables,
+        blobs=rig.blobs,
+        queue=unused,
+        directory=unused,
+        permissions=unused,
+        reader=unused,
+        connections=unused,
+        clock=rig.clock,
+    )
+
+
+def test_cancel_after_the_worker_asked_for_a_draft_is_refused_and_the_email_goes_once(rig: Rig):
+    """Once Graph may hold a draft, a cancel is refused, so no draft is left behind."""
+    # GIVEN an automatic email whose worker died right after Graph made its draft
+    job = rig.submit(kind="automatic")
+    with pytest.raises(KilledError):
+        rig.worker("create_draft").run(job)
+    caller = Caller(rig.tenant_id, rig.user_id, frozenset(), rig.upn)
+
+    # WHEN the user cancels it and the job is delivered again
+    with pytest.raises(ConflictError):
+        _service(rig).cancel(caller, job["id"])
+    rig.worker().run(job)
+
+    # THEN it was sent once and no draft remains
+    assert rig.state(job)["state"] == "sent"
+    assert rig.sim.messages(rig.upn, "drafts") == []
+    assert len(rig.sim.messages(rig.upn, "sentitems")) == 1
+
+
+def test_cancelled_email_leaves_no_payload(rig: Rig):
+    """Cancelling removes the stored recipients, subject and body, also on a late delivery."""
+    # GIVEN a queued automatic email, cancelled through the service
+    job = rig.submit(kind="automatic")
+    caller = Caller(rig.tenant_id, rig.user_id, frozenset(), rig.upn)
+    _service(rig).cancel(caller, job["id"])
+
+    # WHEN its job is still delivered
+    rig.worker().run(job)
+
+    # THEN nothing of the email is stored
+    assert rig.state(job)["state"] == "cancelled"
+    assert rig.blobs.get_text(payload_name(rig.tenant_id, job["id"])) is None
+
+
+def test_a_token_graph_refuses_is_refreshed_once_and_the_email_goes_once(rig: Rig):
+    """A 401 from Graph mid-way refreshes the token and resumes, never sending twice."""
+    # GIVEN a worker whose token source can refresh, and Graph refusing the send once
+    refreshed: list[bool] = []
+
+    def tokens(tenant: str, user: str, *, force_refresh: bool = False) -> str:
+        refreshed.append(force_refresh)
+        return rig.sim.issue_graph_token(rig.upn, SCOPES)
+
+    worker = rig.worker()
+    worker._tokens = tokens  # type: ignore[assignment]
+    rig.sim.add_fault(FaultRule(r"/send$", 401, service="graph", user=rig.upn, count=1))
+    job = rig.submit()
+
+    # WHEN it runs
+    worker.run(job)
+
+    # THEN it refreshed once and sent once
+    assert refreshed == [False, True]
+    assert rig.state(job)["state"] == "sent"
+    assert len(rig.sim.messages(rig.upn, "sentitems")) == 1

@@ -120,3 +120,55 @@ def test_encode_and_decode_round_trip():
     assert again.draft_json() == email.draft_json()
     assert again.attachments == email.attachments
     assert again.kind is Kind.AUTOMATIC
+
+
+def test_check_size_refuses_an_attachment_no_graph_request_takes():
+    """A file just under 3 MB is too big inline (base64) and too small for an upload session."""
+    # GIVEN an email whose one attachment is 100 bytes under 3 MB, with a long name
+    body = {"to": ["a@x.example"], "attachments": [_file(3 * MB - 100, "n" * 200 + ".pdf")]}
+    email = parse_email(body)
+
+    # WHEN its size is checked against an 8 MB tenant limit / THEN the attachment is named
+    with pytest.raises(TooLargeError) as caught:
+        email.check_size(8 * MB)
+    assert caught.value.field == "attachments[0]"
+
+
+def test_check_size_counts_the_draft_as_the_worker_sends_it():
+    """The outbox marker and a reply's wrapper count toward the draft's 4 MB."""
+    # GIVEN a body whose bare draft is a few bytes under 4 MB, as a new email and as a reply
+    html = "x" * (4 * MB - 200)
+    plain = parse_email({"to": ["a@x.example"], "html": html})
+    reply = parse_email({"to": ["a@x.example"], "html": html, "replyTo": "0" * 64})
+
+    # WHEN each is checked / THEN both are refused as too large for the draft request
+    for email in (plain, reply):
+        with pytest.raises(TooLargeError) as caught:
+            email.check_size(8 * MB)
+        assert caught.value.field == "html"
+
+
+@pytest.mark.parametrize(
+    ("attachment", "field"),
+    [
+        ({"name": "../../etc/passwd"}, "attachments[0].name"),
+        ({"name": "a\\b.txt"}, "attachments[0].name"),
+        ({"name": "evil\r\nX-Header: 1.txt"}, "attachments[0].name"),
+        ({"name": ".."}, "attachments[0].name"),
+        ({"contentType": "text/plain\r\nBcc: x@y.example"}, "attachments[0].contentType"),
+    ],
+)
+def test_attachment_names_and_types_cannot_carry_paths_or_headers(attachment, field):
+    """A file name with folders or control characters, or a media type with a line break."""
+    item = {**_file(10), **attachment}
+    with pytest.raises(ValidationError) as caught:
+        parse_email({"to": ["a@x.example"], "attachments": [item]})
+    assert caught.value.field == field
+
+
+def test_a_recipient_named_twice_is_sent_to_once():
+    """Entries naming the same address in any case make one recipient."""
+    email = parse_email(
+        {"to": ["a@x.example", "A <A@X.example>", "b@x.example, a@x.example"], "html": "x"}
+    )
+    assert [a.address for a in email.to] == ["a@x.example", "b@x.example"]

@@ -130,3 +130,11 @@ def test_parse_do_not_disturb_checks_each_part():
         with pytest.raises(ValidationError) as caught:
             parse_do_not_disturb(value)
         assert caught.value.field == field
+
+
+@pytest.mark.parametrize("text", ["21.00", "2100", "21:00Z", "21:00+01", "24:00", "7:30", "21:60"])
+def test_do_not_disturb_times_must_be_plain_local_hours_and_minutes(text):
+    """Only HH:MM on a 24-hour clock is a local time; offsets and other spellings are refused."""
+    with pytest.raises(ValidationError) as caught:
+        parse_do_not_disturb({"start": text, "end": "07:00"})
+    assert caught.value.field == "doNotDisturb.start"
