@@ -193,7 +193,8 @@ class OutboxWorker:
             if row is not None:
                 # A cancel or failure may have stopped before its payload went: it goes now.
                 self._blobs.delete(payload_name(tenant_id, item_id))
-            logger.info("outbox job skipped: unknown or finished", extra={"outbox_id": item_id})
+            extra = {"tenant": tenant_id, "outbox_id": item_id}
+            logger.info("outbox job skipped: unknown or finished", extra=extra)
             return
         token = ""
         user_id = str(row["userId"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
+from devstack.stack import LocalStack
 from shared.sync.schedule import slot_of
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
@@ -13,6 +15,14 @@ from tests.functional.test_mail_sync import message
 pytestmark = pytest.mark.stack
 
 QUEUES = ("sync-fanout", "mail-sync")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack of this module's own, whose host keeps the timer the shared stack switches off."""
+    local = LocalStack(tmp_path_factory.mktemp("timerstack")).start()
+    yield local
+    local.stop()
 
 
 def delta_requests(tenant: Tenant, upn: str) -> int:

@@ -24,6 +24,7 @@ from shared.adapters.queues import (
     FANOUT_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
     MAIL_SYNC_QUEUE,
+    OUTBOX_QUEUE,
     PURGE_QUEUE,
     QUEUES,
     JobQueue,
@@ -31,6 +32,7 @@ from shared.adapters.queues import (
     encode_job,
 )
 from shared.power.purge import parse_message, purge_message
+from shared.sending.outbox import outbox_job, parse_job
 from shared.sync.calendar import CalendarJob
 from shared.sync.connections import CALENDAR, MAIL, Connection, SlotClaim
 from shared.sync.leases import WAITER
@@ -75,6 +77,7 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
         "calendar-requeued": calendar.as_message(),
         "mail-waiter": {**mail.as_message(), WAITER: uuid.uuid4().hex},
         "purge": purge_message(tenant, uuid.uuid4().hex),
+        "outbox": outbox_job(tenant, uuid.uuid4().hex),
     }
 
 
@@ -87,6 +90,7 @@ PARSERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "calendar-requeued": CalendarJob.parse,
     "mail-waiter": MailJob.parse,
     "purge": parse_message,
+    "outbox": parse_job,
 }
 
 
@@ -138,6 +142,7 @@ def test_producer_covers_every_queue_the_product_declares() -> None:
         "calendar-requeued": CALENDAR_SYNC_QUEUE,
         "mail-waiter": MAIL_SYNC_QUEUE,
         "purge": PURGE_QUEUE,
+        "outbox": OUTBOX_QUEUE,
     }
 
     # WHEN they are compared with the declared queues that are not poison queues
@@ -165,6 +170,7 @@ def test_jobs_with_base64_ids_reach_the_hosts_workers_intact(stack: LocalStack) 
     sender.send(MAIL_SYNC_QUEUE, jobs["mail-waiter"])
     sender.send(CALENDAR_SYNC_QUEUE, jobs["calendar-from-fanout"])
     sender.send(PURGE_QUEUE, jobs["purge"])
+    sender.send(OUTBOX_QUEUE, jobs["outbox"])
     sender.send(MAIL_SYNC_POISON_QUEUE, jobs["mail-requeued"])
     stack.wait_idle(queues=(*PRODUCED, MAIL_SYNC_POISON_QUEUE))
 
@@ -176,11 +182,13 @@ def test_jobs_with_base64_ids_reach_the_hosts_workers_intact(stack: LocalStack) 
     assert _count(lines, "sync job skipped", ids, "kind=calendar", f"user={user}") == 1
     assert _count(lines, "poisoned mail job recorded", ids, f"user={user}") == 1
     assert _count(lines, "purge job skipped", ids, f"job={jobs['purge']['job']}") == 1
+    outbox_id = f"outbox_id={jobs['outbox']['id']}"
+    assert _count(lines, "outbox job skipped", ids, outbox_id) == 1
     assert not [line for line in lines if "outcome=failed" in line]
     assert {q: _peek_count(stack, f"{q}-poison") for q in PRODUCED} == poison_before
 
 
-PRODUCED = (FANOUT_QUEUE, MAIL_SYNC_QUEUE, CALENDAR_SYNC_QUEUE, PURGE_QUEUE)
+PRODUCED = (FANOUT_QUEUE, MAIL_SYNC_QUEUE, CALENDAR_SYNC_QUEUE, PURGE_QUEUE, OUTBOX_QUEUE)
 
 
 def _peek_count(stack: LocalStack, queue: str) -> int:
