@@ -71,6 +71,8 @@ from shared.sync.jobs import (
     ConnectionSyncRunner,
     CursorTakenError,
     distinct_items,
+    instant,
+    purged_before,
 )
 
 if TYPE_CHECKING:
@@ -351,7 +353,7 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         In order: purged, the company match, then the switches and blocking rules, so a
         blocked event is never written.
         """
-        if _created(merged) < _purged_before(work.connection):
+        if _created(merged) < purged_before(work.connection):
             self._drop(work, merged, DROP_PURGED)
             return None
         decision = classify(event_participants(merged), work.index)
@@ -547,27 +549,9 @@ def _json_object(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _purged_before(connection: Connection) -> datetime:
-    """Return when the calendar was last purged; the epoch when it never was."""
-    return _instant(connection.purged_before) or _EPOCH
-
-
 def _created(item: Mapping[str, Any]) -> datetime:
     """Return when an event came into the calendar; the epoch when Graph gave no valid time."""
-    return _instant(item.get("createdDateTime")) or _EPOCH
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return instant(item.get("createdDateTime"))
 
 
 def _moment(text: str) -> datetime:

@@ -281,3 +281,26 @@ def distinct_items(items: Sequence[ItemT]) -> list[ItemT]:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def instant(value: Any) -> datetime:
+    """Read an ISO 8601 time from Graph or a stored row as an aware instant.
+
+    A naive time is taken as UTC; a missing or malformed one reads as the epoch, which is older
+    than anything, so a purge watermark never lets it through by mistake.
+    """
+    if not isinstance(value, str) or not value:
+        return EPOCH
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return EPOCH
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def purged_before(connection: Connection) -> datetime:
+    """Return when the user last purged the connection's data; the epoch when never."""
+    return instant(connection.purged_before)

@@ -46,6 +46,8 @@ from shared.sync.jobs import (
     ConnectionSyncRunner,
     CursorTakenError,
     distinct_items,
+    instant,
+    purged_before,
 )
 from shared.sync.removals import RemovalLedger
 from shared.sync.store import EmailDeletedError
@@ -174,7 +176,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             connection=connection,
             token=token,
             index=self._index(connection.tenant_id),
-            since=max(self._backfill_start(connection.tenant_id), _purged_before(connection)),
+            since=max(self._backfill_start(connection.tenant_id), purged_before(connection)),
             pending=self._removals.pending(connection),
             # Compiled once per job: every message of every page is checked against the same set.
             rules=CompiledRules(self._rules.ruleset(connection.tenant_id, connection.user_id)),
@@ -245,7 +247,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         item_id, internet_id = str(item.get("id", "")), str(item.get("internetMessageId") or "")
         if item.get("isDraft"):
             return Drop(item_id, internet_id, DROP_DRAFT)
-        if _received(item) < _purged_before(connection):
+        if _received(item) < purged_before(connection):
             return Drop(item_id, internet_id, DROP_PURGED)
         thread = functools.partial(self._thread_companies, connection.tenant_id)
         outcome = decide(item, work.index, work.rules, thread=thread)
@@ -310,24 +312,6 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             raise CursorTakenError(message) from error
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _purged_before(connection: Connection) -> datetime:
-    """Return when the mailbox was last purged; the epoch when it never was."""
-    return _instant(connection.purged_before) or _EPOCH
-
-
 def _received(item: Mapping[str, Any]) -> datetime:
     """Return when the mailbox received a message; the epoch when Graph gave no valid time."""
-    return _instant(item.get("receivedDateTime")) or _EPOCH
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return instant(item.get("receivedDateTime"))
