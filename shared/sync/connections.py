@@ -2,9 +2,10 @@
 
 The MSAL token cache of a connection is kept in its row, sealed with AES-GCM under a key from
 Key Vault and bound to the row's keys. A refresh that rotates the refresh token is written back
-at once, conditionally on the ETag read, so a rotated token is never lost; when two workers
-refresh at the same moment the loser keeps its token for this run, and the winner's newer cache
-(whose refresh token is equally valid) stays stored.
+at once, conditionally on the ETag read, so a rotated token is never lost: a write of the row's
+other fields meanwhile only makes it try again on the new ETag; when two workers refresh at the
+same moment the loser keeps its token for this run, and the winner's newer cache (whose refresh
+token is equally valid) stays stored; a revoke or a new consent meanwhile is never overwritten.
 
 Two more kinds of row live in the ``connections`` table, in partitions that no tenant's key can
 take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s`` or ``~t``):
@@ -73,6 +74,8 @@ JOB_POISONED = "job_poisoned"
 TENANT_INDEX = "~tenants"
 SLOT_PREFIX = "~slots|"
 CLAIM_ATTEMPTS = 3
+CACHE_WRITE_ATTEMPTS = 3
+"""Tries to write a rotated token cache while other fields of its row change meanwhile."""
 CLAIM_WORKERS = 8
 """Concurrent claim writes: below the 10 connections azure-core pools per client."""
 SLOT_SHARDS = 16
@@ -345,12 +348,31 @@ class ConnectionStore:
         return result.token
 
     def _store_cache(self, row: dict[str, Any], key: str, cache_json: str) -> None:
+        """Write a rotated cache unless another writer replaced or destroyed the one it came from.
+
+        A conflict caused by a write of other fields (chosen folders, a round record) must not
+        cost the rotated refresh token (BR-07): the row is read again and, while its cache is
+        still the one this refresh started from, the write is tried again on the new ETag.
+        """
         sealed = self._cipher.seal(cache_json, key)
-        updated = {**row, "tokenCache": sealed.ciphertext, "tokenKeyVersion": sealed.key_version}
-        try:
-            self._tables.update(TABLE, updated, etag=row.get("_etag"))
-        except ConflictError:
-            logger.info("token cache written by another worker first", extra={"connection": key})
+        for _ in range(CACHE_WRITE_ATTEMPTS):
+            updated = {
+                **row,
+                "tokenCache": sealed.ciphertext,
+                "tokenKeyVersion": sealed.key_version,
+            }
+            try:
+                self._tables.update(TABLE, updated, etag=row.get("_etag"))
+            except ConflictError:
+                current = self._tables.get(TABLE, str(row["PartitionKey"]), str(row["RowKey"]))
+                if current is None or current.get("tokenCache") != row.get("tokenCache"):
+                    # A rotation by another worker (equally valid), a new consent or a revoke.
+                    logger.info("token cache replaced by another writer", extra={"connection": key})
+                    return
+                row = current
+            else:
+                return
+        logger.warning("token cache not written: its row kept changing", extra={"connection": key})
 
     def set_folders(self, connection: Connection, folders: Sequence[Folder]) -> Connection:
         """Replace the folders chosen for sync."""
