@@ -225,20 +225,39 @@ def test_revoked_grant_moves_to_reauth_once_and_resumes_after_consent(tenant: Te
 
 
 def test_transient_identity_failure_only_retries(tenant: Tenant) -> None:
-    """BR-08: a 503 from the token endpoint leaves the connection active."""
-    # GIVEN an expired access token and an identity platform failing once
+    """BR-08: a 503 from the token endpoint is retried; the round completes, still active."""
+    # GIVEN an expired access token, a new message and an identity platform failing once
     upn = connected(tenant, "quin", "Acme", "acme.example")
     api = long_token(tenant, upn)
+    tenant.sync()
     tenant.stack.sim.advance_time(3 * 3600)
+    new = message("a@acme.example", [upn], "after-outage", days_ago=0.01)
+    tenant.stack.sim.load_messages(upn, "inbox", [new])
+    token_calls = len(token_requests(tenant))
     body = {"error": "temporarily_unavailable", "error_codes": [90033]}
     rule = FaultRule(r"/token$", 503, service="identity", body=body, count=1)
     tenant.stack.sim.add_fault(rule)
 
-    # WHEN a round runs (the first attempt fails; the host retries the job)
-    tenant.stack.run_function("mail_sync_worker", _job(tenant, upn))
+    # WHEN a round runs through the queue (a failed attempt is retried by the host)
+    tenant.sync()
 
-    # THEN the connection stays active
-    assert last_round(tenant, upn, api)["state"] == "active"
+    # THEN the 503 was served, a later token request succeeded, and the round stored the message
+    statuses = [r.status for r in token_requests(tenant)[token_calls:]]
+    assert statuses[0] == 503
+    assert 200 in statuses[1:]
+    state = last_round(tenant, upn, api)
+    assert state["state"] == "active"
+    assert state["lastRound"]["seen"] == 1
+    assert new["internetMessageId"] in stored_ids(tenant, "Acme")
+
+
+def token_requests(tenant: Tenant) -> list[Any]:
+    """The simulator's token endpoint requests so far, oldest first."""
+    return [
+        r
+        for r in tenant.stack.sim.requests_seen()
+        if r.service == "identity" and r.path.endswith("/token")
+    ]
 
 
 def long_token(tenant: Tenant, upn: str) -> str:
