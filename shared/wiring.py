@@ -45,6 +45,7 @@ from shared.sync.calendar import CalendarSyncService
 from shared.sync.connections import CALENDAR, MAIL, ConnectionStore, connection_key
 from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
+from shared.sync.notices import ReauthNotifier
 from shared.sync.planner import SyncPlanner
 from shared.sync.store import EmailStore
 
@@ -145,7 +146,7 @@ class Services:
     def connections(self) -> ConnectionStore:
         """Connections with their encrypted token caches."""
         cipher = TokenCipher(self.secrets, self.settings.token_key_secret_name)
-        return ConnectionStore(self.tables, cipher, self.msal)
+        return ConnectionStore(self.tables, cipher, self.msal, notify=ReauthNotifier(self.queue))
 
     @functools.cached_property
     def emails(self) -> EmailStore:

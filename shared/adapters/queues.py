@@ -38,6 +38,8 @@ PURGE_QUEUE = "purge"
 PURGE_POISON_QUEUE = f"{PURGE_QUEUE}-poison"
 OUTBOX_QUEUE = "outbox"
 OUTBOX_POISON_QUEUE = f"{OUTBOX_QUEUE}-poison"
+NOTIFICATIONS_QUEUE = "notifications"
+"""Notices for the customer platform to deliver to users; nothing in this product consumes it."""
 QUEUES = (
     MAIL_SYNC_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
@@ -49,6 +51,7 @@ QUEUES = (
     PURGE_POISON_QUEUE,
     OUTBOX_QUEUE,
     OUTBOX_POISON_QUEUE,
+    NOTIFICATIONS_QUEUE,
 )
 """Every queue the product produces to or triggers on; created on start-up."""
 

@@ -48,7 +48,7 @@ from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError
 from shared.sync.schedule import parse_slot, slot_text
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from shared.adapters.tables import TableEntityStore
     from shared.adapters.tokens import Grant, MsalTokenClient
@@ -139,10 +139,18 @@ def connection_key(tenant_id: str, user_id: str, kind: str) -> str:
 class ConnectionStore:
     """Reads and writes connections, their token caches included."""
 
-    def __init__(self, tables: TableEntityStore, cipher: TokenCipher, msal: MsalTokenClient):
+    def __init__(
+        self,
+        tables: TableEntityStore,
+        cipher: TokenCipher,
+        msal: MsalTokenClient,
+        *,
+        notify: Callable[[Connection, str], None] | None = None,
+    ):
         self._tables = tables
         self._cipher = cipher
         self._msal = msal
+        self._notify = notify
 
     @property
     def cipher(self) -> TokenCipher:
@@ -390,13 +398,42 @@ class ConnectionStore:
         self._merge(connection, changes)
 
     def record_error(self, connection: Connection, code: str, *, state: str | None = None) -> None:
-        """Record a failure code, optionally moving the connection to another state."""
+        """Record a failure code, optionally moving the connection to another state.
+
+        A move to ``reauth_required`` is made once: see :meth:`require_consent`.
+        """
+        if state == REAUTH_REQUIRED:
+            self.require_consent(connection, code)
+            return
         changes: dict[str, Any] = {"lastError": code, "lastErrorAt": _now()}
         if self._revoked(connection):
             return
         if state is not None:
             changes["state"] = state
         self._merge(connection, changes)
+
+    def require_consent(self, connection: Connection, code: str) -> bool:
+        """Move a connection to ``reauth_required`` and notify its user; True when this call did.
+
+        The move is conditional on the row's ETag, so of several jobs that find the refresh token
+        refused at once (BR-08) exactly one makes it and sends the one notice; a connection
+        already waiting for consent, revoked or gone is left as it is.
+        """
+        keys = (table_key(connection.tenant_id), table_key(connection.user_id, connection.kind))
+        for _ in range(CACHE_WRITE_ATTEMPTS):
+            row = self._tables.get(TABLE, *keys)
+            if row is None or row.get("state") in (REAUTH_REQUIRED, REVOKED):
+                return False
+            changes = {"state": REAUTH_REQUIRED, "lastError": code, "lastErrorAt": _now()}
+            try:
+                self._tables.update(TABLE, {**row, **changes}, etag=row.get("_etag"))
+            except ConflictError:
+                continue
+            if self._notify is not None:
+                self._notify(connection, code)
+            return True
+        logger.warning("reauth state not written: its row kept changing", extra={"code": code})
+        return False
 
     def _revoked(self, connection: Connection) -> bool:
         """Tell whether the user revoked the connection since a job read it: it stays so."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from typing import Any
 
 import pytest
+from azure.storage.queue import QueueClient
 
+from shared.adapters.queues import NOTIFICATIONS_QUEUE, decode_job
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
 from tests.functional.test_sync_resilience import (
@@ -39,6 +43,15 @@ def reauth_log_lines(tenant: Tenant, upn: str) -> int:
     text = (tenant.stack.workdir / "host.log").read_text("utf-8", "replace")
     user = f"user={tenant.users[upn]}"
     return sum(1 for line in text.splitlines() if "needs consent again" in line and user in line)
+
+
+def notices(tenant: Tenant, upn: str) -> list[dict[str, Any]]:
+    """The notices queued for the customer platform about this user, oldest first."""
+    queue = QueueClient.from_connection_string(
+        tenant.stack.env["AzureWebJobsStorage"], NOTIFICATIONS_QUEUE
+    )
+    jobs = [decode_job(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    return [job for job in jobs if job.get("user") == tenant.users[upn]]
 
 
 @pytest.mark.parametrize(("error", "number", "code"), REFUSALS)
@@ -79,6 +92,16 @@ def test_refused_grant_moves_to_reauth_required_once_and_stops_graph_calls(
     assert (after["state"], after["lastError"]) == ("reauth_required", code)
     assert after["lastErrorAt"] == moved["lastErrorAt"]
     assert reauth_log_lines(tenant, upn) == 1
+    [notice] = notices(tenant, upn)
+    assert notice["type"] == "connection.reauth_required"
+    assert (notice["tenant"], notice["connection"], notice["code"]) == (
+        tenant.tenant_id,
+        "mail",
+        code,
+    )
+    assert notice["summary"]
+    assert notice["action"]
+    assert upn not in str(notice)
     assert graph_calls(tenant, upn) == graph
     assert token_requests(tenant) == tokens
     assert stored_ids(tenant, "Acme") == [old["internetMessageId"]]

@@ -1,13 +1,15 @@
-"""BR-07 on Azurite: a rotated token cache survives writes of its row's other fields.
+"""Races on a connection's row, on Azurite: rotated token caches (BR-07) and reauth (BR-08).
 
 The connection row holds the sealed MSAL cache next to the chosen folders and the last round's
 record. A refresh reads the row, asks MSAL, and writes the rotated cache back conditionally on
-the ETag it read; these tests land another write between the read and that write.
+the ETag it read; these tests land another write between the read and that write. Jobs that
+find the refresh token refused at once move the row to ``reauth_required`` exactly once.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -21,7 +23,15 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.tokens import AccessToken, Grant
 from shared.consent.crypto import Sealed, TokenCipher
 from shared.errors import ReauthRequiredError
-from shared.sync.connections import MAIL, REVOKED, TABLE, Connection, ConnectionStore, Folder
+from shared.sync.connections import (
+    MAIL,
+    REAUTH_REQUIRED,
+    REVOKED,
+    TABLE,
+    Connection,
+    ConnectionStore,
+    Folder,
+)
 from tests.unit.fakes import FakeSecrets
 
 KEY_NAME = "token-encryption-key"
@@ -64,10 +74,23 @@ def msal() -> RotatingMsal:
 
 
 @pytest.fixture
-def store(tables: TableEntityStore, msal: RotatingMsal) -> ConnectionStore:
+def notified() -> list[tuple[str, str]]:
+    """The (user, code) of every reauth notice sent, in order."""
+    return []
+
+
+@pytest.fixture
+def store(
+    tables: TableEntityStore, msal: RotatingMsal, notified: list[tuple[str, str]]
+) -> ConnectionStore:
     secrets = FakeSecrets()
     secrets.set(KEY_NAME, "v1", base64.b64encode(bytes(range(32))).decode("ascii"))
-    return ConnectionStore(tables, TokenCipher(secrets, KEY_NAME), cast(Any, msal))
+    cipher = TokenCipher(secrets, KEY_NAME)
+
+    def notify(connection: Connection, code: str) -> None:
+        notified.append((connection.user_id, code))
+
+    return ConnectionStore(tables, cipher, cast(Any, msal), notify=notify)
 
 
 def connect(store: ConnectionStore) -> Connection:
@@ -166,3 +189,46 @@ def test_rotated_cache_keeps_a_newer_consent_during_the_refresh(tables, store, m
 
     # THEN the consent's cache is what the row holds
     assert stored_cache(tables, store, connection) == newer
+
+
+def test_require_consent_is_made_once_by_racing_jobs(store, notified):
+    """Eight jobs finding the grant refused at once move the connection once, with one notice."""
+    # GIVEN a connection and eight jobs ready to record the same refusal together
+    connection = connect(store)
+    start = threading.Barrier(8)
+    outcomes: list[bool] = []
+
+    def job() -> None:
+        start.wait()
+        outcomes.append(store.require_consent(connection, "invalid_grant:50173"))
+
+    # WHEN they all record it
+    threads = [threading.Thread(target=job) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN one made the move and sent the one notice
+    assert sorted(outcomes) == [False] * 7 + [True]
+    assert notified == [(connection.user_id, "invalid_grant:50173")]
+    current = store.get(connection.tenant_id, connection.user_id, MAIL)
+    assert current is not None
+    assert (current.state, current.last_error) == (REAUTH_REQUIRED, "invalid_grant:50173")
+
+
+def test_require_consent_leaves_a_revoked_connection_alone(store, notified):
+    """A refusal recorded after the user revoked the connection changes nothing, tells nobody."""
+    # GIVEN a revoked connection
+    connection = connect(store)
+    store.revoke(connection.tenant_id, connection.user_id, MAIL)
+
+    # WHEN a job that was in flight records the refusal
+    moved = store.require_consent(connection, "invalid_grant:70008")
+
+    # THEN it stays revoked and no notice goes out
+    assert moved is False
+    assert notified == []
+    current = store.get(connection.tenant_id, connection.user_id, MAIL)
+    assert current is not None
+    assert current.state == REVOKED
