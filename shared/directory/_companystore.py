@@ -53,6 +53,16 @@ class CompanyStore:
         parameters = {"pk": table_key(tenant_id), "company": company_id}
         return [ent.contact_of(e) for e in self._tables.query(ent.CONTACTS, where, parameters)]
 
+    def contact_time_zone(self, tenant_id: str, address: str) -> str:
+        """Return the time zone recorded for a contact address by any company; "" for none."""
+        where = "PartitionKey eq @pk and address eq @address"
+        parameters = {"pk": table_key(tenant_id), "address": address}
+        for entity in self._tables.query(ent.CONTACTS, where, parameters):
+            zone = str(entity.get("timeZone") or "")
+            if zone:
+                return zone
+        return ""
+
     def refuse_taken_external_id(
         self, tenant_id: str, company_id: str, external_id: str | None
     ) -> None:

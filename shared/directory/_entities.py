@@ -167,12 +167,17 @@ def contact_entity(tenant_id: str, company_id: str, contact: Contact) -> Entity:
         "companyId": company_id,
         "address": contact.address,
         "name": contact.name,
+        "timeZone": contact.time_zone,
     }
 
 
 def contact_of(entity: Mapping[str, Any]) -> Contact:
     """Read a ``companycontacts`` entity."""
-    return Contact(address=str(entity.get("address", "")), name=str(entity.get("name", "")))
+    return Contact(
+        address=str(entity.get("address", "")),
+        name=str(entity.get("name", "")),
+        time_zone=str(entity.get("timeZone") or ""),
+    )
 
 
 def contact_key(tenant_id: str, company_id: str, address: str) -> tuple[str, str]:

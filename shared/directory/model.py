@@ -48,10 +48,15 @@ class DirectoryUser:
 
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """A known person at a company: a normalised address and a display name (maybe empty)."""
+    """A known person at a company: a normalised address, a display name and a time zone.
+
+    The name and the zone may be empty; a zone is an IANA name such as ``Europe/Paris``, used
+    for do-not-disturb hours kept in the recipient's time.
+    """
 
     address: str
     name: str = ""
+    time_zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ __all__ = ["DirectoryService"]
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1_000
+ZONE_LOOKUPS = 10
+"""Recipients looked up for a contact time zone, in order: to, then cc."""
 
 
 class DirectoryService:
@@ -177,6 +179,17 @@ class DirectoryService:
             else:
                 self._companies.unindex_owner(tenant_id, company_id, user_id)
         return owned
+
+    def contact_time_zone(self, tenant_id: str, addresses: Sequence[str]) -> str | None:
+        """Return the time zone of the first address that is a contact with one, else None.
+
+        Only the first :data:`ZONE_LOOKUPS` addresses are looked up.
+        """
+        for address in addresses[:ZONE_LOOKUPS]:
+            zone = self._companies.contact_time_zone(tenant_id, address)
+            if zone:
+                return zone
+        return None
 
     def company_match_data(self, tenant_id: str) -> list[CompanyMatchData]:
         """Return every company of a tenant with its related domains and contact addresses."""

@@ -13,11 +13,13 @@ surrounding spaces, and compared exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import available_timezones
 
 from shared.access.policy import PROPERTY_NAME
 from shared.directory._sending import SENDING_FIELDS, SendingDraft, sending_draft
@@ -65,7 +67,8 @@ _USER_FIELDS = frozenset({"upn", "displayName", "roles", "id"})
 _COMPANY_FIELDS = frozenset(
     {"name", "domains", "contacts", "externalId", "ownerIds", "properties", "id", "contactCount"}
 )
-_CONTACT_FIELDS = frozenset({"email", "name"})
+_CONTACT_FIELDS = frozenset({"email", "name", "timeZone"})
+ZONE_RULE = "must be an IANA time zone name, such as Europe/Paris"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +298,18 @@ def _contact(value: object, path: str) -> Contact:
         field = f"{path}.email"
         raise ValidationError(field, ADDRESS_RULE)
     name = _text(fields, "name", path, max_chars=MAX_DISPLAY_NAME) or ""
-    return _parsed_contact(email, f"{path}.email", name)
+    contact = _parsed_contact(email, f"{path}.email", name)
+    zone = _time_zone(fields.get("timeZone"), f"{path}.timeZone")
+    return Contact(address=contact.address, name=contact.name, time_zone=zone)
+
+
+def _time_zone(value: object, field: str) -> str:
+    """Return an IANA zone name as given; empty when absent or null."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or len(value) > 64 or value not in _zone_names():
+        raise ValidationError(field, ZONE_RULE)
+    return value
 
 
 def _parsed_contact(value: str, field: str, name: str) -> Contact:
@@ -358,3 +372,9 @@ def _roles(values: Sequence[object]) -> tuple[str, ...]:
 
 def _at(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # Read once per process: listing the zone database walks its files.
+    return frozenset(available_timezones())

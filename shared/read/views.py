@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 def company_json(company: Company) -> dict[str, Any]:
     """Return a company with its contacts."""
-    contacts = [{"email": c.address, "name": c.name} for c in company.contacts]
+    contacts = [
+        {"email": c.address, "name": c.name, **({"timeZone": c.time_zone} if c.time_zone else {})}
+        for c in company.contacts
+    ]
     return {
         "id": company.company_id,
         "name": company.name,

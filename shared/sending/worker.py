@@ -23,14 +23,16 @@ and a job that keeps failing lands in ``outbox-poison``, whose worker marks it `
 
 Automatic emails: the daily limit counts per local day in the sender's mailbox time zone
 (``GET /me/mailboxSettings``), in ``sendcounts``; an email over it waits until the next local
-midnight. Do-not-disturb hours delay it until the window ends. Both delays are queue visibility
-delays (at most 7 days), so nothing is dropped. Manual emails ignore both.
+midnight. Do-not-disturb hours delay it until the window ends, in the sender's zone or, when the
+tenant keeps them in the recipient's, in the zone of the first recipient who is a company
+contact with a ``timeZone``. Both delays are queue visibility delays (at most 7 days), so
+nothing is dropped. Manual emails ignore both.
 
-Known limitations: a slot of the daily limit, once
-taken, stays taken when the email later fails. Do-not-disturb in the recipient's time zone uses
-the sender's, since contacts carry no time zone yet. A connection consented without
-``MailboxSettings.Read`` counts days in UTC. An email whose sender must consent again fails at
-once instead of waiting for the new consent. An upload session cut short starts over.
+Known limitations: a slot of the daily limit, once taken, stays taken when the email later
+fails. With recipients in several zones, only the first known one decides the window. A
+connection consented without ``MailboxSettings.Read`` counts days in UTC. An email whose sender
+must consent again fails at once instead of waiting for the new consent. An upload session cut
+short starts over.
 """
 
 from __future__ import annotations
@@ -68,13 +70,19 @@ from shared.sending.outbox import (
     parse_job,
     payload_name,
 )
-from shared.sending.schedule import delay_seconds, local_day, next_day_start, quiet_until
+from shared.sending.schedule import (
+    RECIPIENT,
+    delay_seconds,
+    local_day,
+    next_day_start,
+    quiet_until,
+)
 from shared.sync.connections import MAIL, connection_key
 from shared.sync.eventtimes import zone_of
 from shared.sync.store import email_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from shared.adapters.blobs import BlobBodyStore
     from shared.adapters.queues import JobQueue
@@ -143,6 +151,10 @@ class TenantSettings(Protocol):
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         """Return a tenant's settings."""
+        ...
+
+    def contact_time_zone(self, tenant_id: str, addresses: Sequence[str]) -> str | None:
+        """Return the time zone of the first address that is a known contact with one."""
         ...
 
 
@@ -327,7 +339,9 @@ class OutboxWorker:
         if tenant is None:
             return False
         now, zone = self._clock(), self._zone(token)
-        until = quiet_until(now, zone, tenant.do_not_disturb)
+        until = quiet_until(
+            now, self._quiet_zone(tenant_id, row, tenant, zone), tenant.do_not_disturb
+        )
         if until is not None:
             self._later(tenant_id, row, now, until, "doNotDisturb")
             return True
@@ -339,6 +353,21 @@ class OutboxWorker:
             return True
         row.update(self._save(row, {"countedDay": day, "waitingFor": ""}))
         return False
+
+    def _quiet_zone(self, tenant_id: str, row: Entity, tenant: Tenant, sender: Any) -> Any:
+        """Return the zone do-not-disturb hours are kept in: a recipient's when so set and known.
+
+        With ``timeZone: recipient``, the first ``to`` (then ``cc``) recipient that is a known
+        contact with a time zone decides; without one, the sender's mailbox zone does.
+        """
+        window = tenant.do_not_disturb
+        if window is None or window.zone_of != RECIPIENT:
+            return sender
+        email = self._email(tenant_id, row)
+        addresses = [a.address for a in (*email.to, *email.cc)]
+        name = self._settings.contact_time_zone(tenant_id, addresses)
+        # NOTE: zone_of() reads a missing name as UTC, so no name must keep the sender's zone.
+        return (zone_of(name) if name else None) or sender
 
     def _zone(self, token: str) -> Any:
         try:

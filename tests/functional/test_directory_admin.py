@@ -258,6 +258,25 @@ def test_admin_company_lifecycle(admin_session: Session):
     assert gone.status_code == 404
 
 
+def test_admin_company_contact_time_zone_round_trips(admin_session: Session):
+    """A contact's time zone is stored and read back; a bad one is refused naming its field."""
+    # GIVEN a company with a contact in Tokyo and a body with a made-up zone
+    contacts = [{"email": "jane@acme.example", "name": "Jane", "timeZone": "Asia/Tokyo"}]
+    body = {"name": "Acme", "domains": ["acme.example"], "contacts": contacts}
+    bad = {**body, "contacts": [{"email": "jane@acme.example", "timeZone": "Asia/Atlantis"}]}
+
+    # WHEN both are created and the first is read back
+    created = admin_session.call(admin.admin_company_create, "POST", body=body)
+    refused = admin_session.call(admin.admin_company_create, "POST", body=bad)
+    route = {"company_id": _json(created)["id"]}
+    fetched = admin_session.call(read.company_get, "GET", route=route)
+
+    # THEN the zone comes back as given and the bad one is a 400 naming the field
+    assert _json(fetched)["contacts"] == contacts
+    assert refused.status_code == 400
+    assert "contacts[0].timeZone" in refused.get_body().decode()
+
+
 def test_company_get_of_another_tenant_is_not_found(admin_session: Session, session: Session):
     """A company id of another tenant answers 404, as an unknown id does."""
     # GIVEN a company of this tenant

@@ -27,6 +27,7 @@ from shared.adapters.graph import GraphMailClient
 from shared.adapters.graphsend import GraphSendClient
 from shared.adapters.tables import TableEntityStore
 from shared.directory.model import Tenant
+from shared.directory.service import DirectoryService
 from shared.errors import ConflictError
 from shared.sending.message import MB, parse_email
 from shared.sending.outbox import OUTBOX, OutboxService, outbox_job, payload_name, record_item
@@ -78,9 +79,15 @@ class Settings:
     """The tenant's sending settings, as the directory would give them."""
 
     tenant: Tenant
+    directory: DirectoryService | None = None
 
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         return self.tenant
+
+    def contact_time_zone(self, tenant_id: str, addresses: list[str]) -> str | None:
+        if self.directory is None:
+            return None
+        return self.directory.contact_time_zone(tenant_id, addresses)
 
 
 @dataclass
@@ -138,6 +145,7 @@ class Rig:
     queue: RecordingQueue = field(default_factory=RecordingQueue)
     clock: Clock = field(default_factory=lambda: Clock(datetime.now(UTC)))
     settings: Tenant | None = None
+    directory: DirectoryService | None = None
 
     def worker(self, die_after: str | None = None) -> OutboxWorker:
         settings = self.settings or Tenant(self.tenant_id, "T", ("t.example",))
@@ -147,7 +155,7 @@ class Rig:
             queue=self.queue,  # type: ignore[arg-type]
             graph=DyingGraph(self.graph, die_after),  # type: ignore[arg-type]
             tokens=lambda tenant, user: self.sim.issue_graph_token(self.upn, SCOPES),
-            settings=Settings(settings),
+            settings=Settings(settings, self.directory),
             clock=self.clock,
         )
 
@@ -330,6 +338,70 @@ def test_quiet_hours_across_spring_forward_delay_to_local_morning(rig: Rig):
 
     # THEN it is sent
     assert rig.state(job)["state"] == "sent"
+
+
+def recipient_zone_rig(rig: Rig) -> Rig:
+    """Quiet hours 22:00-07:00 kept in the recipient's zone; the sender in New York; one
+    customer contact (jane@acme.example) in Tokyo, stored through the real directory."""
+    window = DoNotDisturb(start=time(22, 0), end=time(7, 0), zone_of="recipient")
+    rig.settings = Tenant(rig.tenant_id, "T", ("t.example",), do_not_disturb=window)
+    rig.sim.set_mailbox_time_zone(rig.upn, "America/New_York")
+    rig.directory = DirectoryService(rig.tables)
+    rig.directory.upsert_tenant(rig.tenant_id, {"name": "T", "ownDomains": ["t.example"]})
+    contacts = [
+        {"email": "bob@acme.example", "name": "Bob"},
+        {"email": "jane@acme.example", "name": "Jane", "timeZone": "Asia/Tokyo"},
+    ]
+    company = {"name": "Acme", "domains": ["acme.example"], "contacts": contacts}
+    rig.directory.create_company(rig.tenant_id, company)
+    return rig
+
+
+def test_quiet_hours_in_the_recipients_zone_let_a_late_evening_email_go(rig: Rig):
+    """23:00 in New York is 13:00 in Tokyo: an email to a Tokyo contact goes at once."""
+    # GIVEN quiet hours in the recipient's zone, and 23:00 EST (04:00 UTC) on 14 January
+    recipient_zone_rig(rig)
+    rig.clock.now = datetime(2026, 1, 14, 4, 0, tzinfo=UTC)
+    job = rig.submit(kind="automatic", to=["unknown@elsewhere.example", "jane@acme.example"])
+
+    # WHEN the worker runs it
+    rig.worker().run(job)
+
+    # THEN it is sent without waiting
+    assert rig.state(job)["state"] == "sent"
+    assert rig.queue.sent == []
+
+
+def test_quiet_hours_in_the_recipients_zone_hold_an_email_until_their_morning(rig: Rig):
+    """09:00 in New York is 23:00 in Tokyo: the email waits until 07:00 in Tokyo."""
+    # GIVEN quiet hours in the recipient's zone, and 09:00 EST (14:00 UTC) on 14 January
+    recipient_zone_rig(rig)
+    rig.clock.now = datetime(2026, 1, 14, 14, 0, tzinfo=UTC)
+    job = rig.submit(kind="automatic", to=["jane@acme.example"])
+
+    # WHEN the worker runs it
+    rig.worker().run(job)
+
+    # THEN it waits 8 hours, until 07:00 JST (22:00 UTC), and nothing reached the mailbox
+    assert rig.state(job)["state"] == "queued"
+    assert rig.state(job)["notBefore"] == "2026-01-14T22:00:00+00:00"
+    assert rig.queue.sent[-1][2] == 8 * 3600
+    assert rig.sim.messages(rig.upn, "drafts") == []
+
+
+def test_quiet_hours_in_the_recipients_zone_use_the_senders_without_a_known_zone(rig: Rig):
+    """A recipient who is a contact without a zone leaves the sender's zone in charge."""
+    # GIVEN quiet hours in the recipient's zone, 23:00 EST, and a contact with no zone
+    recipient_zone_rig(rig)
+    rig.clock.now = datetime(2026, 1, 14, 4, 0, tzinfo=UTC)
+    job = rig.submit(kind="automatic", to=["bob@acme.example"])
+
+    # WHEN the worker runs it
+    rig.worker().run(job)
+
+    # THEN it waits until 07:00 in New York (12:00 UTC), 8 hours
+    assert rig.state(job)["state"] == "queued"
+    assert rig.queue.sent[-1][2] == 8 * 3600
 
 
 def test_cancel_landing_while_the_draft_is_made_deletes_it(rig: Rig):

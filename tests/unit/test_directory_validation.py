@@ -148,6 +148,43 @@ def test_company_draft_reads_contacts_as_objects_and_strings():
     assert draft.external_id == "crm-1"
 
 
+def test_company_draft_reads_a_contacts_time_zone():
+    """A contact's IANA time zone is kept; null or absent leaves it empty."""
+    # GIVEN contacts with a zone, with null, and without one
+    body = {
+        "name": "Acme",
+        "contacts": [
+            {"email": "jane@acme.example", "timeZone": "Asia/Tokyo"},
+            {"email": "rick@acme.example", "timeZone": None},
+            "ann@acme.example",
+        ],
+    }
+
+    # WHEN the company is checked
+    draft = company_draft(body)
+
+    # THEN only Jane has a zone
+    assert draft.contacts == (
+        Contact("jane@acme.example", "", "Asia/Tokyo"),
+        Contact("rick@acme.example", ""),
+        Contact("ann@acme.example", ""),
+    )
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "tokyo", "+09:00", 9, ["Asia/Tokyo"], "x" * 65])
+def test_company_draft_names_a_contacts_bad_time_zone(zone: object):
+    """A time zone that is not an IANA name is refused under the contact's timeZone field."""
+    # GIVEN a second contact with a bad zone
+    body = {
+        "name": "Acme",
+        "contacts": ["ann@acme.example", {"email": "jane@acme.example", "timeZone": zone}],
+    }
+
+    # WHEN it is checked
+    # THEN the error names that contact's field
+    assert _field_of(company_draft, body) == "contacts[1].timeZone"
+
+
 def test_company_draft_without_contacts_field_keeps_none():
     """Leaving contacts out is different from an empty list: it means "keep the stored ones"."""
     # GIVEN one body without contacts and one with an empty list
