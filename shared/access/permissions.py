@@ -19,9 +19,13 @@ nor registered users of the tenant are refused (403) before any of this.
 The policy is one entity per tenant in the ``permissions`` table, holding the whole document as
 JSON, so a change is written in one step and never half-applied.
 
-Known limitations: a non-admin granted ``manageSettings`` may change the policy, including their
-own role's entry. The policy is read on every request (one point read), and concurrent writes of
-the policy keep the last one.
+A non-admin granted ``manageSettings`` may change the policy, but not to raise anyone, themselves
+included: the entries that decide what they may do stay as they are, and an entry they change may
+allow no feature, workflow, portfolio or field that they are not allowed themselves. Admins may
+change anything.
+
+Known limitations: the policy is read on every request (one point read), and concurrent writes
+of the policy keep the last one.
 """
 
 from __future__ import annotations
@@ -168,11 +172,16 @@ class PermissionService:
             ForbiddenError: when the caller may not manage settings.
             ValidationError: naming the field of the document that breaks a rule.
         """
-        self.require_workflow(caller, Workflow.MANAGE_SETTINGS)
+        view = self.view_for(caller)
+        if not view.allows_workflow(Workflow.MANAGE_SETTINGS):
+            message = f"your roles do not allow the {Workflow.MANAGE_SETTINGS} workflow"
+            raise ForbiddenError(message)
         if self._directory.get_tenant(caller.tenant_id) is None:
             message = f"tenant {caller.tenant_id} is not set up; PUT admin/tenant first"
             raise NotFoundError(message)
         policy = parse_policy(body)
+        if not view.is_admin:
+            self._refuse_raise(caller, view, policy)
         document = json.dumps(
             {"default": policy.default.as_json(), "roles": policy.as_json()["roles"]}
         )
@@ -200,13 +209,34 @@ class PermissionService:
         """
         if caller.is_admin:
             return AccessView(caller.user_id, is_admin=True, entries=())
+        entries = self.get_policy(caller.tenant_id).entries_for(self._roles_of(caller))
+        return AccessView(caller.user_id, is_admin=False, entries=entries)
+
+    def _roles_of(self, caller: Caller) -> Iterable[str]:
         user = self._directory.get_user(caller.tenant_id, caller.user_id)
         if user is None:
             message = "the caller is not a registered user of this tenant"
             raise ForbiddenError(message)
-        roles: Iterable[str] = caller.roles | set(user.roles)
-        entries = self.get_policy(caller.tenant_id).entries_for(roles)
-        return AccessView(caller.user_id, is_admin=False, entries=entries)
+        return caller.roles | set(user.roles)
+
+    def _refuse_raise(self, caller: Caller, view: AccessView, policy: TenantPolicy) -> None:
+        """Refuse a non-admin's policy that changes their own entries or allows more than they.
+
+        Raises:
+            ForbiddenError: naming the entry at fault.
+        """
+        old = self.get_policy(caller.tenant_id)
+        roles = set(self._roles_of(caller))
+        if old.entries_for(roles) != policy.entries_for(roles):
+            message = "only an admin may change the entries that decide what your own roles allow"
+            raise ForbiddenError(message)
+        changed = [("default", policy.default, old.default)] + [
+            (f"roles.{name}", entry, old.roles.get(name)) for name, entry in policy.roles.items()
+        ]
+        for where, entry, before in changed:
+            if entry != before and not _within(entry, view, before):
+                message = f"{where} would allow more than your own roles do; only an admin may"
+                raise ForbiddenError(message)
 
     def effective(self, caller: Caller) -> dict[str, Any]:
         """Return what the caller may do and see, for clients to shape their screens.
@@ -248,3 +278,34 @@ class PermissionService:
         if not self.view_for(caller).allows_feature(Feature(feature)):
             message = f"your roles may not connect {feature}"
             raise ForbiddenError(message)
+
+
+def _within(entry: RolePolicy, view: AccessView, before: RolePolicy | None) -> bool:
+    """Tell whether an entry allows only what the viewer or the entry it replaces allowed."""
+    was = AccessView(view.user_id, is_admin=False, entries=(before,) if before else ())
+    if entry.portfolio is Portfolio.ALL and Portfolio.ALL not in (view.portfolio, _portfolio(was)):
+        return False
+    if not all(view.allows_feature(f) or was.allows_feature(f) for f in entry.features):
+        return False
+    if not all(view.allows_workflow(w) or was.allows_workflow(w) for w in entry.workflows):
+        return False
+    alone = AccessView(view.user_id, is_admin=False, entries=(entry,))
+    return all(
+        view.shows(kind, path) or (before is not None and was.shows(kind, path))
+        for kind in ObjectType
+        for path in _paths(kind, entry, view)
+        if alone.shows(kind, path)
+    )
+
+
+def _portfolio(view: AccessView) -> Portfolio | None:
+    """Return the portfolio of a view over one entry; None over none."""
+    return view.portfolio if view.entries else None
+
+
+def _paths(kind: ObjectType, entry: RolePolicy, view: AccessView) -> set[str]:
+    """Every field path worth comparing: the type's fields and any path either side names."""
+    paths = set(OBJECT_FIELDS[kind])
+    for rule in (entry.rule(kind), *(e.rule(kind) for e in view.entries)):
+        paths |= rule.hidden | (rule.visible or frozenset())
+    return paths

@@ -340,3 +340,108 @@ def test_mask_hiding_contacts_also_hides_their_count():
     view = _view({"roles": {"R": {"fields": {"company": {"hidden": ["contacts"]}}}}})
     masked = view.mask(ObjectType.COMPANY, {"id": "c", "name": "A", "contactCount": 3})
     assert masked == {"id": "c", "name": "A"}
+
+
+# A settings manager may see owned companies only, use the shared inbox and manage settings, and
+# sees emails without their bodies and companies without their ARR.
+OPS_POLICY: dict[str, Any] = {
+    "default": {
+        "features": ["mail"],
+        "portfolio": "owned",
+        "workflows": [],
+        "fields": {"email": {"hidden": ["body"]}, "company": {"hidden": ["properties.arr"]}},
+    },
+    "roles": {
+        "Ops": {
+            "features": ["mail"],
+            "portfolio": "owned",
+            "workflows": ["manageSettings", "sharedInbox"],
+            "fields": {"email": {"hidden": ["body"]}, "company": {"hidden": ["properties.arr"]}},
+        },
+        "Sales": {"features": ["mail"], "portfolio": "owned", "workflows": []},
+    },
+}
+
+
+def _ops_setup() -> tuple[PermissionService, Caller]:
+    service, directory = _setup()
+    service.set_policy(_admin(), OPS_POLICY)
+    return service, _user(directory, "Ops")
+
+
+def _with_role(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {**OPS_POLICY, "roles": {**OPS_POLICY["roles"], name: entry}}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"features": ["mail", "calendar"], "portfolio": "owned", "workflows": []},
+        {"features": ["mail"], "portfolio": "all", "workflows": []},
+        {"features": ["mail"], "portfolio": "owned", "workflows": ["powerToolsOnOthers"]},
+        {"workflows": [], "fields": {"email": {"hidden": []}}},
+        {"workflows": [], "fields": {"company": {"hidden": ["properties.other"]}}},
+    ],
+    ids=["feature", "portfolio", "workflow", "email-body", "company-arr"],
+)
+def test_service_settings_manager_cannot_give_a_role_more_than_they_have(entry: dict[str, Any]):
+    """A non-admin manager may not let another role do or see what they may not."""
+    # GIVEN an Ops manager and a Sales entry raised past Ops in one way
+    service, ops = _ops_setup()
+
+    # WHEN Ops saves it / THEN it is refused naming the entry, and the policy is unchanged
+    with pytest.raises(ForbiddenError, match=r"roles\.Sales"):
+        service.set_policy(ops, _with_role("Sales", entry))
+    assert service.get_policy(TENANT).as_json()["roles"]["Sales"]["portfolio"] == "owned"
+    assert service.get_policy(TENANT).roles["Sales"].workflows == frozenset()
+
+
+def test_service_settings_manager_cannot_change_their_own_role():
+    """A non-admin manager may not change the entry that decides what they themselves may do."""
+    # GIVEN an Ops manager
+    service, ops = _ops_setup()
+    raised = {**OPS_POLICY["roles"]["Ops"], "workflows": ["manageSettings", "powerToolsOnOthers"]}
+
+    # WHEN Ops raises, or even lowers, the Ops entry / THEN both are refused
+    with pytest.raises(ForbiddenError, match="own roles"):
+        service.set_policy(ops, _with_role("Ops", raised))
+    with pytest.raises(ForbiddenError, match="own roles"):
+        service.set_policy(ops, _with_role("Ops", {"features": [], "workflows": []}))
+
+
+def test_service_settings_manager_may_narrow_a_role_that_exceeds_their_own():
+    """A role that already allows more than the manager may still be narrowed by them."""
+    # GIVEN a policy (set by an admin) where Leads see all companies and use power tools
+    service, ops = _ops_setup()
+    leads = {"portfolio": "all", "workflows": ["powerToolsOnOthers", "sharedInbox"]}
+    service.set_policy(_admin(), _with_role("Leads", leads))
+    current = service.get_policy(TENANT).as_json()
+
+    # WHEN Ops takes the shared inbox from Leads, keeping the rest
+    current["roles"]["Leads"]["workflows"] = ["powerToolsOnOthers"]
+    saved = service.set_policy(ops, current)
+
+    # THEN the narrower entry is saved
+    assert saved.roles["Leads"].workflows == frozenset({Workflow.POWER_TOOLS_ON_OTHERS})
+
+
+def test_service_settings_manager_may_lower_or_add_roles_within_their_own():
+    """A non-admin manager may narrow a role or add one that allows no more than they have."""
+    # GIVEN an Ops manager
+    service, ops = _ops_setup()
+    narrower = {"features": [], "portfolio": "owned", "workflows": []}
+    same_as_ops = {
+        "features": ["mail"],
+        "portfolio": "owned",
+        "workflows": ["sharedInbox"],
+        "fields": {"email": {"hidden": ["body"]}, "company": {"hidden": ["properties.arr"]}},
+    }
+
+    # WHEN Ops narrows Sales and adds a Support role like their own minus settings
+    policy = _with_role("Sales", narrower)
+    policy["roles"]["Support"] = same_as_ops
+    saved = service.set_policy(ops, policy)
+
+    # THEN the policy is saved
+    assert saved.roles["Sales"].features == frozenset()
+    assert "Support" in saved.roles
