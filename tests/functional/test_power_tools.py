@@ -344,3 +344,59 @@ def test_a_token_with_an_upper_case_oid_acts_as_the_same_user(tenant: Tenant) ->
     # THEN she is herself
     assert [c["kind"] for c in listed] == ["mail"]
     assert deleted.status_code == 204
+
+
+def _another_tenant(tenant: Tenant) -> Tenant:
+    """A second tenant on the same stack, set up by its own admin."""
+    tenant_id = str(uuid.uuid4())
+    domain = f"o{tenant_id[:8]}.example"
+    admin = tenant.stack.token(tenant_id, str(uuid.uuid4()), roles=("Admin",))
+    body = {"name": "Other", "ownDomains": [domain]}
+    tenant.stack.call("PUT", "admin/tenant", admin, json=body).raise_for_status()
+    return Tenant(tenant.stack, tenant_id, domain, admin)
+
+
+def test_power_tools_on_others_workflow_opens_a_roles_power_over_its_tenants_users(
+    tenant: Tenant,
+) -> None:
+    """A non-admin role granted powerToolsOnOthers revokes and purges colleagues, no one else."""
+    # GIVEN Ann's synced mail, Sue whose Support role is granted powerToolsOnOthers, and a
+    # registered user of another tenant
+    policy = {"roles": {"Support": {"workflows": ["powerToolsOnOthers"]}}}
+    call = tenant.stack.call
+    call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    tenant.stack.sim.load_messages(ann, "inbox", [message("jane@acme.example", [ann], "x")])
+    tenant.sync()
+    sue = tenant.token(tenant.add_user("sue", ("Support",)))
+    ann_id = tenant.users[ann]
+    other = _another_tenant(tenant)
+    zed_id = other.users[other.add_user("zed")]
+
+    # WHEN Sue revokes and purges Ann, then tries both on the other tenant's user
+    revoked = call("POST", f"admin/users/{ann_id}/connections/mail/revoke", sue)
+    purge = call("POST", f"admin/users/{ann_id}/purges", sue, json={"kind": "mail"})
+    status = _wait_purge(tenant, sue, purge.headers["Location"])
+    foreign_revoke = call("POST", f"admin/users/{zed_id}/connections/mail/revoke", sue)
+    foreign_purge = call("POST", f"admin/users/{zed_id}/purges", sue, json={"kind": "mail"})
+
+    # THEN Ann's connection is revoked and her mail purged; the other tenant's user is unknown
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    assert purge.status_code == 202, purge.text
+    assert (status["state"], status["userId"]) == ("completed", ann_id)
+    assert status["counts"] == {"removed": 1}
+    assert tenant.company_emails("Acme") == []
+    assert foreign_revoke.status_code == foreign_purge.status_code == 404
+
+    # WHEN the workflow is taken from the Support role and Sue tries again
+    policy = {"roles": {"Support": {"workflows": []}}}
+    call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    again_revoke = call("POST", f"admin/users/{ann_id}/connections/mail/revoke", sue)
+    again_purge = call("POST", f"admin/users/{ann_id}/purges", sue, json={"kind": "mail"})
+    again_status = call("GET", purge.headers["Location"].removeprefix("/api/"), sue)
+
+    # THEN each is refused naming the workflow, the earlier purge's status too
+    for answer in (again_revoke, again_purge, again_status):
+        assert answer.status_code == 403, answer.text
+        assert "powerToolsOnOthers" in answer.json()["error"]["message"]
