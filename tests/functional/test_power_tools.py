@@ -15,7 +15,8 @@ from devstack.simulator.faults import FaultRule
 from shared.adapters.tablelimits import table_key
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
-from tests.functional.test_sync_resilience import _job, connected, graph_calls
+from tests.functional.test_moves_and_duplicates import choose_folders
+from tests.functional.test_sync_resilience import _job, connected, graph_calls, last_round
 
 pytestmark = pytest.mark.stack
 
@@ -400,3 +401,63 @@ def test_power_tools_on_others_workflow_opens_a_roles_power_over_its_tenants_use
     for answer in (again_revoke, again_purge, again_status):
         assert answer.status_code == 403, answer.text
         assert "powerToolsOnOthers" in answer.json()["error"]["message"]
+
+
+def test_deleted_email_moved_into_another_synced_folder_does_not_come_back(
+    tenant: Tenant,
+) -> None:
+    """A deleted email the user files into another synced folder is seen there and dropped."""
+    # GIVEN Ann syncing Inbox and Archive, with two customer emails in Inbox
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    choose_folders(tenant, ann, "inbox", "archive")
+    moved, stays = (message("jane@acme.example", [ann], s) for s in ("moved", "stays"))
+    (item, _) = tenant.stack.sim.load_messages(ann, "inbox", [moved, stays])
+    tenant.sync()
+    email = _email_id(tenant, "Acme", "moved")
+
+    # WHEN she deletes one in the product, then moves it to Archive and a round runs
+    deleted = tenant.stack.call("DELETE", f"emails/{email}", tenant.token(ann))
+    tenant.sync()
+    tenant.stack.sim.move_message(ann, item, "archive")
+    tenant.sync()
+
+    # THEN the round read it from Archive and dropped it as deleted; only the other email is
+    # stored
+    assert deleted.status_code == 204
+    assert last_round(tenant, ann)["lastRound"]["dropped"] == {"deleted": 1}
+    assert _subjects(tenant, "Acme") == ["stays"]
+    assert tenant.stack.call("GET", f"emails/{email}", tenant.admin).status_code == 404
+
+
+def test_deleted_email_without_an_internet_message_id_stays_gone(tenant: Tenant) -> None:
+    """An email with no internetMessageId, known only by its item id, never syncs back."""
+    # GIVEN Ann syncing Inbox and Archive, and a customer email that carries no
+    # internetMessageId, next to an ordinary one
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    choose_folders(tenant, ann, "inbox", "archive")
+    bare = message("jane@acme.example", [ann], "bare", internetMessageId=None)
+    (item, _) = tenant.stack.sim.load_messages(
+        ann, "inbox", [bare, message("jane@acme.example", [ann], "plain")]
+    )
+    tenant.sync()
+    email = _email_id(tenant, "Acme", "bare")
+
+    # WHEN she deletes it, and it is synced again, moved to Archive, read again after a cursor
+    # reset, and at last shows an internetMessageId it never had
+    deleted = tenant.stack.call("DELETE", f"emails/{email}", tenant.token(ann))
+    tenant.sync()
+    tenant.stack.sim.move_message(ann, item, "archive")
+    tenant.sync()
+    tenant.stack.sim.invalidate_delta_tokens(ann)
+    tenant.sync()
+    after_reset = last_round(tenant, ann)["lastRound"]["dropped"]
+    late_id = {"internetMessageId": f"<late-{uuid.uuid4()}@acme.example>"}
+    tenant.stack.sim.update_message(ann, item, late_id)
+    tenant.sync()
+
+    # THEN it never came back, each read of it was dropped as deleted, and the other stays
+    assert deleted.status_code == 204
+    assert after_reset == {"deleted": 1}
+    assert last_round(tenant, ann)["lastRound"]["dropped"] == {"deleted": 1}
+    assert _subjects(tenant, "Acme") == ["plain"]
+    assert tenant.stack.call("GET", f"emails/{email}", tenant.admin).status_code == 404
