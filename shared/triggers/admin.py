@@ -67,7 +67,7 @@ def admin_user_put(req: func.HttpRequest) -> func.HttpResponse:
     """Add a user (by Entra object id) to the caller's tenant or replace the user's profile."""
     caller = caller_of(req)
     user_id = req.route_params["user_id"]
-    with services().audit.audited(caller, Action.USER_SET) as note:
+    with services().audit.audited(caller, Action.USER_SET, target_user_id=user_id) as note:
         caller.require_admin()
         user = services().directory.upsert_user(caller.tenant_id, user_id, json_object(req))
         note.target_user_id = user.user_id
@@ -104,9 +104,10 @@ def admin_company_create(req: func.HttpRequest) -> func.HttpResponse:
 def admin_company_put(req: func.HttpRequest) -> func.HttpResponse:
     """Add a company under the given id or replace it; contacts left out are kept."""
     caller = caller_of(req)
-    with services().audit.audited(caller, Action.COMPANY_SET) as note:
+    company_id = req.route_params["company_id"]
+    with services().audit.audited(caller, Action.COMPANY_SET, target_id=company_id) as note:
         caller.require_admin()
-        company_id, body = req.route_params["company_id"], json_object(req)
+        body = json_object(req)
         company = services().directory.upsert_company(caller.tenant_id, company_id, body)
         note.target_id = company.company_id
     return json_response(company_json(company))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -10,6 +12,10 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jwt.algorithms import RSAAlgorithm
 
 from devstack.stack import API_AUDIENCE, LocalStack
 from tests.functional.conftest import Tenant
@@ -167,3 +173,45 @@ def test_mail_folders_refuses_unknown_folder(tenant: Tenant) -> None:
     assert answer.json()["error"]["field"] == "folderIds[0]"
     listed = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
     assert {f["name"] for f in listed[0]["folders"]} == {"Inbox", "Sent Items"}
+
+
+def _issuer_key(stack: LocalStack) -> dict[str, Any]:
+    """The authority's published signing key (JWK), as anyone can fetch it."""
+    keys = requests.get(stack.sim.jwks_url, verify=stack.env["REQUESTS_CA_BUNDLE"], timeout=30)
+    keys.raise_for_status()
+    return dict(keys.json()["keys"][0])
+
+
+def _hs256(claims: dict[str, Any], kid: str, secret: bytes) -> str:
+    """A token whose header names the issuer's key id but which is signed with HMAC-SHA256."""
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(claims)}"
+    digest = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode('ascii')}"
+
+
+def test_auth_refuses_hmac_tokens_keyed_with_the_issuers_public_key(tenant: Tenant) -> None:
+    """HS256 signed with the issuer's public key (PEM or the JWK's n) and its kid gets 401."""
+    # GIVEN the issuer's published key and HS256 tokens keyed with each public form of it
+    stack = tenant.stack
+    jwk = _issuer_key(stack)
+    public = RSAAlgorithm.from_jwk(json.dumps(jwk))
+    assert isinstance(public, RSAPublicKey)
+    secrets = [
+        public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+        public.public_bytes(Encoding.PEM, PublicFormat.PKCS1),
+        jwk["n"].encode("ascii"),
+        base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4)),
+    ]
+    claims = _claims(stack, tenant.tenant_id)
+    forged = [_hs256(claims, jwk["kid"], secret) for secret in secrets]
+    genuine = stack.sim.issue_api_token(tenant.tenant_id, claims["oid"], roles=("Admin",))
+
+    # WHEN each calls an admin endpoint, and so does a token the issuer really signed
+    answers = [stack.call("GET", "admin/tenant", token) for token in forged]
+    accepted = stack.call("GET", "admin/tenant", genuine)
+
+    # THEN every HMAC token is refused as unauthenticated, while the same claims signed by the
+    # issuer pass
+    assert [a.status_code for a in answers] == [401] * len(secrets)
+    assert all(a.json()["error"]["code"] == "unauthenticated" for a in answers)
+    assert accepted.status_code == 200, accepted.text

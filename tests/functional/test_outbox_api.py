@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 
 from devstack.simulator import FaultRule
+from shared.adapters.tablelimits import table_key
+from shared.sending.outbox import OUTBOX
 
 if TYPE_CHECKING:
     from tests.functional.conftest import Tenant
@@ -343,3 +346,36 @@ def test_another_users_outbox_item_is_not_found(tenant: Tenant) -> None:
     # THEN both answer 404, and the owner's item goes on
     assert (read.status_code, cancel.status_code) == (404, 404)
     assert finished(tenant, upn, item["id"])["state"] == "sent"
+
+
+def _outbox_rows(tenant: Tenant, upn: str) -> list[dict[str, Any]]:
+    """The outbox rows the product recorded for one user, read straight from Azurite."""
+    service = TableServiceClient.from_connection_string(tenant.stack.env["AzureWebJobsStorage"])
+    rows = service.get_table_client(OUTBOX).query_entities(
+        "PartitionKey eq @pk and userId eq @user",
+        parameters={"pk": table_key(tenant.tenant_id), "user": tenant.users[upn]},
+    )
+    return [dict(row) for row in rows]
+
+
+def test_automatic_email_needs_the_automatic_emails_workflow(tenant: Tenant) -> None:
+    """A role without automaticEmails is refused automatic email, queues nothing, sends manual."""
+    # GIVEN a connected user whose only role is listed without the automaticEmails workflow
+    policy = {"roles": {"Member": {"workflows": ["sharedInbox"]}}}
+    tenant.stack.call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    upn = connected(tenant, "pia")
+
+    # WHEN they post an automatic email, then a manual one
+    automatic = send(tenant, upn, kind="automatic", sequenceId="seq-1", subject="Auto")
+    manual = send(tenant, upn, kind="manual", subject="By hand")
+    done = finished(tenant, upn, manual.json()["id"])
+
+    # THEN the automatic one is refused naming the workflow and left no outbox item; the manual
+    # one is the only item and was sent
+    assert automatic.status_code == 403, automatic.text
+    assert automatic.json()["error"]["code"] == "forbidden"
+    assert "automaticEmails" in automatic.json()["error"]["message"]
+    assert manual.status_code == 202, manual.text
+    assert [row["RowKey"] for row in _outbox_rows(tenant, upn)] == [manual.json()["id"]]
+    assert done["state"] == "sent"
+    assert [m["subject"] for m in tenant.stack.sim.messages(upn, "sentitems")] == ["By hand"]

@@ -10,6 +10,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.adapters.tablelimits import table_key
 from tests.functional.conftest import Tenant
+from tests.functional.test_calendar_sync import at, meeting
 from tests.functional.test_mail_sync import message
 
 pytestmark = pytest.mark.stack
@@ -337,3 +338,92 @@ def test_page_tokens_work_only_for_the_list_that_issued_them(world: World) -> No
     for status, body in crossed:
         assert status == 400
         assert body["error"]["field"] == "continuationToken"
+
+
+REVIEWER = {
+    "fields": {
+        "email": {"visible": ["from", "receivedDateTime"]},
+        "company": {"hidden": ["properties.arr", "domains", "contacts"]},
+        "event": {"visible": ["start", "end", "isAllDay"]},
+    }
+}
+"""A role that sees every company and uses the shared inbox, through narrow field rules."""
+
+
+def _add_reviewer(world: World, alias: str) -> str:
+    """Add the Reviewer role to the world's policy and register a user holding it."""
+    policy = {"roles": {**SALES_ONLY_OWNED["roles"], "Reviewer": REVIEWER}}
+    call = world.tenant.stack.call
+    call("PUT", "admin/permissions", world.tenant.admin, json=policy).raise_for_status()
+    return world.tenant.add_user(alias, ("Reviewer",))
+
+
+def test_hidden_fields_are_absent_from_the_shared_inbox_and_company_list(world: World) -> None:
+    """A Reviewer's shared inbox and company list carry only the fields their role shows."""
+    # GIVEN a Reviewer, who sees emails' sender and receive time and companies without their
+    # domains, contacts and annual revenue
+    reviewer = _add_reviewer(world, "rex")
+
+    # WHEN they page through the shared inbox and list the companies
+    inbox = world.get(reviewer, "inbox", pageSize=10)
+    listed = world.get(reviewer, "companies")
+
+    # THEN every email shows its id, sender and time only, and every company lacks the hidden
+    # fields (the contact count goes with the contacts), Acme keeping its other property
+    assert inbox[0] == 200, inbox[1]
+    assert len(inbox[1]["items"]) == 4
+    for item in inbox[1]["items"]:
+        assert set(item) == {"id", "from", "receivedDateTime"}
+    assert {item["from"]["address"] for item in inbox[1]["items"]} == {
+        "jane@acme.example",
+        "joe@globex.example",
+    }
+    assert listed[0] == 200, listed[1]
+    companies = {item["id"]: item for item in listed[1]["items"]}
+    assert set(companies) == {world.acme, world.globex}
+    for item in companies.values():
+        assert not {"domains", "contactCount", "contacts"} & set(item)
+        assert {"id", "name", "ownerIds"} <= set(item)
+    assert companies[world.acme]["properties"] == {"tier": "gold"}
+    assert "arr" not in str(listed[1])
+    assert "acme.example" not in str(listed[1])
+
+
+def test_company_events_follow_the_portfolio_and_hidden_fields(world: World) -> None:
+    """Events of a company outside the portfolio are 404; a Reviewer sees only their times."""
+    # GIVEN Sam's calendar, synced, with a meeting of each company, and a Reviewer who sees an
+    # event's times and all-day flag only
+    tenant, sam = world.tenant, world.sam
+    tenant.stack.connect_calendar(tenant.token(sam)).raise_for_status()
+    tenant.stack.sim.add_event(sam, meeting("Acme review", sam, ["jane@acme.example"], at(3)))
+    tenant.stack.sim.add_event(sam, meeting("Globex pitch", sam, ["joe@globex.example"], at(4)))
+    tenant.sync()
+    reviewer = _add_reviewer(world, "rae")
+
+    # WHEN Sam lists both companies' events, and the Reviewer and the admin list Acme's
+    sams_own = world.get(sam, f"companies/{world.acme}/events")
+    sams_other = world.get(sam, f"companies/{world.globex}/events")
+    reviewers = world.get(reviewer, f"companies/{world.acme}/events")
+    admins = world.get(ADMIN, f"companies/{world.acme}/events")
+
+    # THEN Sam reads Acme's meeting whole and finds no Globex; the Reviewer's copy holds the id
+    # and the time fields, no subject, organizer, place or attendees
+    assert sams_own[0] == 200, sams_own[1]
+    assert [e["subject"] for e in sams_own[1]["items"]] == ["Acme review"]
+    assert sams_other[0] == 404
+    assert sams_other[1]["error"]["code"] == "not_found"
+    assert reviewers[0] == 200, reviewers[1]
+    (event,) = reviewers[1]["items"]
+    assert set(event) == {
+        "id",
+        "isAllDay",
+        "start",
+        "end",
+        "startDate",
+        "endDate",
+        "timeZone",
+        "upcoming",
+    }
+    assert event["start"] == admins[1]["items"][0]["start"]
+    assert admins[1]["items"][0]["subject"] == "Acme review"
+    assert sam not in str(event)

@@ -15,7 +15,8 @@ from devstack.simulator.faults import FaultRule
 from shared.adapters.tablelimits import table_key
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
-from tests.functional.test_sync_resilience import _job, connected, graph_calls
+from tests.functional.test_moves_and_duplicates import choose_folders
+from tests.functional.test_sync_resilience import _job, connected, graph_calls, last_round
 
 pytestmark = pytest.mark.stack
 
@@ -344,3 +345,119 @@ def test_a_token_with_an_upper_case_oid_acts_as_the_same_user(tenant: Tenant) ->
     # THEN she is herself
     assert [c["kind"] for c in listed] == ["mail"]
     assert deleted.status_code == 204
+
+
+def _another_tenant(tenant: Tenant) -> Tenant:
+    """A second tenant on the same stack, set up by its own admin."""
+    tenant_id = str(uuid.uuid4())
+    domain = f"o{tenant_id[:8]}.example"
+    admin = tenant.stack.token(tenant_id, str(uuid.uuid4()), roles=("Admin",))
+    body = {"name": "Other", "ownDomains": [domain]}
+    tenant.stack.call("PUT", "admin/tenant", admin, json=body).raise_for_status()
+    return Tenant(tenant.stack, tenant_id, domain, admin)
+
+
+def test_power_tools_on_others_workflow_opens_a_roles_power_over_its_tenants_users(
+    tenant: Tenant,
+) -> None:
+    """A non-admin role granted powerToolsOnOthers revokes and purges colleagues, no one else."""
+    # GIVEN Ann's synced mail, Sue whose Support role is granted powerToolsOnOthers, and a
+    # registered user of another tenant
+    policy = {"roles": {"Support": {"workflows": ["powerToolsOnOthers"]}}}
+    call = tenant.stack.call
+    call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    tenant.stack.sim.load_messages(ann, "inbox", [message("jane@acme.example", [ann], "x")])
+    tenant.sync()
+    sue = tenant.token(tenant.add_user("sue", ("Support",)))
+    ann_id = tenant.users[ann]
+    other = _another_tenant(tenant)
+    zed_id = other.users[other.add_user("zed")]
+
+    # WHEN Sue revokes and purges Ann, then tries both on the other tenant's user
+    revoked = call("POST", f"admin/users/{ann_id}/connections/mail/revoke", sue)
+    purge = call("POST", f"admin/users/{ann_id}/purges", sue, json={"kind": "mail"})
+    status = _wait_purge(tenant, sue, purge.headers["Location"])
+    foreign_revoke = call("POST", f"admin/users/{zed_id}/connections/mail/revoke", sue)
+    foreign_purge = call("POST", f"admin/users/{zed_id}/purges", sue, json={"kind": "mail"})
+
+    # THEN Ann's connection is revoked and her mail purged; the other tenant's user is unknown
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    assert purge.status_code == 202, purge.text
+    assert (status["state"], status["userId"]) == ("completed", ann_id)
+    assert status["counts"] == {"removed": 1}
+    assert tenant.company_emails("Acme") == []
+    assert foreign_revoke.status_code == foreign_purge.status_code == 404
+
+    # WHEN the workflow is taken from the Support role and Sue tries again
+    policy = {"roles": {"Support": {"workflows": []}}}
+    call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    again_revoke = call("POST", f"admin/users/{ann_id}/connections/mail/revoke", sue)
+    again_purge = call("POST", f"admin/users/{ann_id}/purges", sue, json={"kind": "mail"})
+    again_status = call("GET", purge.headers["Location"].removeprefix("/api/"), sue)
+
+    # THEN each is refused naming the workflow, the earlier purge's status too
+    for answer in (again_revoke, again_purge, again_status):
+        assert answer.status_code == 403, answer.text
+        assert "powerToolsOnOthers" in answer.json()["error"]["message"]
+
+
+def test_deleted_email_moved_into_another_synced_folder_does_not_come_back(
+    tenant: Tenant,
+) -> None:
+    """A deleted email the user files into another synced folder is seen there and dropped."""
+    # GIVEN Ann syncing Inbox and Archive, with two customer emails in Inbox
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    choose_folders(tenant, ann, "inbox", "archive")
+    moved, stays = (message("jane@acme.example", [ann], s) for s in ("moved", "stays"))
+    (item, _) = tenant.stack.sim.load_messages(ann, "inbox", [moved, stays])
+    tenant.sync()
+    email = _email_id(tenant, "Acme", "moved")
+
+    # WHEN she deletes one in the product, then moves it to Archive and a round runs
+    deleted = tenant.stack.call("DELETE", f"emails/{email}", tenant.token(ann))
+    tenant.sync()
+    tenant.stack.sim.move_message(ann, item, "archive")
+    tenant.sync()
+
+    # THEN the round read it from Archive and dropped it as deleted; only the other email is
+    # stored
+    assert deleted.status_code == 204
+    assert last_round(tenant, ann)["lastRound"]["dropped"] == {"deleted": 1}
+    assert _subjects(tenant, "Acme") == ["stays"]
+    assert tenant.stack.call("GET", f"emails/{email}", tenant.admin).status_code == 404
+
+
+def test_deleted_email_without_an_internet_message_id_stays_gone(tenant: Tenant) -> None:
+    """An email with no internetMessageId, known only by its item id, never syncs back."""
+    # GIVEN Ann syncing Inbox and Archive, and a customer email that carries no
+    # internetMessageId, next to an ordinary one
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    choose_folders(tenant, ann, "inbox", "archive")
+    bare = message("jane@acme.example", [ann], "bare", internetMessageId=None)
+    (item, _) = tenant.stack.sim.load_messages(
+        ann, "inbox", [bare, message("jane@acme.example", [ann], "plain")]
+    )
+    tenant.sync()
+    email = _email_id(tenant, "Acme", "bare")
+
+    # WHEN she deletes it, and it is synced again, moved to Archive, read again after a cursor
+    # reset, and at last shows an internetMessageId it never had
+    deleted = tenant.stack.call("DELETE", f"emails/{email}", tenant.token(ann))
+    tenant.sync()
+    tenant.stack.sim.move_message(ann, item, "archive")
+    tenant.sync()
+    tenant.stack.sim.invalidate_delta_tokens(ann)
+    tenant.sync()
+    after_reset = last_round(tenant, ann)["lastRound"]["dropped"]
+    late_id = {"internetMessageId": f"<late-{uuid.uuid4()}@acme.example>"}
+    tenant.stack.sim.update_message(ann, item, late_id)
+    tenant.sync()
+
+    # THEN it never came back, each read of it was dropped as deleted, and the other stays
+    assert deleted.status_code == 204
+    assert after_reset == {"deleted": 1}
+    assert last_round(tenant, ann)["lastRound"]["dropped"] == {"deleted": 1}
+    assert _subjects(tenant, "Acme") == ["plain"]
+    assert tenant.stack.call("GET", f"emails/{email}", tenant.admin).status_code == 404

@@ -1,9 +1,10 @@
-"""Purge jobs against Azurite: killed halfway, redelivered, re-queued in batches."""
+"""Purge jobs against Azurite: killed halfway, redelivered, re-queued, started twice."""
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy
 
+from devstack.stack import LocalStack
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.queues import PURGE_QUEUE, JobQueue, decode_job
 from shared.adapters.tablelimits import table_key
@@ -19,11 +21,16 @@ from shared.adapters.tables import TableEntityStore
 from shared.matching.addresses import parse_address
 from shared.power import purge
 from shared.power.purge import PurgeJobs
+from shared.settings import Settings
 from shared.sync.connections import MAIL, connection_key
 from shared.sync.store import EMAILS, INDEX, EmailStore, email_partition
+from shared.wiring import Services
+from tests.functional.test_mail_sync import message as graph_message
+from tests.functional.test_sync_resilience import connected
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite
+    from tests.functional.conftest import Tenant
 
 
 class KilledError(Exception):
@@ -108,9 +115,10 @@ def _purges(tables: TableEntityStore, queue: JobQueue, store: EmailStore) -> Pur
     return PurgeJobs(tables, queue, {MAIL: store}, connection_key=connection_key)
 
 
-def _drain(azurite: Azurite, tenant: str) -> list[dict[str, Any]]:
-    """Take this tenant's purge messages off the queue."""
-    client = QueueServiceClient.from_connection_string(azurite.connection_string)
+def _drain(azurite: Azurite | str, tenant: str) -> list[dict[str, Any]]:
+    """Take this tenant's purge messages off the queue (of an Azurite or a connection string)."""
+    text = azurite if isinstance(azurite, str) else azurite.connection_string
+    client = QueueServiceClient.from_connection_string(text)
     queue_client = client.get_queue_client(
         PURGE_QUEUE, message_decode_policy=TextBase64DecodePolicy()
     )
@@ -224,3 +232,71 @@ def test_purges_started_at_the_same_moment_share_one_job(
         # THEN every one got the same job, and the job was sent once
         assert len(set(ids)) == 1
         assert len(_drain(azurite, tenant)) == 1
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack of this module's own whose host leaves the purge queue to the test to work."""
+    disabled = {
+        "AzureWebJobs.sync_fanout.Disabled": "true",
+        "AzureWebJobs.purge_worker.Disabled": "true",
+    }
+    local = LocalStack(tmp_path_factory.mktemp("purgestack"), extra_env=disabled).start()
+    yield local
+    local.stop()
+
+
+def _purge_status(tenant: Tenant, upn: str, location: str) -> dict[str, Any]:
+    answer = tenant.stack.call("GET", location.removeprefix("/api/"), tenant.token(upn))
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.mark.stack
+def test_a_purge_started_again_after_some_batches_continues_the_one_job(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second start once the job has released batches answers it; the job ends counted right."""
+    # GIVEN Ann's ten synced emails, two of them also Ben's, her purge started through the API,
+    # and its first delivery worked by the purge worker in two batches of three
+    monkeypatch.setattr(purge, "BATCH_SIZE", 3)
+    monkeypatch.setattr(purge, "BATCHES_PER_RUN", 2)
+    ann = connected(tenant, "ann", "Acme", "acme.example")
+    ben = connected(tenant, "ben", "Acme", "acme.example")
+    mail = [
+        graph_message("jane@acme.example", [ann, ben], f"m{i}", days_ago=i + 1) for i in range(10)
+    ]
+    tenant.stack.sim.load_messages(ann, "inbox", mail)
+    tenant.stack.sim.load_messages(ben, "inbox", [dict(m) for m in mail[:2]])
+    tenant.sync()
+    first = tenant.stack.call("POST", "me/purges", tenant.token(ann), json={"kind": "mail"})
+    storage = tenant.stack.env["AzureWebJobsStorage"]
+    worker = Services(Settings.from_env(tenant.stack.env)).purges
+    (delivery,) = _drain(storage, tenant.tenant_id)
+    worker.run(delivery)
+    midway = _purge_status(tenant, ann, first.headers["Location"])
+
+    # WHEN Ann starts the purge again through the API, then the job's deliveries run out
+    second = tenant.stack.call("POST", "me/purges", tenant.token(ann), json={"kind": "mail"})
+    pending = _drain(storage, tenant.tenant_id)
+    queued_after_second = len(pending)
+    deliveries = 1
+    while pending and deliveries < 10:
+        worker.run(pending[0])
+        deliveries += 1
+        pending = _drain(storage, tenant.tenant_id)
+    final = _purge_status(tenant, ann, first.headers["Location"])
+
+    # THEN the second start answered the running job at the same status URL and queued nothing
+    # more; the job needed two more deliveries and counted every email once
+    assert first.status_code == second.status_code == 202, second.text
+    assert midway["state"] == "running"
+    assert sum(midway["counts"].values()) == 6
+    assert second.json()["id"] == first.json()["id"]
+    assert second.headers["Location"] == first.headers["Location"]
+    assert second.json()["statusUrl"] == first.json()["statusUrl"]
+    assert queued_after_second == 1
+    assert deliveries == 3
+    assert final["state"] == "completed"
+    assert final["counts"] == {"removed": 8, "keptShared": 2}
+    assert sorted(e["subject"] for e in tenant.company_emails("Acme")) == ["m0", "m1"]
