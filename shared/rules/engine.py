@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 _TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)\s*>|<[^>]*>", re.DOTALL | re.I)
 _NO_REPLY = re.compile(r"(?:no|do[-_.]?not)[-_.]?reply\b.*|mailer-daemon|postmaster")
+_COMMENT = re.compile(r"\([^()]*\)")
 _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 _AUTO_REPLY_HEADERS = ("x-autoreply", "x-autorespond")
 
@@ -239,8 +240,7 @@ def switch_reason(facts: MessageFacts, switches: Switches) -> str | None:
 
 def is_automatic_reply(facts: MessageFacts) -> bool:
     """Tell an automatic reply (RFC 3834 ``Auto-Submitted: auto-replied``, ``X-Autoreply``)."""
-    auto = facts.header("auto-submitted")
-    if any(value.startswith("auto-replied") for value in auto):
+    if "auto-replied" in _auto_submitted(facts):
         return True
     if "auto_reply" in facts.header("precedence"):
         return True
@@ -257,10 +257,22 @@ def is_bulk(facts: MessageFacts) -> bool:
         return True
     if not _BULK_PRECEDENCE.isdisjoint(facts.header("precedence")):
         return True
-    return any(
-        value not in ("no", "") and not value.startswith("auto-replied")
-        for value in facts.header("auto-submitted")
-    )
+    return not _auto_submitted(facts) <= {"no", "", "auto-replied"}
+
+
+def _auto_submitted(facts: MessageFacts) -> set[str]:
+    """Return the keywords of the ``Auto-Submitted`` fields, without comments or parameters.
+
+    RFC 3834 allows both: ``auto-generated; owner-email="x@y"``, ``no (sent by hand)``.
+    """
+    keywords = set()
+    for value in facts.header("auto-submitted"):
+        text, previous = value, None
+        while previous != text:
+            # Comments may nest; each pass removes the innermost ones.
+            previous, text = text, _COMMENT.sub(" ", text)
+        keywords.add(text.split(";", 1)[0].strip().casefold())
+    return keywords
 
 
 def is_no_reply(facts: MessageFacts) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from shared.matching.companies import CompanyIndex, CompanyMatchData
 from shared.rules.decide import answered_ids, decide
 from shared.rules.engine import CompiledRules, MessageFacts
@@ -228,6 +230,34 @@ def test_switch_bulk_mail():
     assert blocked_by(on, mail(headers={"Auto-Submitted": "no"})) is None
     assert blocked_by(on, mail(headers={"Auto-Submitted": "auto-replied"})) is None
     assert blocked_by(compiled(), mail(headers={"List-Id": "x <x.example>"})) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("no; x=y", None),
+        ("No (sent by hand)", None),
+        ("(a (nested) comment) no", None),
+        ('auto-generated; owner-email="ops@acme.example"', "bulk_mail"),
+        ("auto-notified (delivery report)", "bulk_mail"),
+        ("auto-replied; x=y", None),
+    ],
+)
+def test_switch_bulk_mail_reads_auto_submitted_keyword_past_comments_and_parameters(
+    value: str, reason: str | None
+):
+    """RFC 3834: the Auto-Submitted keyword counts, whatever comments or parameters follow it."""
+    # GIVEN the bulk-mail switch on and a message with one Auto-Submitted value
+    on = compiled(bulk_mail=True)
+
+    # WHEN it is checked / THEN only machine-made keywords drop it as bulk mail
+    assert blocked_by(on, mail(headers={"Auto-Submitted": value})) == reason
+
+
+def test_switch_automatic_replies_read_the_keyword_past_a_comment():
+    """Auto-Submitted: auto-replied with a comment is still an automatic reply."""
+    reply = mail(headers={"Auto-Submitted": "auto-replied (vacation)"})
+    assert blocked_by(compiled(automatic_replies=True), reply) == "automatic_reply"
 
 
 def test_switch_no_reply_senders():
