@@ -12,7 +12,9 @@ audit volume is that of human actions, far below a partition's write target.
 
 A trigger wraps its work in :meth:`AuditLog.audited` after authenticating the caller, so a
 refusal (403, 404, 400, 409) is recorded as ``refused`` with its error code and an unexpected
-failure as ``failed``, then raised as before.
+failure as ``failed``, then raised as before. A target is kept only when it is shaped like an id
+(letters, digits, ``.``, ``_``, ``:``, ``-``); anything else a caller put in the path, such as
+an address, is recorded as ``(not an id)``.
 
 Known limitations: the entry is written after the action; if that write fails the action has
 happened and the caller gets a 503 for it. Entries are never swept.
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
     from shared.adapters.tables import Entity, TableEntityStore
 
 logger = logging.getLogger(__name__)
+
+NOT_AN_ID = "(not an id)"
+"""What a target that is not shaped like an id is recorded as."""
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
 
 AUDIT = "auditlog"
 _NEVER_MS = 9_999_999_999_999
@@ -179,8 +185,8 @@ class AuditLog:
             "actorId": actor_id.lower(),
             "action": str(action),
             "outcome": str(outcome),
-            "targetUserId": target_user_id.lower() if target_user_id else None,
-            "targetId": _short(target_id),
+            "targetUserId": _id_text(target_user_id.lower() if target_user_id else None),
+            "targetId": _id_text(target_id),
             "reason": reason,
             "counts": json.dumps(dict(counts or {})),
         }
@@ -264,9 +270,15 @@ class AuditLog:
         return [_entry(row) for row in rows], next_token
 
 
-def _short(value: str | None) -> str | None:
-    """Keep ids to a length a property and a log line can hold."""
-    return None if value is None else value[:256]
+def _id_text(value: str | None) -> str | None:
+    """Keep a target as given only when it has the shape of an id; else :data:`NOT_AN_ID`.
+
+    Targets come from request paths, so a refused call may name anything, such as an address
+    typed where a user's object id belongs; the log must not keep that text.
+    """
+    if value is None or _ID_SHAPE.fullmatch(value):
+        return value
+    return NOT_AN_ID
 
 
 def _entry(row: Mapping[str, Any]) -> AuditEntry:

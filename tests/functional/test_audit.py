@@ -102,6 +102,26 @@ def test_audit_holds_no_names_addresses_or_content(tenant: Tenant) -> None:
     assert imports[0]["counts"] == {"created": 1, "updated": 0}
 
 
+def test_refused_calls_naming_text_in_place_of_an_id_keep_no_address(tenant: Tenant) -> None:
+    """A path that names an address where an id belongs is audited as "(not an id)"."""
+    # GIVEN an admin who names a user by address and a user who deletes "an email" by address
+    upn = tenant.add_user("ann")
+    bob = f"bob@{tenant.domain}"
+
+    # WHEN both calls are refused
+    revoke = tenant.stack.call("POST", f"admin/users/{bob}/connections/mail/revoke", tenant.admin)
+    delete = tenant.stack.call("DELETE", "emails/cfo@acme.example", tenant.token(upn))
+
+    # THEN each left a refused entry whose target is not the text given
+    assert revoke.status_code >= 400
+    assert delete.status_code >= 400
+    entries = _entries(tenant)
+    refused = {e["action"]: e for e in entries if e["outcome"] == "refused"}
+    assert refused["connection.revoke"]["targetUserId"] == "(not an id)"
+    assert refused["email.delete"]["targetId"] == "(not an id)"
+    assert "@" not in str(entries)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [({"action": "drop.tables"}, "action"), ({"userId": "' or 1 eq 1"}, "userId")],
