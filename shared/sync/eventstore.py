@@ -3,9 +3,11 @@
 Tables:
 
 - ``events``: one row per meeting occurrence, keyed by the SHA-256 of the tenant, the series'
-  (or single event's) ``iCalUId`` and the occurrence's original start (a date for all-day
-  series), so the copies of one meeting in many attendees' calendars are one record, and an
-  occurrence moved to another time stays the same record. An event without ``iCalUId`` is keyed
+  (or single event's) ``iCalUId``, the occurrence's original start (a date for all-day series)
+  and the organiser's address, so the copies of one meeting in many attendees' calendars are one
+  record, an occurrence moved to another time stays the same record, and an invitation that
+  reuses a meeting's uid under another organiser never merges into it (nor gives its holder a
+  say over it). An event without ``iCalUId`` is keyed
   per calendar by its id, never merged. Partitions: the tenant plus the key's first two digits.
 - ``eventholders``: one row per (event, user) whose calendar holds it.
 - ``calendaritems``: per connection, Graph event id to event key, start, series master id and
@@ -20,7 +22,9 @@ Tables:
   attendee's copy nor the holder's own item (even moved to another time) comes back.
 
 Known limitations: at most :data:`MAX_ATTENDEES` attendees are kept per event (the count is
-kept whole); the event body is not stored, only its preview.
+kept whole); the event body is not stored, only its preview. An invitation forged to name the
+real organiser as well as the uid and start still merges: the organiser field of an invitation
+is not authenticated.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.errors import SyncError
+from shared.matching.addresses import parse_address
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -75,10 +80,25 @@ class KeptEvent:
     location: str = ""
 
 
-def event_key(tenant_id: str, uid: str, anchor: str, connection: str, item_id: str) -> str:
-    """Return the tenant-wide key of an event occurrence (per calendar when it has no uid)."""
-    scope = f"ical\n{tenant_id}\n{uid}\n{anchor}" if uid else f"item\n{connection}\n{item_id}"
+def event_key(
+    tenant_id: str, uid: str, anchor: str, connection: str, item_id: str, *, organizer: str = ""
+) -> str:
+    """Return the tenant-wide key of an event occurrence (per calendar when it has no uid).
+
+    The organiser's address is part of it: every genuine copy of a meeting names the same
+    organiser, while an invitation that only reuses a meeting's ``iCalUId`` (which every invitee
+    can read in its .ics) and names someone else stays a record of its own.
+    """
+    if not uid:
+        scope = f"item\n{connection}\n{item_id}"
+    else:
+        scope = f"ical\n{tenant_id}\n{uid}\n{anchor}\n{_organizer_address(organizer)}"
     return hashlib.sha256(scope.encode("utf-8")).hexdigest()
+
+
+def _organizer_address(address: str) -> str:
+    parsed = parse_address(address) if address else None
+    return parsed.address if parsed else address.strip().casefold()
 
 
 def event_partition(tenant_id: str, key: str) -> str:
@@ -103,7 +123,15 @@ class EventStore:
         Raises:
             EventDeletedError: when the event or this calendar item carries a tombstone.
         """
-        key = event_key(tenant_id, event.series_uid, event.anchor, connection, event.item_id)
+        organizer = str(event.organizer.get("address") or "")
+        key = event_key(
+            tenant_id,
+            event.series_uid,
+            event.anchor,
+            connection,
+            event.item_id,
+            organizer=organizer,
+        )
         if self._tombstoned(tenant_id, key) or self._item_tombstoned(connection, event.item_id):
             msg = f"event {key} was deleted in the product"
             raise EventDeletedError(msg)
