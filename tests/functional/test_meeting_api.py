@@ -47,6 +47,16 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("end equal to start", {**good_meeting(), "end": at(3, 14).isoformat()}, "end"),
     ("start without offset", {**good_meeting(), "start": "2030-01-02T10:00:00"}, "start"),
     ("start not a date", {**good_meeting(), "start": "next tuesday"}, "start"),
+    (
+        "start before year 1 in UTC",
+        {**good_meeting(), "start": "0001-01-01T00:00:00+05:00"},
+        "start",
+    ),
+    (
+        "end past year 9999 in the zone",
+        {**good_meeting(), "end": "9999-12-31T23:30:00+00:00", "timeZone": "Asia/Tokyo"},
+        "end",
+    ),
     ("unknown zone", {**good_meeting(), "timeZone": "Mars/Olympus_Mons"}, "timeZone"),
     ("zone not text", {**good_meeting(), "timeZone": 5}, "timeZone"),
     ("bad attendee", {**good_meeting(), "attendees": [CUSTOMER, "not an address"]}, "attendees[1]"),
