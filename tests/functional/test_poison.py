@@ -17,6 +17,7 @@ from shared.adapters.queues import (
     MAX_DEQUEUE_COUNT,
     JobQueue,
 )
+from shared.sync.explain import times_in_words
 from tests.functional.conftest import Tenant
 
 pytestmark = pytest.mark.stack
@@ -56,7 +57,7 @@ def test_poisoned_job_marks_its_connection_error(tenant: Tenant) -> None:
     assert shown["state"] == "error"
     assert shown["lastError"] == "job_poisoned"
     assert shown["lastErrorAt"]
-    assert "five times" in shown["explanation"]["summary"]
+    assert f"failed {times_in_words(MAX_DEQUEUE_COUNT)} in a row" in shown["explanation"]["summary"]
     mine = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
     assert [(c["state"], c["lastError"]) for c in mine] == [("error", "job_poisoned")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from devstack.host.hostconfig import HostConfig
+from devstack.host.queues import HOLD_WHILE_RUNNING_S
 from shared.adapters.queues import (
     BATCH_SIZE,
     MAX_DEQUEUE_COUNT,
@@ -64,6 +65,16 @@ def test_host_json_failing_job_is_poisoned_within_one_sync_slot():
 
     # THEN they fit in one sync slot, so "tried again every 10 minutes" is what happens next
     assert 0 < waiting < SYNC_PERIOD.total_seconds()
+
+
+def test_host_json_function_timeout_fits_the_hold_on_a_running_message():
+    """No invocation outlives the 10 minutes a message stays hidden while it runs (purge relies)."""
+    # GIVEN host.json's functionTimeout
+    timeout = HostConfig.from_file(HOST_JSON).function_timeout_s
+
+    # WHEN / THEN it is set and no longer than the hold the local host, like Azure's, takes
+    assert timeout is not None
+    assert timeout <= HOLD_WHILE_RUNNING_S
 
 
 def test_times_in_words_reads_counts():
