@@ -123,13 +123,17 @@ def test_customer_reply_to_a_sent_email_is_stored_in_its_thread(tenant: Tenant) 
     tenant.stack.sim.add_message(ann, "inbox", answer)
     tenant.sync()
 
-    # THEN Acme holds the sent email under the outbox's id and the answer once, newest first,
-    # and both are one conversation
+    # THEN Acme holds the sent email under the outbox's id and the answer once, and both are
+    # one conversation
     assert done["state"] == "sent"
-    stored = tenant.company_emails("Acme")
-    assert [e["subject"] for e in stored] == ["RE: Proposal", "Proposal"]
-    assert stored[1]["id"] == done["emailId"]
-    assert stored[0]["internetMessageId"] == answer["internetMessageId"]
-    full = [tenant.stack.call("GET", f"emails/{e['id']}", tenant.admin).json() for e in stored]
-    assert full[0]["conversationId"] == full[1]["conversationId"] == sent["conversationId"]
-    assert full[0]["companyIds"] == [tenant.companies["Acme"]]
+    stored = {e["subject"]: e for e in tenant.company_emails("Acme")}
+    assert sorted(stored) == ["Proposal", "RE: Proposal"]
+    assert stored["Proposal"]["id"] == done["emailId"]
+    assert stored["RE: Proposal"]["internetMessageId"] == answer["internetMessageId"]
+    full = {
+        subject: tenant.stack.call("GET", f"emails/{e['id']}", tenant.admin).json()
+        for subject, e in stored.items()
+    }
+    assert full["RE: Proposal"]["conversationId"] == sent["conversationId"]
+    assert full["Proposal"]["conversationId"] == sent["conversationId"]
+    assert full["RE: Proposal"]["companyIds"] == [tenant.companies["Acme"]]
