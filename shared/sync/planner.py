@@ -29,8 +29,8 @@ Known limitations: if the worker dies between claiming and sending, those connec
 job in that slot and are picked up by the next one; a tenant whose stage 1 message could not be
 sent (the timer raises) waits for the next slot too. A poisoned page's count of due connections
 is read when the poison is handled, so it counts the page as it is then, including connections
-whose jobs an earlier attempt did send; the successor pages of a poisoned page were never sent
-and are neither counted nor audited.
+whose jobs an earlier attempt did send. A page that failed because it could not be read never
+sent its successor, so the pages after it go uncounted and unaudited.
 """
 
 from __future__ import annotations
