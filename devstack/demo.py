@@ -36,7 +36,7 @@ PICKED_COMPANIES = 8
 def main(argv: list[str] | None = None) -> int:
     """Run the demo and print its report."""
     args = _parse(argv)
-    stack = LocalStack(ROOT / ".stack" / "demo")
+    stack = LocalStack(args.stack_dir)
     print("starting Azurite, the Microsoft 365 simulator and the functions host ...")
     stack.start()
     try:
@@ -55,6 +55,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mail", type=Path, help="a folder of .eml or mbox files to load")
     parser.add_argument("--companies", type=Path, help="a JSON list of companies")
     parser.add_argument("--report", type=Path, help="also write the report as JSON here")
+    parser.add_argument(
+        "--stack-dir",
+        type=Path,
+        default=ROOT / ".stack" / "demo",
+        help="where the stack keeps its files and logs (default .stack/demo)",
+    )
     return parser.parse_args(argv)
 
 

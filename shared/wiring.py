@@ -179,7 +179,7 @@ class Services:
     @functools.cached_property
     def planner(self) -> SyncPlanner:
         """The timer's fan-out."""
-        return SyncPlanner(self.connections, self.queue)
+        return SyncPlanner(self.connections, self.queue, audit=self.audit)
 
     @functools.cached_property
     def mail_sync(self) -> MailSyncService:

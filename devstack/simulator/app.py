@@ -121,6 +121,7 @@ def service_app(state: SimState, service: Service) -> WSGIApplication:
             request.path,
             keys[0] if keys else None,
             response.status_code,
+            tuple(request.headers.getlist("Prefer")),
         )
         state.record(record)
         logger.debug(

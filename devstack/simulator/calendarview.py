@@ -3,7 +3,9 @@
 ``GET /me/calendarView/delta`` (window fixed by the first request, ``Prefer:
 outlook.timezone`` and ``odata.maxpagesize``), ``GET /me/events/{id}`` (a single event, series
 master or occurrence), ``GET /me/events/{id}/instances`` and ``POST /me/events``. Times come back
-in the zone the ``outlook.timezone`` preference names, UTC when absent.
+in the zone the ``outlook.timezone`` preference names, UTC when absent, as Graph documents; the
+request log keeps each request's ``Prefer`` values, so a test can tell a client that asked for UTC
+from one that got it by default.
 
 Known limitations: ``$select``, ``$filter`` and ``$top`` are ignored; ``/instances`` answers in
 one page; PATCH and DELETE of events exist only in the Python API and ``/_sim``.

@@ -51,13 +51,19 @@ class FaultRule:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One served request, without query string, headers or bodies (they may hold secrets)."""
+    """One served request, without query string, bodies or headers that may hold secrets.
+
+    Attributes:
+        prefer: The request's ``Prefer`` header values as sent (``outlook.timezone``,
+            ``odata.maxpagesize``, ``IdType``), so tests can see what the product asked for.
+    """
 
     service: str
     method: str
     path: str
     user: str | None
     status: int
+    prefer: tuple[str, ...] = ()
 
 
 class FaultBook:

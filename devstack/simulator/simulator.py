@@ -216,7 +216,7 @@ class Simulator:
             self.state.faults.clear()
 
     def requests_seen(self) -> list[RequestRecord]:
-        """Return every request served so far (method, path, user oid, status), oldest first."""
+        """Return every request served so far (method, path, user, status, Prefer), oldest first."""
         with self.state.lock:
             return list(self.state.log)
 

@@ -34,6 +34,7 @@ MAIL_SYNC_POISON_QUEUE = f"{MAIL_SYNC_QUEUE}-poison"
 CALENDAR_SYNC_QUEUE = "calendar-sync"
 CALENDAR_SYNC_POISON_QUEUE = f"{CALENDAR_SYNC_QUEUE}-poison"
 FANOUT_QUEUE = "sync-fanout"
+FANOUT_POISON_QUEUE = f"{FANOUT_QUEUE}-poison"
 PURGE_QUEUE = "purge"
 PURGE_POISON_QUEUE = f"{PURGE_QUEUE}-poison"
 OUTBOX_QUEUE = "outbox"
@@ -46,7 +47,7 @@ QUEUES = (
     CALENDAR_SYNC_QUEUE,
     CALENDAR_SYNC_POISON_QUEUE,
     FANOUT_QUEUE,
-    f"{FANOUT_QUEUE}-poison",
+    FANOUT_POISON_QUEUE,
     PURGE_QUEUE,
     PURGE_POISON_QUEUE,
     OUTBOX_QUEUE,
@@ -54,6 +55,18 @@ QUEUES = (
     NOTIFICATIONS_QUEUE,
 )
 """Every queue the product produces to or triggers on; created on start-up."""
+
+MAX_DEQUEUE_COUNT = 5
+"""Deliveries of a failing job before the host moves it to ``<queue>-poison`` (host.json
+``extensions.queues.maxDequeueCount``); what users are told a poisoned job went through."""
+RETRY_DELAY_S = 30
+"""How long a failed delivery waits before the next one (host.json ``visibilityTimeout``)."""
+BATCH_SIZE = 8
+"""Messages of one queue a worker receives at once (host.json ``batchSize``)."""
+NEW_BATCH_THRESHOLD = 4
+"""Running messages below which a worker fetches the next batch (host.json
+``newBatchThreshold``): one queue's jobs run at most ``BATCH_SIZE + NEW_BATCH_THRESHOLD`` at once
+per worker."""
 
 MAX_MESSAGE_BYTES = 48 * 1024
 """Raw payload limit: 64 KiB per message after base64's 4/3 growth."""

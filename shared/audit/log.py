@@ -1,10 +1,10 @@
 """The audit log: who did what, to whom, when, and how it ended, for every tenant.
 
 Every power-tool call, every change of a tenant's settings (tenant, users, companies, rules,
-switches, groups, permissions) and every consent granted or revoked leaves one entry. Entries
-are only ever inserted: nothing in the product updates or deletes one, and the API only lists
-them. An entry holds ids, an action name, an outcome, an error code and counts; never mail
-content, addresses, names or tokens.
+switches, groups, permissions), every consent granted or revoked and every sync fan-out page
+given up on (actor ``system``) leaves one entry. Entries are only ever inserted: nothing in the
+product updates or deletes one, and the API only lists them. An entry holds ids, an action name,
+an outcome, an error code and counts; never mail content, addresses, names or tokens.
 
 Rows live in ``auditlog``, one partition per tenant, row keys ordered newest first (inverted
 milliseconds, then a random id so two entries in one millisecond never collide). A tenant's
@@ -55,6 +55,8 @@ NOT_AN_ID = "(not an id)"
 _ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
 
 AUDIT = "auditlog"
+SYSTEM_ACTOR = "system"
+"""The ``actorId`` of entries the product writes on its own, for no caller."""
 _NEVER_MS = 9_999_999_999_999
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -89,6 +91,8 @@ class Action(StrEnum):
     EVENTS_PURGE = "events.purge"
     EMAIL_SEND = "email.send"
     EMAIL_SEND_CANCEL = "email.sendCancel"
+    FANOUT_POISONED = "sync.fanoutPoisoned"
+    """A page of a tenant's sync fan-out kept failing; its connections missed that slot."""
 
 
 class Outcome(StrEnum):

@@ -50,8 +50,10 @@ logger = logging.getLogger(__name__)
 JOBS = "purgejobs"
 BATCH_SIZE = 100
 BATCHES_PER_RUN = 20
-"""Batches one delivery works through before it re-queues itself: well inside the queue's
-visibility timeout, so no delivery outlives its hold on the message."""
+"""Batches one delivery works through before it re-queues itself: well inside host.json's
+``functionTimeout`` (10 minutes), which is also how long the host hides a message while its
+function runs, so no delivery outlives its hold on the message. (``visibilityTimeout`` is the
+wait before a failed delivery is retried, not this hold.)"""
 BUSY_RETRY_S = 10
 """How long a purge that found its connection syncing waits before it tries again."""
 STALE_AFTER = timedelta(minutes=15)

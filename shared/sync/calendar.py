@@ -328,13 +328,14 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
             return None
         try:
             times = event_times(merged)
+            anchor = occurrence_anchor(merged, times)
         except ValidationError:
             self._drop(work, merged, DROP_BAD_TIMES, forget=False)
             return None
         kept = KeptEvent(
             item_id=str(item["id"]),
             series_uid=str((master or {}).get("iCalUId") or merged.get("iCalUId") or ""),
-            anchor=occurrence_anchor(merged, times),
+            anchor=anchor,
             kind=kind,
             times=times,
             subject=str(merged.get("subject") or ""),

@@ -16,6 +16,9 @@ An occurrence of a series is identified by its original start (``originalStart``
 not move when the occurrence is moved; for an all-day series it is compared by date, never as an
 instant (an exception's ``originalStart`` may be 07:00Z while its start is 00:00 UTC).
 
+Times that UTC or the event's zone cannot hold (before year 1 or after year 9999 once
+converted) are refused with ``ValidationError`` like any unreadable time, never an overflow.
+
 Known limitations: a zone name that is neither IANA nor in the CLDR Windows table is treated as
 UTC, so an all-day event in such a zone given as instants east of UTC could land a day early.
 """
@@ -30,6 +33,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from shared.errors import ValidationError
+
+OUT_OF_RANGE = "must be a date-time between the years 1 and 9999 in UTC and in the event's zone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +88,27 @@ def parse_instant(value: Any, field: str) -> datetime:
         raise ValidationError(field, "must be an ISO 8601 date-time") from error
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone_of(zone_name) or UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValidationError(field, OUT_OF_RANGE) from error
 
 
 def event_times(event: dict[str, Any]) -> EventTimes:
     """Return when a Graph event happens, all-day events as dates.
 
     Raises:
-        ValidationError: when the event's ``start`` or ``end`` is not a date-time.
+        ValidationError: when the event's ``start`` or ``end`` is not a date-time, or is one
+            that cannot be shown in UTC or the event's zone (too near year 1 or year 9999).
     """
+    try:
+        return _event_times(event)
+    except OverflowError as error:
+        field = "end"
+        raise ValidationError(field, OUT_OF_RANGE) from error
+
+
+def _event_times(event: dict[str, Any]) -> EventTimes:
     start = parse_instant(event.get("start"), "start")
     end = parse_instant(event.get("end"), "end")
     zone_name = str(event.get("originalStartTimeZone") or _zone_name(event.get("start")))
@@ -133,13 +150,20 @@ def occurrence_anchor(event: dict[str, Any], times: EventTimes) -> str:
 
     A timed occurrence is named by its original start instant in UTC; an all-day one by its
     original date (BR-05). A single event, or an instance without ``originalStart``, by its start.
+
+    Raises:
+        ValidationError: when ``originalStart`` is not a date-time UTC can hold.
     """
     original = event.get("originalStart")
     if not original:
         return times.start_date.isoformat() if times.start_date else _stamp(times.start)
-    if times.all_day:
+    if not times.all_day:
+        return _stamp(parse_instant(original, "originalStart"))
+    try:
         return all_day_date(original, times.zone, "originalStart").isoformat()
-    return _stamp(parse_instant(original, "originalStart"))
+    except OverflowError as error:
+        field = "originalStart"
+        raise ValidationError(field, OUT_OF_RANGE) from error
 
 
 def _zone_name(value: Any) -> str:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.queues import MAX_DEQUEUE_COUNT
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -31,6 +33,14 @@ class Explanation:
     def as_json(self, code: str | None) -> dict[str, Any]:
         """Return the explanation as JSON, with the code it explains."""
         return {"code": code, "summary": self.summary, "action": self.action}
+
+
+_COUNTS = ("once", "twice", "three times", "four times", "five times", "six times", "seven times")
+
+
+def times_in_words(count: int) -> str:
+    """Return how many times, in words up to seven (``"five times"``), else in digits."""
+    return _COUNTS[count - 1] if 1 <= count <= len(_COUNTS) else f"{count} times"
 
 
 _RECONNECT = "Connect your mailbox again from the app (Connections, then Connect mail)."
@@ -77,7 +87,8 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         "Connect your mailbox again, signing in with the same work account you use here.",
     ),
     "job_poisoned": Explanation(
-        "Syncing your mailbox failed five times in a row; it is tried again every 10 minutes.",
+        f"Syncing your mailbox failed {times_in_words(MAX_DEQUEUE_COUNT)} in a row; it is tried "
+        "again every 10 minutes.",
         _ADMIN,
     ),
     "throttled": Explanation(

@@ -19,19 +19,35 @@ partitions. A second timer run, a replayed fan-out message or a duplicated page 
 claimed and sends nothing. A mail job that could not be sent has its claim released, and the
 stage 2 message raises so the queue retries it; the retry claims and sends only what is left.
 
+A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
+:meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the tenant, slot and
+counts, and a ``sync.fanoutPoisoned`` entry in the tenant's audit log (actor ``system``, outcome
+``failed``, reason ``job_poisoned``) with the due connections of that page, which get no job in
+that slot, and the deliveries it went through. The next slot fans out again from the start.
+
 Known limitations: if the worker dies between claiming and sending, those connections get no
 job in that slot and are picked up by the next one; a tenant whose stage 1 message could not be
-sent (the timer raises) waits for the next slot too.
+sent (the timer raises) waits for the next slot too. A poisoned page's count of due connections
+is read when the poison is handled, so it counts the page as it is then, including connections
+whose jobs an earlier attempt did send. A page that failed because it could not be read never
+sent its successor, so the pages after it go uncounted and unaudited.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.queues import CALENDAR_SYNC_QUEUE, FANOUT_QUEUE, MAIL_SYNC_QUEUE
+from shared.adapters.queues import (
+    CALENDAR_SYNC_QUEUE,
+    FANOUT_QUEUE,
+    MAIL_SYNC_QUEUE,
+    MAX_DEQUEUE_COUNT,
+)
+from shared.audit.log import SYSTEM_ACTOR, Action, Outcome
 from shared.errors import InvalidJobError, TransientError, ValidationError
 from shared.sync.connections import CALENDAR, MAIL
 from shared.sync.schedule import parse_slot, slot_of, slot_text
@@ -40,6 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from shared.adapters.queues import JobQueue
+    from shared.audit.log import AuditLog
     from shared.sync.connections import Connection, ConnectionStore, SlotClaim
 
 logger = logging.getLogger(__name__)
@@ -112,11 +129,13 @@ class SyncPlanner:
         *,
         page_size: int = PAGE_SIZE,
         clock: Callable[[], datetime] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._connections = connections
         self._queue = queue
         self._page_size = page_size
         self._clock = clock or _utcnow
+        self._audit = audit
 
     def fan_out(self, now: datetime | None = None) -> int:
         """Stage 1: send one fan-out job per tenant for the current slot; return how many.
@@ -166,6 +185,37 @@ class SyncPlanner:
             },
         )
         return result
+
+    def record_poisoned(self, raw_job: Mapping[str, Any], *, message_id: str) -> dict[str, int]:
+        """Make a stage 2 message that kept failing visible: a warning and an audit entry.
+
+        Returns:
+            The counts recorded: ``attempts``, and ``due`` when the page can still be read.
+
+        Raises:
+            InvalidJobError: when the message is not a fan-out job; nothing is recorded.
+        """
+        job = FanoutJob.parse(raw_job)
+        counts = {"attempts": MAX_DEQUEUE_COUNT}
+        # The page token itself may be why it failed; the entry then goes without a count.
+        with contextlib.suppress(InvalidJobError):
+            counts["due"] = len(self._page(job)[0])
+        ids = {"tenant": job.tenant_id, "slot": slot_text(job.slot), "message_id": message_id}
+        logger.warning(
+            "sync fan-out page poisoned; its connections miss this slot",
+            extra={**ids, **counts, "continued": job.page is not None},
+        )
+        if self._audit is not None:
+            self._audit.record(
+                tenant_id=job.tenant_id,
+                actor_id=SYSTEM_ACTOR,
+                action=Action.FANOUT_POISONED,
+                outcome=Outcome.FAILED,
+                target_id=slot_text(job.slot),
+                reason="job_poisoned",
+                counts=counts,
+            )
+        return counts
 
     def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:
         try:

@@ -1,14 +1,19 @@
-"""The sync timer (fan-out stage 1), the fan-out worker (stage 2) and the mail sync worker.
+"""The sync timer (fan-out stage 1), the fan-out worker (stage 2), its poison queue, mail sync.
 
 ``SYNC_SCHEDULE`` is checked at import: a schedule that fires more than once per 10-minute slot
 (for example ``* */10 * * * *``, every second) stops the app from starting (BR-15).
 """
 
+import logging
+
 import azure.functions as func
 
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, decode_job
+from shared.adapters.queues import FANOUT_POISON_QUEUE, FANOUT_QUEUE, MAIL_SYNC_QUEUE, decode_job
+from shared.errors import InvalidJobError
 from shared.sync.schedule import SYNC_PERIOD, require_at_most_once_per
 from shared.wiring import services
+
+logger = logging.getLogger(__name__)
 
 bp = func.Blueprint()
 
@@ -35,9 +40,26 @@ def sync_fanout_worker(msg: func.QueueMessage) -> None:
     The message is ``{"kind": "fanout", "tenant": ..., "slot": ..., "page"?: ...}`` as base64
     text. A page with more after it first enqueues its successor. Mail jobs that could not be
     sent make it raise, so the host retries the message (already claimed connections are
-    skipped) and, after ``maxDequeueCount`` attempts, moves it to ``sync-fanout-poison``.
+    skipped) and, after ``maxDequeueCount`` attempts, moves it to ``sync-fanout-poison``, where
+    ``sync_fanout_poison`` records it.
     """
     services().planner.fan_out_tenant(decode_job(msg.get_body()))
+
+
+@bp.function_name("sync_fanout_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=FANOUT_POISON_QUEUE, connection="AzureWebJobsStorage")
+def sync_fanout_poison(msg: func.QueueMessage) -> None:
+    """Queue ``sync-fanout-poison``: log and audit a fan-out page that kept failing.
+
+    The message is a fan-out job as it was on ``sync-fanout``. A message that is not one is
+    logged by its id and completed, never retried. A storage failure raises, so the host retries.
+    """
+    ids = {"message_id": msg.id, "dequeue_count": msg.dequeue_count}
+    try:
+        job = decode_job(msg.get_body())
+        services().planner.record_poisoned(job, message_id=msg.id or "")
+    except InvalidJobError:
+        logger.warning("poisoned message is not a fan-out job; dropped", extra=ids)
 
 
 @bp.function_name("mail_sync_worker")

@@ -101,6 +101,11 @@ class Tenant:
 @pytest.fixture
 def tenant(stack: LocalStack) -> Tenant:
     """A fresh tenant with its own domain, set up by an admin."""
+    return new_tenant(stack)
+
+
+def new_tenant(stack: LocalStack) -> Tenant:
+    """Set up a tenant with its own domain through the admin API; tests needing two call it."""
     tenant_id = str(uuid.uuid4())
     domain = f"t{tenant_id[:8]}.example"
     admin = stack.token(tenant_id, str(uuid.uuid4()), roles=("Admin",), upn=f"admin@{domain}")

@@ -226,3 +226,59 @@ def test_meeting_created_through_the_api_syncs_back_as_the_same_record(tenant: T
     assert stored[0]["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert _holders(tenant, created.json()["id"]) == sorted([tenant.users[ann], tenant.users[bob]])
     assert _calendar_round(tenant, ann)["storedNew"] == 0
+
+
+def test_calendar_graph_requests_all_ask_for_utc(tenant: Tenant) -> None:
+    """Every calendar request of sync and of meeting creation carries outlook.timezone UTC."""
+    # GIVEN a user in Pacific time whose calendar holds a customer series and a single meeting
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    tenant.stack.sim.set_mailbox_time_zone(ann, "Pacific Standard Time")
+    series = meeting("Stand-up", ann, ["cfo@acme.example"], at(2))
+    series["recurrence"] = {
+        "pattern": {"type": "daily", "interval": 1},
+        "range": {
+            "type": "numbered",
+            "startDate": at(2).date().isoformat(),
+            "numberOfOccurrences": 2,
+        },
+    }
+    master = tenant.stack.sim.add_event(ann, series)
+    tenant.stack.sim.add_event(ann, meeting("Review", ann, ["cfo@acme.example"], at(5)))
+    start = at(7, 15)
+    body = {
+        "subject": "Renewal",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "attendees": ["cfo@acme.example"],
+    }
+
+    # WHEN the calendar syncs, a meeting is created, an occurrence is cancelled and it syncs again
+    tenant.sync()
+    created = tenant.stack.call("POST", "me/events", tenant.token(ann), json=body)
+    occurrence = tenant.stack.sim.event_instances(ann, at(1), at(4), master)[0]["id"]
+    tenant.stack.sim.cancel_occurrence(ann, occurrence)
+    tenant.sync()
+
+    # THEN delta pages, series reads and the create all asked Graph for UTC times
+    assert created.status_code == 201, created.text
+    oid = tenant.users[ann]
+    calendar = [
+        r
+        for r in tenant.stack.sim.requests_seen()
+        if r.service == "graph"
+        and r.user == oid
+        and ("/calendarView" in r.path or "/events" in r.path)
+    ]
+    endpoints = {(r.method, r.path.split("/me/")[-1].split("/")[0]) for r in calendar}
+    assert endpoints == {("GET", "calendarView"), ("GET", "events"), ("POST", "events")}
+    unasked = [(r.method, r.path, r.prefer) for r in calendar if not _asks_utc(r.prefer)]
+    assert unasked == []
+    stored = sorted(e["start"] for e in tenant.company_events("Acme"))
+    assert start.strftime("%Y-%m-%dT%H:%M:%SZ") in stored
+
+
+def _asks_utc(prefer: tuple[str, ...]) -> bool:
+    """Tell whether Prefer header values ask for outlook.timezone="UTC"."""
+    parts = [part.strip() for value in prefer for part in value.split(",")]
+    return 'outlook.timezone="UTC"' in parts

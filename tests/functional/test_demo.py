@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devstack.demo import TENANT_DOMAIN, USERS, print_report, run_demo
+from devstack.demo import TENANT_DOMAIN, USERS, main, print_report, run_demo
 from devstack.mailgen import demo_companies
 from devstack.stack import LocalStack
 
@@ -122,3 +122,47 @@ def test_demo_on_generated_mail_reports_consistent_counts(
     printed = capsys.readouterr().out
     assert f"latest emails of {shown['name']} (read API, newest received first):" in printed
     assert received[0][:16] in printed
+
+
+def test_demo_companies_file_replaces_the_picked_ones_and_the_report_file_lists_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """COMPANIES=FILE sets the companies; REPORT=FILE lists each stored email's id per company."""
+    # GIVEN the small mail folder and a companies file naming Globex by domain and Acme's sender
+    # only as a contact of a company whose own domain sends nothing
+    customers = _mail_folder(tmp_path / "mail")
+    companies = [
+        {"name": "Globex Corp", "domains": ["globex.example"]},
+        {"name": "Ann's firm", "domains": ["annsfirm.example"], "contacts": ["ann@acme.example"]},
+    ]
+    (tmp_path / "companies.json").write_text(json.dumps(companies), "utf-8")
+    report_path = tmp_path / "report.json"
+
+    # WHEN the demo runs as make demo MAIL=... COMPANIES=... REPORT=... runs it, on its own stack
+    code = main(
+        [
+            "--mail",
+            str(tmp_path / "mail"),
+            "--companies",
+            str(tmp_path / "companies.json"),
+            "--report",
+            str(report_path),
+            "--stack-dir",
+            str(tmp_path / "stack"),
+        ]
+    )
+
+    # THEN the file's companies replaced the picked sender domains, and the written report
+    # lists, per company, the internetMessageId of every email stored for it
+    assert code == 0
+    report = json.loads(report_path.read_text("utf-8"))
+    held = {c["name"]: sorted(c["internetMessageIds"]) for c in report["companies"]}
+    assert held == {
+        "Globex Corp": sorted(customers["globex.example"]),
+        "Ann's firm": sorted(customers["acme.example"]),
+    }
+    assert [c["emails"] for c in report["companies"]] == [
+        len(c["internetMessageIds"]) for c in report["companies"]
+    ]
+    assert report["storedEmails"] == 5
+    assert f"report written to {report_path}" in capsys.readouterr().out

@@ -1,4 +1,7 @@
-"""Poisoned mail jobs are visible on their connection (BR-14), through the local host."""
+"""Poisoned jobs are made visible (BR-14), through the local host.
+
+A mail or calendar job marks its connection; a fan-out page is logged and audited.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,14 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient, QueueServiceClient
 
-from shared.adapters.queues import MAIL_SYNC_POISON_QUEUE, JobQueue
+from shared.adapters.queues import (
+    CALENDAR_SYNC_POISON_QUEUE,
+    FANOUT_POISON_QUEUE,
+    MAIL_SYNC_POISON_QUEUE,
+    MAX_DEQUEUE_COUNT,
+    JobQueue,
+)
+from shared.sync.explain import times_in_words
 from tests.functional.conftest import Tenant
 
 pytestmark = pytest.mark.stack
@@ -19,12 +29,12 @@ def producer(tenant: Tenant) -> JobQueue:
     return JobQueue(service)
 
 
-def poison(tenant: Tenant, *jobs: dict[str, Any]) -> None:
-    """Put jobs on mail-sync-poison as the host does after the last attempt, and wait."""
-    queue = producer(tenant)
+def poison(tenant: Tenant, *jobs: dict[str, Any], queue: str = MAIL_SYNC_POISON_QUEUE) -> None:
+    """Put jobs on a poison queue as the host does after the last attempt, and wait."""
+    sender = producer(tenant)
     for job in jobs:
-        queue.send(MAIL_SYNC_POISON_QUEUE, job)
-    tenant.stack.wait_idle(queues=(MAIL_SYNC_POISON_QUEUE,))
+        sender.send(queue, job)
+    tenant.stack.wait_idle(queues=(queue,))
 
 
 def listed(tenant: Tenant, upn: str) -> dict[str, Any]:
@@ -47,7 +57,7 @@ def test_poisoned_job_marks_its_connection_error(tenant: Tenant) -> None:
     assert shown["state"] == "error"
     assert shown["lastError"] == "job_poisoned"
     assert shown["lastErrorAt"]
-    assert "five times" in shown["explanation"]["summary"]
+    assert f"failed {times_in_words(MAX_DEQUEUE_COUNT)} in a row" in shown["explanation"]["summary"]
     mine = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
     assert [(c["state"], c["lastError"]) for c in mine] == [("error", "job_poisoned")]
 
@@ -102,3 +112,73 @@ def _length(client: QueueClient) -> int:
         return int(client.get_queue_properties().approximate_message_count or 0)
     except Exception:  # a queue never created holds nothing
         return 0
+
+
+def test_poisoned_calendar_job_marks_only_the_calendar_connection(tenant: Tenant) -> None:
+    """A calendar job in calendar-sync-poison marks the calendar connection, not the mail one."""
+    # GIVEN a user with both connections, and garbage ahead of the poisoned calendar job
+    upn = tenant.add_user("sol")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    tenant.stack.connect_calendar(tenant.token(upn)).raise_for_status()
+    raw = producer(tenant)._client(CALENDAR_SYNC_POISON_QUEUE)
+    for text in ("not json", '{"kind": "calendar"}'):
+        raw.send_message(text)
+    job = {"kind": "calendar", "tenant": tenant.tenant_id, "user": tenant.users[upn]}
+
+    # WHEN the host works through them
+    garbage = [{**job, "kind": "mail"}, {**job, "user": ""}]
+    poison(tenant, *garbage, job, queue=CALENDAR_SYNC_POISON_QUEUE)
+
+    # THEN the calendar connection shows the error and the mail connection is untouched
+    mine = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    shown = {c["kind"]: (c["state"], c["lastError"]) for c in mine}
+    assert shown == {"calendar": ("error", "job_poisoned"), "mail": ("active", None)}
+    again = QueueClient.from_connection_string(
+        tenant.stack.env["AzureWebJobsStorage"], f"{CALENDAR_SYNC_POISON_QUEUE}-poison"
+    )
+    assert _length(again) == 0
+
+
+def test_poisoned_fanout_page_is_logged_and_audited(tenant: Tenant) -> None:
+    """A fan-out page in sync-fanout-poison leaves a warning and an audit entry an admin sees."""
+    # GIVEN a tenant with two connected users, and garbage ahead of its poisoned fan-out page
+    for alias in ("tia", "ugo"):
+        tenant.stack.connect_mail(tenant.token(tenant.add_user(alias))).raise_for_status()
+    producer(tenant)._client(FANOUT_POISON_QUEUE).send_message("not json")
+    slot = "2025-06-01T12:10:00+00:00"
+    since = (tenant.stack.workdir / "host.log").stat().st_size
+
+    # WHEN the page lands in sync-fanout-poison, sent by the real producer
+    job = {"kind": "fanout", "tenant": tenant.tenant_id, "slot": slot}
+    poison(tenant, {"kind": "mail", "tenant": tenant.tenant_id}, job, queue=FANOUT_POISON_QUEUE)
+
+    # THEN the admin's audit log holds one system entry naming the slot and the counts
+    listed = tenant.stack.call(
+        "GET", "admin/audit", tenant.admin, params={"action": "sync.fanoutPoisoned"}
+    )
+    assert listed.status_code == 200, listed.text
+    entries = [
+        {k: e[k] for k in ("actorId", "outcome", "targetId", "reason", "counts")}
+        for e in listed.json()["items"]
+    ]
+    counts = {"attempts": MAX_DEQUEUE_COUNT, "due": 2}
+    assert entries == [
+        {
+            "actorId": "system",
+            "outcome": "failed",
+            "targetId": slot,
+            "reason": "job_poisoned",
+            "counts": counts,
+        }
+    ]
+    # AND the host log has the warning with the tenant, the slot and the counts
+    with (tenant.stack.workdir / "host.log").open("rb") as log:
+        log.seek(since)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    warned = [line for line in lines if "sync fan-out page poisoned" in line]
+    assert len(warned) == 1
+    assert " WARNING " in warned[0]
+    assert f"tenant={tenant.tenant_id}" in warned[0]
+    assert f"slot={slot} message_id=" in warned[0]
+    assert f"attempts={MAX_DEQUEUE_COUNT} due=2" in warned[0]
+    assert sum("poisoned message is not a fan-out job" in line for line in lines) == 2

@@ -139,3 +139,43 @@ def test_occurrence_anchor_moved_exception_keeps_original_start() -> None:
 
     # THEN it is the original start, so the record stays the same
     assert anchor == "2024-05-06T09:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"start": "0001-01-01T00:00:00+05:00", "end": "0001-01-01T06:00:00+05:00"}, "start"),
+        (
+            {
+                "start": {"dateTime": "9999-12-31T10:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": "9999-12-31T23:30:00", "timeZone": "Hawaiian Standard Time"},
+            },
+            "end",
+        ),
+        (all_day("9999-12-31T00:00:00", "9999-12-31T00:00:00", "UTC"), "end"),
+    ],
+)
+def test_event_times_beyond_what_utc_can_hold_is_a_validation_error(
+    event: dict[str, Any], field: str
+) -> None:
+    """Times that overflow in UTC (or past the last day) are refused by field, never overflow."""
+    # GIVEN an event whose times fall outside years 1 to 9999 once in UTC
+    # WHEN / THEN reading them raises ValidationError naming the field
+    with pytest.raises(ValidationError) as raised:
+        event_times(event)
+    assert raised.value.field == field
+
+
+def test_occurrence_anchor_unreadable_original_start_is_a_validation_error() -> None:
+    """An occurrence whose originalStart is not a date-time is refused, so sync can drop it."""
+    # GIVEN a timed occurrence with a garbled originalStart
+    event = {
+        "start": {"dateTime": "2026-03-03T10:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-03-03T11:00:00", "timeZone": "UTC"},
+        "originalStart": "not a time",
+    }
+
+    # WHEN / THEN its anchor cannot be read
+    with pytest.raises(ValidationError) as raised:
+        occurrence_anchor(event, event_times(event))
+    assert raised.value.field == "originalStart"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -9,7 +10,9 @@ from typing import Any, cast
 
 import pytest
 
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, MAX_DEQUEUE_COUNT, JobQueue
+from shared.adapters.tables import TableEntityStore
+from shared.audit.log import AuditLog
 from shared.errors import InvalidJobError, TransientError, ValidationError
 from shared.sync.connections import (
     ACTIVE,
@@ -22,6 +25,7 @@ from shared.sync.connections import (
 )
 from shared.sync.planner import FanoutJob, SyncPlanner
 from shared.sync.schedule import slot_text
+from tests.unit.fakes import FakeTables
 
 NOW = datetime(2025, 6, 1, 12, 17, 3, tzinfo=UTC)
 SLOT = "2025-06-01T12:10:00+00:00"
@@ -249,3 +253,74 @@ def test_fanout_job_round_trips_through_its_message() -> None:
 
     # WHEN / THEN
     assert FanoutJob.parse(job.as_message()) == job
+
+
+def audited_planner(store: FakeConnections) -> tuple[SyncPlanner, AuditLog]:
+    """A planner whose audit log writes to in-memory tables."""
+    audit = AuditLog(cast(TableEntityStore, FakeTables()), clock=lambda: NOW)
+    plan = SyncPlanner(
+        cast(ConnectionStore, store), cast(JobQueue, FakeQueue()), clock=lambda: NOW, audit=audit
+    )
+    return plan, audit
+
+
+def test_record_poisoned_warns_and_audits_the_page_with_its_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A poisoned fan-out page leaves a warning with ids and counts and a system audit entry."""
+    # GIVEN a tenant with two due connections and one waiting for consent
+    rows = [connection("t1", "a"), connection("t1", "b"), connection("t1", "c", REAUTH_REQUIRED)]
+    plan, audit = audited_planner(FakeConnections({"t1": rows}))
+
+    # WHEN its fan-out message comes out of the poison queue
+    with caplog.at_level(logging.WARNING, logger="shared.sync.planner"):
+        counts = plan.record_poisoned(
+            {"kind": "fanout", "tenant": "t1", "slot": SLOT}, message_id="m-1"
+        )
+
+    # THEN the log line and the tenant's audit log say which slot, how many connections and tries
+    assert counts == {"attempts": MAX_DEQUEUE_COUNT, "due": 2}
+    [record] = caplog.records
+    assert (record.levelno, record.tenant, record.slot) == (logging.WARNING, "t1", SLOT)
+    assert (record.message_id, record.due, record.attempts) == ("m-1", 2, MAX_DEQUEUE_COUNT)
+    entries, _ = audit.entries("t1", action="sync.fanoutPoisoned", size=10, token=None)
+    assert [e.as_json() | {"id": "", "at": ""} for e in entries] == [
+        {
+            "id": "",
+            "at": "",
+            "actorId": "system",
+            "action": "sync.fanoutPoisoned",
+            "outcome": "failed",
+            "targetUserId": None,
+            "targetId": SLOT,
+            "reason": "job_poisoned",
+            "counts": {"attempts": MAX_DEQUEUE_COUNT, "due": 2},
+        }
+    ]
+
+
+def test_record_poisoned_page_with_a_bad_token_is_audited_without_a_count() -> None:
+    """A page whose token cannot be read (perhaps why it failed) is still recorded, uncounted."""
+    # GIVEN a tenant with connections
+    plan, audit = audited_planner(FakeConnections({"t1": [connection("t1", "a")]}))
+
+    # WHEN a page with a token the store refuses is poisoned
+    job = {"kind": "fanout", "tenant": "t1", "slot": SLOT, "page": "not-a-token"}
+    counts = plan.record_poisoned(job, message_id="m-2")
+
+    # THEN the entry holds the attempts only
+    assert counts == {"attempts": MAX_DEQUEUE_COUNT}
+    entries, _ = audit.entries("t1", size=10, token=None)
+    assert [dict(e.counts) for e in entries] == [{"attempts": MAX_DEQUEUE_COUNT}]
+
+
+def test_record_poisoned_refuses_a_message_that_is_not_a_fanout_job() -> None:
+    """A mail job or a fan-out job without a tenant raises and records nothing."""
+    # GIVEN a planner with an audit log
+    plan, audit = audited_planner(FakeConnections({"t1": [connection("t1", "a")]}))
+
+    # WHEN / THEN wrong messages are refused
+    for job in ({"kind": "mail", "tenant": "t1", "user": "a"}, {"kind": "fanout", "slot": SLOT}):
+        with pytest.raises(InvalidJobError):
+            plan.record_poisoned(job, message_id="m-3")
+    assert audit.entries("t1", size=10, token=None)[0] == []

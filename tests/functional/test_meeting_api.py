@@ -1,0 +1,188 @@
+"""POST /api/me/events through the local host: bad input refused whole, all-day meetings (BR-05)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.functional.conftest import Tenant
+from tests.functional.test_calendar_sync import at, connected
+
+pytestmark = pytest.mark.stack
+
+CUSTOMER = "cfo@acme.example"
+
+
+def good_meeting() -> dict[str, Any]:
+    """A valid half-hour meeting with a customer, three days from now."""
+    start = at(3, 14)
+    return {
+        "subject": "Renewal",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=30)).isoformat(),
+        "attendees": [CUSTOMER],
+    }
+
+
+def without(field: str) -> dict[str, Any]:
+    """The good meeting with one field left out."""
+    return {k: v for k, v in good_meeting().items() if k != field}
+
+
+def calendar_posts(tenant: Tenant, upn: str) -> list[str]:
+    """Paths of every POST to Graph's events the simulator served for a user."""
+    oid = tenant.users[upn]
+    seen = tenant.stack.sim.requests_seen()
+    return [r.path for r in seen if r.method == "POST" and r.user == oid and "/events" in r.path]
+
+
+BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
+    ("missing subject", without("subject"), "subject"),
+    ("blank subject", {**good_meeting(), "subject": "   "}, "subject"),
+    ("missing start", without("start"), "start"),
+    ("missing end", without("end"), "end"),
+    ("end before start", {**good_meeting(), "end": at(2, 14).isoformat()}, "end"),
+    ("end equal to start", {**good_meeting(), "end": at(3, 14).isoformat()}, "end"),
+    ("start without offset", {**good_meeting(), "start": "2030-01-02T10:00:00"}, "start"),
+    ("start not a date", {**good_meeting(), "start": "next tuesday"}, "start"),
+    (
+        "start before year 1 in UTC",
+        {**good_meeting(), "start": "0001-01-01T00:00:00+05:00"},
+        "start",
+    ),
+    (
+        "end past year 9999 in the zone",
+        {**good_meeting(), "end": "9999-12-31T23:30:00+00:00", "timeZone": "Asia/Tokyo"},
+        "end",
+    ),
+    ("unknown zone", {**good_meeting(), "timeZone": "Mars/Olympus_Mons"}, "timeZone"),
+    ("zone not text", {**good_meeting(), "timeZone": 5}, "timeZone"),
+    ("bad attendee", {**good_meeting(), "attendees": [CUSTOMER, "not an address"]}, "attendees[1]"),
+    ("attendee not text", {**good_meeting(), "attendees": [{"address": CUSTOMER}]}, "attendees[0]"),
+    ("attendees not a list", {**good_meeting(), "attendees": CUSTOMER}, "attendees"),
+    ("no attendees", {**good_meeting(), "attendees": []}, "attendees"),
+    ("subject not text", {**good_meeting(), "subject": 42}, "subject"),
+    ("start not text", {**good_meeting(), "start": 1767261600}, "start"),
+    ("isAllDay not boolean", {**good_meeting(), "isAllDay": "true"}, "isAllDay"),
+    ("location not text", {**good_meeting(), "location": ["room 1"]}, "location"),
+    ("unknown field", {**good_meeting(), "recurrence": {}}, "recurrence"),
+    (
+        "all-day with times",
+        {**good_meeting(), "isAllDay": True, "end": at(4).date().isoformat()},
+        "start",
+    ),
+    (
+        "all-day end with a time",
+        {**good_meeting(), "isAllDay": True, "start": at(3).date().isoformat()},
+        "end",
+    ),
+    (
+        "all-day ending on its start day",
+        {
+            **good_meeting(),
+            "isAllDay": True,
+            "start": at(3).date().isoformat(),
+            "end": at(3).date().isoformat(),
+        },
+        "end",
+    ),
+]
+
+
+def test_create_meeting_bad_fields_are_400_naming_the_field_and_create_nothing(
+    tenant: Tenant,
+) -> None:
+    """Each bad field, bad type or malformed body is a 400 naming it; Graph is never called."""
+    # GIVEN a user with a connected calendar and a customer company
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    token = tenant.token(ann)
+
+    # WHEN each bad body is posted, and then text that is not JSON and a JSON list
+    answers = {
+        name: tenant.stack.call("POST", "me/events", token, json=body)
+        for name, body, _field in BAD_BODIES
+    }
+    headers = {"Content-Type": "application/json"}
+    answers["malformed JSON"] = tenant.stack.call(
+        "POST", "me/events", token, data=b'{"subject": "Renewal",', headers=headers
+    )
+    answers["not an object"] = tenant.stack.call("POST", "me/events", token, json=[good_meeting()])
+
+    # THEN every one is a 400 whose error names the field at fault
+    expected = {name: field for name, _body, field in BAD_BODIES}
+    expected.update({"malformed JSON": "body", "not an object": "body"})
+    got = {name: (a.status_code, a.json()["error"].get("field")) for name, a in answers.items()}
+    assert got == {name: (400, field) for name, field in expected.items()}
+    assert all(a.json()["error"]["code"] == "invalid_input" for a in answers.values())
+    # AND nothing reached Graph, the calendar is empty and nothing was stored
+    assert calendar_posts(tenant, ann) == []
+    assert tenant.stack.sim.event_instances(ann, at(-400), at(400)) == []
+    assert tenant.company_events("Acme") == []
+
+
+def test_create_meeting_good_body_is_created_once(tenant: Tenant) -> None:
+    """The body the bad cases are built from is itself accepted: one event, one Graph call."""
+    # GIVEN a user with a connected calendar and a customer company
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+
+    # WHEN the good body is posted
+    answer = tenant.stack.call("POST", "me/events", tenant.token(ann), json=good_meeting())
+
+    # THEN it is created in the calendar and stored
+    assert answer.status_code == 201, answer.text
+    assert len(calendar_posts(tenant, ann)) == 1
+    assert [e["subject"] for e in tenant.stack.sim.event_instances(ann, at(-1), at(10))] == [
+        "Renewal"
+    ]
+    assert [e["id"] for e in tenant.company_events("Acme")] == [answer.json()["id"]]
+
+
+@pytest.fixture(params=[False, True], ids=["midnights", "zone-instants"])
+def all_day_instants(request: pytest.FixtureRequest, tenant: Tenant) -> Any:
+    """Play either form Graph gives all-day times in (BR-05), then the documented one again."""
+    instants = bool(request.param)
+    tenant.stack.sim.set_calendar_behaviour(legacy_series=False, all_day_instants=instants)
+    yield instants
+    tenant.stack.sim.set_calendar_behaviour(legacy_series=False, all_day_instants=False)
+
+
+def test_create_all_day_meeting_syncs_back_as_one_record_with_dates(
+    tenant: Tenant, all_day_instants: bool
+) -> None:
+    """An all-day meeting made in Pacific time is one record: its date and exclusive end date."""
+    # GIVEN a user with a connected calendar, and a day ten days from now
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    day = at(10).date()
+    body = {
+        "subject": "Offsite",
+        "isAllDay": True,
+        "start": day.isoformat(),
+        "end": (day + timedelta(days=1)).isoformat(),
+        "timeZone": "Pacific Standard Time",
+        "attendees": [CUSTOMER],
+    }
+
+    # WHEN the meeting is created through the API and the calendar syncs twice
+    created = tenant.stack.call("POST", "me/events", tenant.token(ann), json=body)
+    tenant.sync()
+    tenant.sync()
+
+    # THEN it is one record under the id the API gave, a date range with no instants
+    assert created.status_code == 201, created.text
+    stored = tenant.company_events("Acme")
+    assert [e["id"] for e in stored] == [created.json()["id"]]
+    event = stored[0]
+    assert event["isAllDay"] is True
+    assert (event["startDate"], event["endDate"]) == (
+        day.isoformat(),
+        (day + timedelta(days=1)).isoformat(),
+    )
+    assert (event["start"], event["end"]) == (None, None)
+    items = tenant.stack.call("GET", "me/connections", tenant.token(ann)).json()["items"]
+    calendar = next(c for c in items if c["kind"] == "calendar")
+    assert calendar["lastRound"]["storedNew"] == 0
