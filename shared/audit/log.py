@@ -12,9 +12,9 @@ audit volume is that of human actions, far below a partition's write target.
 
 A trigger wraps its work in :meth:`AuditLog.audited` after authenticating the caller, so a
 refusal (403, 404, 400, 409) is recorded as ``refused`` with its error code and an unexpected
-failure as ``failed``, then raised as before. A target is kept only when it is shaped like an id
-(letters, digits, ``.``, ``_``, ``:``, ``-``); anything else a caller put in the path, such as
-an address, is recorded as ``(not an id)``.
+failure as ``failed``, then raised as before. A target is kept only when it is shaped like an
+id (letters, digits, ``.``, ``_``, ``:``, ``+``, ``-``); anything else a caller put in the path,
+such as an address, is recorded as ``(not an id)``.
 
 Known limitations: the entry is written after the action; if that write fails the action has
 happened and the caller gets a 503 for it. Entries are never swept.
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 NOT_AN_ID = "(not an id)"
 """What a target that is not shaped like an id is recorded as."""
-_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
+_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,255}")
 
 AUDIT = "auditlog"
 SYSTEM_ACTOR = "system"
