@@ -33,7 +33,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from devstack.mailload import graph_message_from_eml
@@ -212,6 +212,17 @@ def _address_list(people: list[_Person], rng: random.Random) -> str:
     return ",\r\n ".join(parts) if sum(map(len, parts)) > 70 else ", ".join(parts)
 
 
+def _contact_entry(value: Any) -> dict[str, str]:
+    """Read a contact in either form the company API takes: an address, or {"email", "name"?}.
+
+    A display name written with the address (``Pat Lee <pat@x.example>``) is used when no name
+    is given; without either, the local part stands in for it.
+    """
+    text, name = (value, "") if isinstance(value, str) else (value["email"], value.get("name"))
+    display, address = parseaddr(text)
+    return {"email": address or text, "name": name or display or address.partition("@")[0]}
+
+
 class _World:
     """The state of one generation run: people, mailboxes and the random source."""
 
@@ -239,7 +250,7 @@ class _World:
 
     def _contacts_of(self, company: dict[str, Any]) -> list[dict[str, str]]:
         """Return a company's contacts, inventing two at its first domain when it lists none."""
-        contacts: list[dict[str, str]] = company.get("contacts") or []
+        contacts = [_contact_entry(c) for c in company.get("contacts") or []]
         if contacts or not company.get("domains"):
             return contacts
         names = self.rng.sample(_FIRST, 2)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.demo import TENANT_DOMAIN, pick_companies, read_mail
+from devstack.demo import TENANT_DOMAIN, _content, pick_companies, read_mail
 
 MESSAGE = b"From: a@acme.example\r\nTo: alex@contoso.example\r\nSubject: x\r\n\r\nHi.\r\n"
 UNREADABLE = Path("/proc/self/mem")  # a regular file whose read fails with EIO
@@ -55,3 +56,39 @@ def test_pick_companies_leaves_out_own_and_invalid_domains() -> None:
         {"name": "bücher.example", "domains": ["bücher.example"]},
         {"name": "acme.example", "domains": ["acme.example"]},
     ]
+
+
+@pytest.mark.parametrize(
+    "contacts",
+    [
+        ["pat@initech.example"],
+        ["Pat Lee <pat@initech.example>"],
+        [{"email": "pat@initech.example"}],
+        [{"email": "pat@initech.example", "name": "Pat Lee"}],
+    ],
+    ids=["address", "address-with-name", "email-only", "email-and-name"],
+)
+def test_content_takes_a_companies_file_with_contacts_in_every_form_the_api_takes(
+    tmp_path: Path, contacts: list[object]
+) -> None:
+    """make demo COMPANIES=file: contacts as addresses or objects without a name all work."""
+    # GIVEN a companies file with one company whose contact is written in one accepted form
+    path = tmp_path / "companies.json"
+    company = {"name": "Initech", "domains": ["initech.example"], "contacts": contacts}
+    path.write_text(json.dumps([company]), "utf-8")
+
+    # WHEN the demo builds its mailboxes from it
+    mailboxes, companies, failures = _content(
+        None, path, ["a@contoso.example", "b@contoso.example"]
+    )
+
+    # THEN mail was generated with that contact, and the companies go to the API as written
+    assert failures == 0
+    senders = {
+        m["from"]["emailAddress"]["address"].lower()
+        for box in mailboxes.values()
+        for _folder, m in box
+        if m.get("from")
+    }
+    assert "pat@initech.example" in senders
+    assert companies == [company]
