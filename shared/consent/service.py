@@ -28,7 +28,7 @@ from shared.errors import (
     NotFoundError,
     ValidationError,
 )
-from shared.sync.connections import ACTIVE, KINDS, MAIL, Connection, Folder
+from shared.sync.connections import DUE_STATES, KINDS, MAIL, Connection, Folder
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -211,7 +211,9 @@ class ConsentService:
 
     def _active(self, caller: Caller) -> Connection:
         connection = self._connections.get(caller.tenant_id, caller.user_id, MAIL)
-        if connection is None or connection.state != ACTIVE:
+        # A connection in error (its last job failed) still has a working grant: its user may
+        # list folders and change the choice, for example to drop a folder deleted in Outlook.
+        if connection is None or connection.state not in DUE_STATES:
             msg = "no active mail connection; connect your mailbox first"
             raise NotFoundError(msg)
         return connection

@@ -62,6 +62,28 @@ def test_poisoned_job_marks_its_connection_error(tenant: Tenant) -> None:
     assert [(c["state"], c["lastError"]) for c in mine] == [("error", "job_poisoned")]
 
 
+def test_connection_in_error_still_lists_and_chooses_folders(tenant: Tenant) -> None:
+    """A user whose connection is in error may still list folders and change the choice."""
+    # GIVEN a connected user whose mail job was poisoned
+    upn = tenant.add_user("pim")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    job = {"kind": "mail", "tenant": tenant.tenant_id, "user": tenant.users[upn]}
+    poison(tenant, job)
+
+    # WHEN the user lists their folders and chooses Sent Items only
+    folders = tenant.stack.call("GET", "me/mailfolders", tenant.token(upn))
+    sent = tenant.stack.sim.folder_id(upn, "Sent Items")
+    chosen = tenant.stack.call(
+        "PUT", "me/connections/mail/folders", tenant.token(upn), json={"folderIds": [sent]}
+    )
+
+    # THEN both work, and the connection syncs Sent Items only
+    assert folders.status_code == 200
+    assert chosen.status_code == 200, chosen.text
+    mine = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    assert [f["id"] for f in mine[0]["folders"]] == [sent]
+
+
 def test_poisoned_job_keeps_reauth_required(tenant: Tenant) -> None:
     """A connection waiting for consent keeps that state and its code when a job is poisoned."""
     # GIVEN a user whose grant Microsoft revoked, seen by a sync round
