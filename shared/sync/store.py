@@ -32,13 +32,26 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
+from shared.adapters.tablelimits import (
+    MAX_ENTITY_BYTES,
+    entity_size,
+    guard_entity,
+    string_fits,
+    table_key,
+)
 from shared.adapters.tables import ETAG, PAGE_RULE, decode_page_token, encode_page_token
-from shared.errors import ConflictError, SyncError, TransientError, ValidationError
+from shared.errors import (
+    ConflictError,
+    StorageLimitError,
+    SyncError,
+    TransientError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from shared.adapters.blobs import BlobBodyStore
@@ -100,6 +113,28 @@ class EmailDeletedError(SyncError):
     """Raised when a message to save was deleted in the product: it must not come back."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeptMessage:
+    """A Graph message sync decided to keep, with what the decision found in it."""
+
+    message: Mapping[str, Any]
+    participants: Sequence[Address]
+    company_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A kept message whose email and holder rows are written; its item and indexes follow."""
+
+    position: int
+    key: str
+    item_id: str
+    row: Entity
+    message: Mapping[str, Any]
+    created: bool
+    item: Entity
+
+
 class Release(StrEnum):
     """What releasing one mailbox item did to its email."""
 
@@ -133,40 +168,112 @@ class EmailStore:
 
         Raises:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
+            StorageLimitError: when one of its rows cannot be stored.
         """
-        item_id = str(message["id"])
+        kept = KeptMessage(message, participants, company_ids)
+        (outcome,) = self.save_page(
+            tenant_id=tenant_id, user_id=user_id, connection=connection, kept=[kept]
+        )
+        if not isinstance(outcome, bool):
+            raise outcome
+        return outcome
+
+    def save_page(
+        self, *, tenant_id: str, user_id: str, connection: str, kept: Sequence[KeptMessage]
+    ) -> list[bool | EmailDeletedError | StorageLimitError]:
+        """Store the kept messages of one mailbox's delta page, as :meth:`save` does each.
+
+        The page's item tombstones are read with one query of the connection's partition and
+        its mailbox items, all in the connection's partition, go in one transaction. The order
+        per message stays the crash-safe one (email, holder, mailbox item, indexes, then the
+        re-check of the email's tombstone), a step at a time for the whole page.
+
+        Returns:
+            Per kept message, in order: True when new, False when it was stored before, or the
+            error that refused it (deleted in the product, or a row that cannot be stored).
+        """
+        outcomes: list[bool | EmailDeletedError | StorageLimitError] = [False] * len(kept)
+        deleted = self.deleted_items(connection, [str(k.message["id"]) for k in kept])
+        staged: list[_Staged] = []
+        for position, message in enumerate(kept):
+            try:
+                staged.append(
+                    self._stage(
+                        tenant_id, user_id, connection, message, deleted=deleted, position=position
+                    )
+                )
+            except (EmailDeletedError, StorageLimitError) as error:
+                outcomes[position] = error
+        self._tables.upsert_batch(ITEMS, list({s.item["RowKey"]: s.item for s in staged}.values()))
+        for entry in staged:
+            try:
+                self._index(tenant_id, connection, entry)
+            except (EmailDeletedError, StorageLimitError) as error:
+                outcomes[entry.position] = error
+                continue
+            outcomes[entry.position] = entry.created
+        return outcomes
+
+    def deleted_items(self, connection: str, item_ids: Sequence[str]) -> set[str]:
+        """Return which of a mailbox's items carry a tombstone, with one partition query."""
+        if not item_ids:
+            return set()
+        wanted = {table_key(item_id): item_id for item_id in item_ids}
+        rows = self._tables.list_partition(TOMBSTONES, ITEM_TOMBSTONE_PREFIX + connection)
+        return {wanted[str(row["RowKey"])] for row in rows if str(row["RowKey"]) in wanted}
+
+    def _stage(
+        self,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        kept: KeptMessage,
+        *,
+        deleted: set[str],
+        position: int,
+    ) -> _Staged:
+        """Write a kept message's email and holder rows; return its mailbox item to write.
+
+        Raises:
+            EmailDeletedError: when the email or this mailbox item carries a tombstone.
+        """
+        message, item_id = kept.message, str(kept.message["id"])
         key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
-        if self._tombstoned(tenant_id, key) or self._item_tombstoned(connection, item_id):
+        if item_id in deleted or self._tombstoned(tenant_id, key):
             msg = f"email {key} was deleted in the product"
             raise EmailDeletedError(msg)
         existing, row = self._write_email(
-            tenant_id, key, message, participants=participants, company_ids=company_ids
+            tenant_id, key, message, participants=kept.participants, company_ids=kept.company_ids
         )
-        companies, sort_time = self._company_ids(row), str(row["sortTime"])
-        self._link(tenant_id, user_id, connection, key, message)
-        summary = _summary(key, row, message)
+        item = self._link(tenant_id, user_id, connection, key, message)
+        guard_entity(ITEMS, item)
+        return _Staged(position, key, item_id, row, message, existing is None, item)
+
+    def _index(self, tenant_id: str, connection: str, entry: _Staged) -> None:
+        """Write a linked email's index rows, then undo the save if it was deleted meanwhile.
+
+        Raises:
+            EmailDeletedError: when the email's tombstone appeared while it was saved.
+        """
+        key, row = entry.key, entry.row
+        companies, index_key = self._company_ids(row), _index_key(str(row["sortTime"]), key)
+        summary = _summary(key, row, entry.message)
         for company_id in sorted(companies):
-            index_row = {
-                "PartitionKey": table_key(tenant_id, company_id),
-                "RowKey": _index_key(sort_time, key),
-            }
+            index_row = {"PartitionKey": table_key(tenant_id, company_id), "RowKey": index_key}
             self._tables.upsert(INDEX, {**index_row, **summary})
-        inbox_row = {
-            "PartitionKey": _inbox_partition(tenant_id, key),
-            "RowKey": _index_key(sort_time, key),
-        }
+        inbox_row = {"PartitionKey": _inbox_partition(tenant_id, key), "RowKey": index_key}
         self._tables.upsert(INBOX, {**inbox_row, **summary})
-        if self._tombstoned(tenant_id, key):
-            # The deletion may have run between this save's writes and found no row yet, so
-            # the index rows written here go by name before the rest is deleted again.
-            index_key = _index_key(sort_time, key)
-            for company_id in companies:
-                self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
-            self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
-            self.delete_email(tenant_id, key)
-            msg = f"email {key} was deleted in the product while it was saved"
-            raise EmailDeletedError(msg)
-        return existing is None
+        if not self._tombstoned(tenant_id, key):
+            return
+        # The deletion may have run between this save's writes and found no row yet, so the
+        # index rows and the mailbox item written here go by name, around deleting the rest.
+        for company_id in companies:
+            self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+        self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
+        self.delete_email(tenant_id, key)
+        self._tables.delete(ITEMS, connection, table_key(entry.item_id))
+        msg = f"email {key} was deleted in the product while it was saved"
+        raise EmailDeletedError(msg)
 
     def _write_email(
         self,
@@ -300,7 +407,8 @@ class EmailStore:
 
     def _link(
         self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
-    ) -> None:
+    ) -> Entity:
+        """Write the holder row of a kept message; return its mailbox item row, not yet written."""
         item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
@@ -312,7 +420,7 @@ class EmailStore:
             "folderId": folder,
         }
         self._tables.upsert(HOLDERS, holder)
-        item = {
+        return {
             "PartitionKey": connection,
             "RowKey": table_key(item_id),
             "emailKey": key,
@@ -320,7 +428,6 @@ class EmailStore:
             "userId": user_id,
             "folderId": folder,
         }
-        self._tables.upsert(ITEMS, item)
 
     def item(self, connection: str, item_id: str) -> Entity | None:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""
