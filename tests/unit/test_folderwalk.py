@@ -77,7 +77,7 @@ def test_prefetched_fetches_the_next_page_while_the_caller_holds_this_one():
 
     # WHEN the caller takes page 1 and waits a little before storing it
     first = next(pages)
-    for _ in range(200):
+    for _ in range(1000):
         if source.fetched == 2:
             break
         threading.Event().wait(0.01)
@@ -122,16 +122,18 @@ def test_prefetched_raises_a_fetch_error_where_its_page_is_taken():
 
 
 def test_walk_runs_no_more_folders_at_once_than_its_slots():
-    """Five folders with two slots: at most two run at once, results in folder order."""
-    # GIVEN five folders whose work records how many run at once
+    """Five folders with two slots: the first two run together, never more than two at once."""
+    # GIVEN five folders whose work records how many run at once; the first two only finish
+    # once both have started (a walk of one at a time would break the barrier)
     running, peak, lock = [0], [0], threading.Lock()
-    release = threading.Event()
+    both = threading.Barrier(2, timeout=10)
 
     def sync(folder: str) -> str:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        release.wait(0.05)
+        if folder in ("a", "b"):
+            both.wait()
         with lock:
             running[0] -= 1
         return folder.upper()
@@ -139,7 +141,7 @@ def test_walk_runs_no_more_folders_at_once_than_its_slots():
     # WHEN they are walked with two slots
     results = walk(["a", "b", "c", "d", "e"], 2, PageBudget(10), sync)
 
-    # THEN two ran at once at most (and at some point two did), results keep the folders' order
+    # THEN two ran at once, never more, and the results keep the folders' order
     assert results == ["A", "B", "C", "D", "E"]
     assert peak[0] == 2
 
