@@ -7,11 +7,11 @@ sending jobs), so the count lives in the ``leases`` table, one partition per mai
 and user object id):
 
 - ``slot-0`` to ``slot-3``: one per Graph request a job may have in flight, held for the job's
-  whole run. A calendar or sending job makes its requests one at a time and holds one slot. A
-  mail job asks for :data:`MAIL_SLOTS` (3, leaving one for the mailbox's other jobs), takes as
-  many of them as are free, at least one, and syncs that many folders at once, one request in
-  flight per folder (:meth:`MailboxGate.admit_slots`); so the mailbox never has more requests
-  in flight than slots held.
+  whole run. A calendar job makes its requests one at a time and holds one slot. A mail job
+  asks for :data:`MAIL_SLOTS` (3, leaving one for the mailbox's calendar job), takes as many of
+  them as are free, at least one, and syncs that many folders at once, one request in flight
+  per folder (:meth:`MailboxGate.admit_slots`); so the mailbox never has more requests in
+  flight than slots held.
 - ``conn-<kind>``: the one job syncing that connection. A second job never runs beside it.
 - ``wait-<kind>``: the one job waiting for a busy connection. The first job to find the
   connection busy takes this row and re-queues itself every :data:`WAIT_S` seconds, carrying its
@@ -31,7 +31,9 @@ seconds shorten or stretch a lease by as much. A job whose renewals keep failing
 out of reach for :data:`LEASE_S`) loses its leases while it still runs, and another job may then
 start beside it; the cursor ETags keep the data right, but the mailbox may briefly see one request
 more than the slots count. Requests made outside these leases (consent, the folder list of the
-API) are not counted.
+API, meetings created through the API, the outbox worker's sends) are not counted, so with a
+mail job holding three slots and a calendar job the fourth, such a request is a fifth in flight,
+which Outlook may refuse with 429 (handled as throttling).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ logger = logging.getLogger(__name__)
 LEASES = "leases"
 SLOTS_PER_MAILBOX = 4
 MAIL_SLOTS = 3
-"""Slots a mail job asks for: one per folder synced at once, one left for other jobs."""
+"""Slots a mail job asks for: one per folder synced at once, one left for the calendar job."""
 LEASE_S = 30.0
 WAIT_S = 10
 SLOT_RETRY_S = 5
