@@ -186,8 +186,9 @@ class EmailStore:
     ) -> list[bool | EmailDeletedError | StorageLimitError]:
         """Store the kept messages of one mailbox's delta page, as :meth:`save` does each.
 
-        The page's item tombstones are read with one query of the connection's partition and
-        its mailbox items, all in the connection's partition, go in one transaction. The order
+        The page's item tombstones are read with one query of the connection's partition, its
+        mailbox items, all in the connection's partition, go in one transaction, and its company
+        and inbox index rows in one transaction per partition they share. The order
         per message stays the crash-safe one (email, holder, mailbox item, indexes, then the
         re-check of the email's tombstone), a step at a time for the whole page, each step on
         :data:`SAVE_WORKERS` threads.
@@ -213,10 +214,10 @@ class EmailStore:
                 outcomes[position] = error
                 return None
 
-        def index(entry: _Staged) -> None:
+        def confirm(entry: _Staged) -> None:
             try:
-                self._index(tenant_id, connection, entry)
-            except (EmailDeletedError, StorageLimitError) as error:
+                self._confirm(tenant_id, connection, entry)
+            except EmailDeletedError as error:
                 outcomes[entry.position] = error
                 return
             outcomes[entry.position] = entry.created
@@ -227,7 +228,9 @@ class EmailStore:
             staged = [entry for entry in pool.map(stage, range(len(kept))) if entry]
             items = {entry.item["RowKey"]: entry.item for entry in staged}
             self._tables.upsert_batch(ITEMS, list(items.values()))
-            list(pool.map(index, staged))
+            groups, indexed = self._index_rows(tenant_id, staged, outcomes)
+            list(pool.map(self._upsert_group, groups.items()))
+            list(pool.map(confirm, indexed))
         return outcomes
 
     def deleted_items(self, connection: str, item_ids: Sequence[str]) -> set[str]:
@@ -265,25 +268,67 @@ class EmailStore:
         guard_entity(ITEMS, item)
         return _Staged(position, key, item_id, row, message, existing is None, item)
 
-    def _index(self, tenant_id: str, connection: str, entry: _Staged) -> None:
-        """Write a linked email's index rows, then undo the save if it was deleted meanwhile.
+    def _index_rows(
+        self,
+        tenant_id: str,
+        staged: Sequence[_Staged],
+        outcomes: list[bool | EmailDeletedError | StorageLimitError],
+    ) -> tuple[dict[tuple[str, str], dict[str, Entity]], list[_Staged]]:
+        """Group the company and inbox index rows of a page's linked emails by partition.
+
+        A message with a row that cannot be stored is refused (its outcome says why) and left
+        out, as a failed write of that row refused it before.
+
+        Returns:
+            The rows by (table, partition), each once by row key, and the messages they index.
+        """
+        groups: dict[tuple[str, str], dict[str, Entity]] = {}
+        indexed: list[_Staged] = []
+        for entry in staged:
+            key, row = entry.key, entry.row
+            index_key, summary = (
+                _index_key(str(row["sortTime"]), key),
+                _summary(key, row, entry.message),
+            )
+            rows = [
+                (INDEX, {"PartitionKey": table_key(tenant_id, company), "RowKey": index_key})
+                for company in sorted(self._company_ids(row))
+            ]
+            rows.append(
+                (INBOX, {"PartitionKey": _inbox_partition(tenant_id, key), "RowKey": index_key})
+            )
+            try:
+                for table, keys in rows:
+                    guard_entity(table, {**keys, **summary})
+            except StorageLimitError as error:
+                outcomes[entry.position] = error
+                continue
+            indexed.append(entry)
+            for table, keys in rows:
+                groups.setdefault((table, keys["PartitionKey"]), {})[index_key] = {
+                    **keys,
+                    **summary,
+                }
+        return groups, indexed
+
+    def _upsert_group(self, group: tuple[tuple[str, str], dict[str, Entity]]) -> None:
+        """Write the index rows of one partition in one transaction (up to 100 rows each)."""
+        (table, _), rows = group
+        self._tables.upsert_batch(table, list(rows.values()))
+
+    def _confirm(self, tenant_id: str, connection: str, entry: _Staged) -> None:
+        """Undo the save of a linked and indexed email if it was deleted meanwhile.
 
         Raises:
             EmailDeletedError: when the email's tombstone appeared while it was saved.
         """
         key, row = entry.key, entry.row
-        companies, index_key = self._company_ids(row), _index_key(str(row["sortTime"]), key)
-        summary = _summary(key, row, entry.message)
-        for company_id in sorted(companies):
-            index_row = {"PartitionKey": table_key(tenant_id, company_id), "RowKey": index_key}
-            self._tables.upsert(INDEX, {**index_row, **summary})
-        inbox_row = {"PartitionKey": _inbox_partition(tenant_id, key), "RowKey": index_key}
-        self._tables.upsert(INBOX, {**inbox_row, **summary})
         if not self._tombstoned(tenant_id, key):
             return
         # The deletion may have run between this save's writes and found no row yet, so the
         # index rows and the mailbox item written here go by name, around deleting the rest.
-        for company_id in companies:
+        index_key = _index_key(str(row["sortTime"]), key)
+        for company_id in self._company_ids(row):
             self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
         self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
         self.delete_email(tenant_id, key)

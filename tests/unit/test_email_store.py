@@ -15,6 +15,7 @@ from shared.sync.connections import connection_key
 from shared.sync.store import (
     EMAILS,
     HOLDERS,
+    INBOX,
     INDEX,
     ITEM_TOMBSTONE_PREFIX,
     ITEMS,
@@ -461,6 +462,9 @@ class CountingTables(FakeTables):
         super().upsert(table, entity, replace=replace)
 
     def upsert_batch(self, table: str, entities: Any) -> None:
+        # As the service does, refuse a transaction over several partitions or with a row twice.
+        assert len({e["PartitionKey"] for e in entities}) == 1
+        assert len({e["RowKey"] for e in entities}) == len(entities)
         self.calls.append(("upsert_batch", table))
         for entity in entities:
             FakeTables.upsert(self, table, entity)
@@ -569,3 +573,42 @@ def test_save_raises_for_a_deleted_item():
     with pytest.raises(EmailDeletedError):
         _save(store, _kept("m1")[0].message)  # type: ignore[arg-type]
     assert tables.rows(EMAILS) == []
+
+
+def test_save_page_writes_a_company_index_partition_in_one_transaction():
+    """Four kept messages of one company: their company index rows go in one transaction."""
+    # GIVEN a store counting its table calls
+    tables = CountingTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+
+    # WHEN a page of four kept messages of the company acme is saved
+    outcomes = _save_page(store, _kept("m1", "m2", "m3", "m4"))
+
+    # THEN each has its index row, written in one transaction, and none was written alone
+    assert outcomes == [True] * 4
+    assert len(tables.rows(INDEX)) == 4
+    assert tables.calls.count(("upsert_batch", INDEX)) == 1
+    assert ("upsert", INDEX) not in tables.calls
+    assert ("upsert", INBOX) not in tables.calls
+
+
+def test_save_page_with_one_email_twice_writes_its_index_rows_once():
+    """Two items of one email in a page (same Message-ID) give one email and one index row."""
+    # GIVEN two kept items carrying the same internetMessageId
+    tables = CountingTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    participants = _participants("jane@customer.example", "alice@vendor.example")
+    kept = [
+        KeptMessage(_message(item_id), participants, frozenset({"acme"}))
+        for item_id in ("copy-1", "copy-2")
+    ]
+
+    # WHEN the page is saved
+    outcomes = _save_page(store, kept)
+
+    # THEN both are linked, to one email with one index row and one inbox row
+    assert sorted(outcome is True for outcome in outcomes) == [False, True]
+    assert len(tables.rows(EMAILS)) == 1
+    assert len(tables.rows(ITEMS)) == 2
+    assert len(tables.rows(INDEX)) == 1
+    assert len(tables.rows(INBOX)) == 1
