@@ -1,7 +1,9 @@
 """Child process of the sync benchmarks: run one mail job to completion, print its figures.
 
 It runs the product's mail sync service as the queue worker does, job after job, until the
-backfill's round is complete, like ``bench/memory_worker.py``, and also counts the worker's
+backfill's round is complete, like ``bench/memory_worker.py``: each job after the first is the
+continuation the one before sent (with the folders the round finished), as the queue would
+deliver it. It also counts the worker's
 Table Storage requests by kind (a request hook on the table client the services use) and its
 Graph requests (the Graph client's own counter). It prints one JSON line.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from azure.data.tables import TableServiceClient
 
@@ -18,6 +21,27 @@ from bench.memory_worker import _high_water_kb
 from bench.purge import RequestCounter
 from shared.adapters.tables import TableEntityStore
 from shared.wiring import services
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.adapters.queues import JobQueue
+
+
+class ContinuationTap:
+    """The job queue, keeping the last job each send carried, so the next run can take it."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+        self.last: dict[str, Any] | None = None
+
+    def send(self, queue: str, job: Mapping[str, Any], *, delay_s: int = 0) -> None:
+        """Send the job as the product would, and keep it."""
+        self._queue.send(queue, job, delay_s=delay_s)
+        self.last = dict(job)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
 
 
 def main(job_text: str) -> int:
@@ -32,6 +56,9 @@ def main(job_text: str) -> int:
         store.ensure_tables()
         # The services build their table store on first use; this one, with the hook, comes first.
         wired.__dict__["tables"] = store
+    tap = ContinuationTap(wired.queue)
+    # The services build the sync service on first use; it takes this queue, which taps it.
+    wired.__dict__["queue"] = tap
     sync = wired.mail_sync
     counter.take()
     started = time.monotonic()
@@ -45,6 +72,7 @@ def main(job_text: str) -> int:
         pages += stats.pages
         if stats.complete:
             break
+        job = tap.last or job
     seconds = time.monotonic() - started
     figures = {
         "seconds": round(seconds, 3),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,11 +75,25 @@ class DeltaPage:
 
 @dataclass(slots=True)
 class RequestCounter:
-    """Counts Graph requests and throttled answers for a job's summary line."""
+    """Counts Graph requests and throttled answers for a job's summary line.
+
+    A mail job's folder threads share one client, so every count moves under :attr:`lock`.
+    """
 
     requests: int = 0
     throttled: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, status: int | None = None, throttled: bool = False) -> None:
+        """Count one request sent (no status), its answer's status, or a throttled answer."""
+        with self.lock:
+            if throttled:
+                self.throttled += 1
+            elif status is None:
+                self.requests += 1
+            else:
+                self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
 class GraphMailClient:
@@ -202,7 +217,7 @@ class GraphMailClient:
             wait = _retry_after(response)
             if wait is None:
                 wait = _backoff(attempt, self._jitter())
-            self.counter.throttled += 1
+            self.counter.count(throttled=True)
             if wait > MAX_INLINE_WAIT_S or attempt == MAX_ATTEMPTS:
                 message = f"Graph answered {response.status_code} after {attempt} attempts"
                 raise ThrottledError(message, retry_after_s=max(wait, 1.0))
@@ -224,7 +239,7 @@ class GraphMailClient:
     def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: Mapping[str, Any] | None
     ) -> requests.Response:
-        self.counter.requests += 1
+        self.counter.count()
         try:
             if method == "GET":
                 response = self._session.get(url, headers=dict(headers), timeout=TIMEOUT_S)
@@ -236,7 +251,7 @@ class GraphMailClient:
             msg = "Graph could not be reached"
             raise TransientError(msg) from error
         status = response.status_code
-        self.counter.by_status[status] = self.counter.by_status.get(status, 0) + 1
+        self.counter.count(status=status)
         return response
 
 

@@ -191,7 +191,9 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         self._rules = rules or RuleStore(tables)
         self._decisions = DecisionLog(tables, self._rules, EVENT_RECORDS)
 
-    def _sync(self, connection: Connection, token: str) -> CalendarStats:
+    def _sync(
+        self, job: CalendarJob, connection: Connection, token: str, slots: int
+    ) -> CalendarStats:
         for attempt in (1, 2):
             work = self._plan(connection, token)
             try:

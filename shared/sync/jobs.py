@@ -2,9 +2,12 @@
 
 A sync job names one connection (tenant, user, kind). :class:`ConnectionSyncRunner` runs it the
 same way for every kind: a job whose connection is not due ends at once; otherwise the job takes
-its connection and one of the mailbox's Graph request slots (:class:`MailboxGate`), reads the
-connection again, gets a delegated token (refreshed once when Graph refuses it) and hands over to
-the kind's ``_sync``. Failures end the same way for every kind: consent needed moves the
+its connection and the mailbox's Graph request slots it asks for (:class:`MailboxGate`: one for
+a calendar job, up to :data:`shared.sync.leases.MAIL_SLOTS` for a mail job, as many as are
+free), reads the connection again, gets a delegated token (refreshed once when Graph refuses it)
+and hands over to the kind's ``_sync`` with the number of slots it holds. A round that must
+continue re-queues the job as the kind's ``_continuation`` makes it (a mail job notes the
+folders it finished). Failures end the same way for every kind: consent needed moves the
 connection to ``reauth_required``; throttling re-queues the job after ``Retry-After`` (at most
 an hour); a delta link that expires twice in one job re-queues it five minutes out; a cursor
 moved by another job ends this one quietly, and so does a revocation noticed between pages.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,7 +92,8 @@ class ConnectionJob:
         """Read a job from its queue JSON.
 
         Raises:
-            InvalidJobError: when the job lacks its kind, tenant or user.
+            InvalidJobError: when the job lacks its kind, tenant or user, or a field of its
+                kind (see :meth:`_parse_fields`) is malformed.
         """
         tenant, user = job.get("tenant"), job.get("user")
         if job.get("kind") != cls.KIND or not _is_id(tenant) or not _is_id(user):
@@ -97,7 +102,16 @@ class ConnectionJob:
                 "(letters, digits, hyphens)"
             )
             raise InvalidJobError(msg)
-        return cls(str(tenant), str(user))
+        return cls(str(tenant), str(user), **cls._parse_fields(job))
+
+    @classmethod
+    def _parse_fields(cls, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the kind's own fields of a job, checked; a kind with some overrides this.
+
+        Raises:
+            InvalidJobError: when one of them is malformed.
+        """
+        return {}
 
     def as_message(self) -> dict[str, Any]:
         """Return the job as queue JSON."""
@@ -119,6 +133,8 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
     job_type: type[JobT]
     kind: str
     queue_name: str
+    request_slots: ClassVar[int] = 1
+    """Graph request slots of the mailbox a job asks for (it runs with as many as are free)."""
 
     def __init__(
         self,
@@ -135,6 +151,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         self._tables = tables
         self._gate = gate or MailboxGate(tables, queue)
         self._indexes: dict[str, tuple[float, CompanyIndex]] = {}
+        self._indexes_lock = threading.Lock()
 
     def run(self, raw_job: Mapping[str, Any]) -> StatsT | None:
         """Sync one connection; return its stats, or ``None`` when the job ended early.
@@ -148,16 +165,19 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         if not self._due(job):
             return None
         tenant, user = job.tenant_id, job.user_id
-        with self._gate.admit(tenant, user, self.kind, self.queue_name, raw_job) as ready:
+        admit = self._gate.admit_slots(
+            tenant, user, self.kind, self.queue_name, raw_job, slots=self.request_slots
+        )
+        with admit as held:
             # Read again once admitted: the job that held the connection may have changed it.
-            connection = self._connections.get(tenant, user, self.kind) if ready else None
+            connection = self._connections.get(tenant, user, self.kind) if held else None
             if connection is None or connection.state not in DUE_STATES:
                 logger.info(
                     "sync job skipped: connection busy or not due",
-                    extra={"kind": self.kind, "tenant": tenant, "user": user, "admitted": ready},
+                    extra={"kind": self.kind, "tenant": tenant, "user": user, "admitted": held > 0},
                 )
                 return None
-            return self._run_admitted(job, connection)
+            return self._run_admitted(job, connection, held)
 
     def _due(self, job: JobT) -> bool:
         connection = self._connections.get(job.tenant_id, job.user_id, self.kind)
@@ -169,9 +189,9 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         )
         return False
 
-    def _run_admitted(self, job: JobT, connection: Connection) -> StatsT | None:
+    def _run_admitted(self, job: JobT, connection: Connection, slots: int) -> StatsT | None:
         try:
-            stats = self._sync_with_token(connection)
+            stats = self._sync_with_token(job, connection, slots)
         except ReauthRequiredError as error:
             self._connections.record_error(connection, error.code, state=REAUTH_REQUIRED)
             logger.warning(
@@ -201,18 +221,23 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         self._finish(job, connection, stats)
         return stats
 
-    def _sync_with_token(self, connection: Connection) -> StatsT:
+    def _sync_with_token(self, job: JobT, connection: Connection, slots: int) -> StatsT:
         token = self._connections.access_token(connection)
         try:
-            return self._sync(connection, token)
+            return self._sync(job, connection, token, slots)
         except AccessTokenRejectedError:
             # Graph refused a token MSAL still thought valid (revoked, or clocks disagree):
             # get a new one from the refresh token once, then carry on from the checkpoint.
             token = self._connections.access_token(connection, force_refresh=True)
-            return self._sync(connection, token)
+            return self._sync(job, connection, token, slots)
 
-    def _sync(self, connection: Connection, token: str) -> StatsT:
+    def _sync(self, job: JobT, connection: Connection, token: str, slots: int) -> StatsT:
+        """Run the kind's round with ``slots`` Graph request slots held for the mailbox."""
         raise NotImplementedError
+
+    def _continuation(self, job: JobT, stats: StatsT) -> JobT:
+        """Return the job that continues an incomplete round; a kind may note its progress."""
+        return job
 
     def _require_connected(self, connection: Connection) -> None:
         """Stop the job before it stores another page once the user revoked the connection.
@@ -230,7 +255,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         if stats.complete:
             self._connections.record_round(connection, stats.as_record())
         else:
-            self._queue.send(self.queue_name, job.as_message())
+            self._queue.send(self.queue_name, self._continuation(job, stats).as_message())
         logger.info(
             "sync job done",
             extra={"kind": self.kind, "tenant": job.tenant_id, "user": job.user_id}
@@ -246,15 +271,21 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         )
 
     def _index(self, tenant_id: str) -> CompanyIndex:
-        cached = self._indexes.get(tenant_id)
-        if cached and time.monotonic() - cached[0] < INDEX_TTL_S:
-            return cached[1]
-        tenant = self._directory.get_tenant(tenant_id)
-        own = tenant.own_domains if tenant else ()
-        companies: list[CompanyMatchData] = self._directory.company_match_data(tenant_id)
-        index = CompanyIndex.build(companies, own)
-        self._indexes[tenant_id] = (time.monotonic(), index)
-        return index
+        """Return the tenant's company index, built at most once a minute per worker.
+
+        The cache is shared by the jobs a worker runs at once, so it is read and filled under a
+        lock; a job that finds it stale builds the index while holding it, once for all.
+        """
+        with self._indexes_lock:
+            cached = self._indexes.get(tenant_id)
+            if cached and time.monotonic() - cached[0] < INDEX_TTL_S:
+                return cached[1]
+            tenant = self._directory.get_tenant(tenant_id)
+            own = tenant.own_domains if tenant else ()
+            companies: list[CompanyMatchData] = self._directory.company_match_data(tenant_id)
+            index = CompanyIndex.build(companies, own)
+            self._indexes[tenant_id] = (time.monotonic(), index)
+            return index
 
     def _backfill_start(self, tenant_id: str) -> datetime:
         tenant = self._directory.get_tenant(tenant_id)

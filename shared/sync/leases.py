@@ -6,8 +6,12 @@ workers (duplicate deliveries, a re-queued job overlapping the next round, later
 sending jobs), so the count lives in the ``leases`` table, one partition per mailbox (tenant id
 and user object id):
 
-- ``slot-0`` to ``slot-3``: one per Graph request a job may have in flight. A mail job makes its
-  requests one at a time, so it holds one slot for its whole run.
+- ``slot-0`` to ``slot-3``: one per Graph request a job may have in flight, held for the job's
+  whole run. A calendar job makes its requests one at a time and holds one slot. A mail job
+  asks for :data:`MAIL_SLOTS` (3, leaving one for the mailbox's calendar job), takes as many of
+  them as are free, at least one, and syncs that many folders at once, one request in flight
+  per folder (:meth:`MailboxGate.admit_slots`); so the mailbox never has more requests in
+  flight than slots held.
 - ``conn-<kind>``: the one job syncing that connection. A second job never runs beside it.
 - ``wait-<kind>``: the one job waiting for a busy connection. The first job to find the
   connection busy takes this row and re-queues itself every :data:`WAIT_S` seconds, carrying its
@@ -27,7 +31,9 @@ seconds shorten or stretch a lease by as much. A job whose renewals keep failing
 out of reach for :data:`LEASE_S`) loses its leases while it still runs, and another job may then
 start beside it; the cursor ETags keep the data right, but the mailbox may briefly see one request
 more than the slots count. Requests made outside these leases (consent, the folder list of the
-API) are not counted.
+API, meetings created through the API, the outbox worker's sends) are not counted, so with a
+mail job holding three slots and a calendar job the fourth, such a request is a fifth in flight,
+which Outlook may refuse with 429 (handled as throttling).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 LEASES = "leases"
 SLOTS_PER_MAILBOX = 4
+MAIL_SLOTS = 3
+"""Slots a mail job asks for: one per folder synced at once, one left for the calendar job."""
 LEASE_S = 30.0
 WAIT_S = 10
 SLOT_RETRY_S = 5
@@ -123,8 +131,22 @@ class LeaseTable:
         Returns:
             The lease, or ``None`` when every row is held by another live owner.
         """
+        taken = self.take_many(partition, rows, owner, 1)
+        return taken[0] if taken else None
+
+    def take_many(self, partition: str, rows: Sequence[str], owner: str, count: int) -> list[Lease]:
+        """Take up to ``count`` of ``rows`` that are free, expired or already the owner's.
+
+        The partition is read once; each row is then taken by its own conditional write.
+
+        Returns:
+            The leases taken, in the order of ``rows``; empty when every row is held.
+        """
         current = {e["RowKey"]: e for e in self._tables.list_partition(LEASES, partition)}
+        taken: list[Lease] = []
         for row in rows:
+            if len(taken) == count:
+                break
             found = current.get(row)
             if found is not None and found.get("owner") != owner and not self._expired(found):
                 continue
@@ -133,8 +155,8 @@ class LeaseTable:
                 etag = self._tables.update(LEASES, entity, etag=found[ETAG] if found else None)
             except ConflictError:
                 continue
-            return Lease(partition, row, owner, etag)
-        return None
+            taken.append(Lease(partition, row, owner, etag))
+        return taken
 
     def renew(self, lease: Lease) -> bool:
         """Push a held lease's expiry forward; False when it lapsed and another owner took it."""
@@ -242,14 +264,33 @@ class MailboxGate:
         Yields False when the job may not run now: it has been re-queued on ``queue`` (or, when
         another job already waits for the connection, dropped) and the body must end at once.
         """
+        with self.admit_slots(tenant_id, user_id, kind, queue, job, slots=1) as held:
+            yield held > 0
+
+    @contextmanager
+    def admit_slots(
+        self,
+        tenant_id: str,
+        user_id: str,
+        kind: str,
+        queue: str,
+        job: Mapping[str, Any],
+        *,
+        slots: int,
+    ) -> Iterator[int]:
+        """Hold the connection and up to ``slots`` request slots; yield how many are held.
+
+        The job gets as many of the wanted slots as are free, at least one. Yields 0 when the
+        job may not run now, as :meth:`admit` yields False.
+        """
         partition = mailbox_partition(tenant_id, user_id)
-        held = self._enter(partition, kind, queue, job)
+        held = self._enter(partition, kind, queue, job, slots)
         if held is None:
-            yield False
+            yield 0
             return
         try:
             with _Keeper(self._leases, held, self._lease_s / 3):
-                yield True
+                yield len(held) - 1
         finally:
             self._release(held)
 
@@ -272,7 +313,7 @@ class MailboxGate:
             self._release([lease])
 
     def _enter(
-        self, partition: str, kind: str, queue: str, job: Mapping[str, Any]
+        self, partition: str, kind: str, queue: str, job: Mapping[str, Any], slots: int
     ) -> list[Lease] | None:
         owner = uuid.uuid4().hex
         connection = self._leases.take(partition, (f"conn-{kind}",), owner)
@@ -283,16 +324,16 @@ class MailboxGate:
             token = job.get(WAITER)
             if isinstance(token, str):
                 self._waits.release_row(partition, f"wait-{kind}", token)
-            slot = self._leases.take(partition, self._slot_order(), owner)
+            taken = self._leases.take_many(partition, self._slot_order(), owner, slots)
         except BaseException:
             self._leases.release(connection)
             raise
-        if slot is None:
+        if not taken:
             self._leases.release(connection)
             plain = {k: v for k, v in job.items() if k != WAITER}
             self._requeue(queue, plain, self._slot_retry_s, "mailbox_busy")
             return None
-        return [connection, slot]
+        return [connection, *taken]
 
     def _release(self, held: Sequence[Lease]) -> None:
         for lease in reversed(held):

@@ -3,8 +3,16 @@
 Per folder, the stored cursor is followed (a ``nextLink`` left by an interrupted round first,
 else the last ``deltaLink``), or a first round starts with the tenant's backfill window. Each
 page's kept messages are stored before the cursor moves past them, so a worker killed after any
-page resumes there. A job that has read its page budget re-queues itself to continue; a job
-throttled for longer than it should wait re-queues itself with a visibility delay.
+page resumes there. A job syncs as many folders at once as it holds request slots (up to 3),
+and reads each folder's next page while it stores the current one (see
+:mod:`shared.sync.folderwalk`); each folder thread counts into its own :class:`RoundStats`, added
+up when the folders end. A job that has read its page budget re-queues itself to continue,
+naming the folders its round finished so they are not read again (:class:`MailJob`); a job
+throttled for longer than it should wait re-queues itself with a visibility delay. A failure in
+one folder stops the others at their next page and ends the job as it would have alone.
+
+A page's kept messages are saved together (:meth:`EmailStore.save_page`): one query for the
+item tombstones of the page, one transaction for its mailbox items.
 
 Each message is decided by :func:`shared.rules.decide.decide` before anything is written: the
 company match, the tenant's switches and the tenant's and user's blocking rules, compiled once
@@ -25,32 +33,33 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.queues import MAIL_SYNC_QUEUE
 from shared.adapters.tablelimits import table_key
-from shared.errors import ConflictError, DeltaCursorExpiredError, StorageLimitError
+from shared.errors import ConflictError, DeltaCursorExpiredError
 from shared.rules.decide import decide
 from shared.rules.engine import CompiledRules
 from shared.rules.store import DecisionLog, Drop, RuleStore
 from shared.sync.connections import MAIL, Connection, Folder
+from shared.sync.folderwalk import PageBudget, prefetched, walk
 from shared.sync.jobs import (
     DEFAULT_BACKFILL_DAYS,
     INDEX_TTL_S,
     RESET_BACKOFF_CODE,
     RESET_BACKOFF_S,
-    ConnectionJob,
     ConnectionSyncRunner,
     CursorTakenError,
     distinct_items,
     instant,
     purged_before,
 )
-from shared.sync.removals import RemovalLedger
-from shared.sync.store import EmailDeletedError
+from shared.sync.leases import MAIL_SLOTS
+from shared.sync.mailjob import MailJob, RoundStats
+from shared.sync.removals import PendingRemovals, RemovalLedger
+from shared.sync.store import EmailDeletedError, KeptMessage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -88,43 +97,16 @@ DROP_PURGED = "purged"
 
 
 @dataclass(slots=True)
-class RoundStats:
-    """What one job saw and did; summed into the connection's last-round record."""
-
-    seen: int = 0
-    kept: int = 0
-    stored_new: int = 0
-    removed_seen: int = 0
-    unlinked: int = 0
-    pages: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    complete: bool = True
-
-    def as_record(self) -> dict[str, Any]:
-        """Return the stats as a JSON-ready dict."""
-        return {
-            "seen": self.seen,
-            "kept": self.kept,
-            "storedNew": self.stored_new,
-            "removedSeen": self.removed_seen,
-            "unlinked": self.unlinked,
-            "pages": self.pages,
-            "dropped": dict(self.dropped),
-            "complete": self.complete,
-        }
-
-
-@dataclass(slots=True)
 class _Round:
-    """What one job works with while it walks a connection's folders."""
+    """What one job's folder threads share; each part is read-only or guards itself."""
 
     connection: Connection
     token: str
     index: CompanyIndex
     since: datetime
-    pending: set[str]
+    pending: PendingRemovals
     rules: CompiledRules
-    stats: RoundStats = field(default_factory=RoundStats)
+    budget: PageBudget
 
 
 @dataclass(slots=True)
@@ -134,19 +116,13 @@ class _CursorRow:
     row: Entity | None
 
 
-@dataclass(frozen=True, slots=True)
-class MailJob(ConnectionJob):
-    """A mail sync job as it travels on the queue."""
-
-    KIND: ClassVar[str] = MAIL
-
-
 class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
     """Runs mail sync jobs: each chosen folder's delta round, then the round's removals."""
 
     job_type = MailJob
     kind = MAIL
     queue_name = MAIL_SYNC_QUEUE
+    request_slots = MAIL_SLOTS
 
     def __init__(
         self,
@@ -171,7 +147,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         self._rules = rules or RuleStore(tables)
         self._decisions = DecisionLog(tables, self._rules)
 
-    def _sync(self, connection: Connection, token: str) -> RoundStats:
+    def _sync(self, job: MailJob, connection: Connection, token: str, slots: int) -> RoundStats:
         work = _Round(
             connection=connection,
             token=token,
@@ -180,24 +156,32 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             pending=self._removals.pending(connection),
             # Compiled once per job: every message of every page is checked against the same set.
             rules=CompiledRules(self._rules.ruleset(connection.tenant_id, connection.user_id)),
+            budget=PageBudget(self._page_budget),
         )
-        for folder in connection.folders:
-            if not self._sync_folder(work, folder):
-                work.stats.complete = False
-                return work.stats
-        resolved = self._removals.resolve(connection, token)
-        work.stats.unlinked = resolved.unlinked
-        return work.stats
+        todo = [folder for folder in connection.folders if folder.folder_id not in job.done]
+        parts = walk(todo, slots, work.budget, functools.partial(self._sync_folder, work))
+        stats = RoundStats(finished=list(job.done))
+        for folder, (done, part) in zip(todo, parts, strict=True):
+            stats.add(part)
+            if done:
+                stats.finished.append(folder.folder_id)
+        stats.complete = all(done for done, _ in parts)
+        if stats.complete:
+            stats.unlinked = self._removals.resolve(connection, token).unlinked
+        return stats
 
-    def _sync_folder(self, work: _Round, folder: Folder) -> bool:
-        """Sync one folder; False when the page budget ran out before the round ended."""
-        connection = work.connection
+    def _continuation(self, job: MailJob, stats: RoundStats) -> MailJob:
+        return replace(job, done=tuple(dict.fromkeys(stats.finished)))
+
+    def _sync_folder(self, work: _Round, folder: Folder) -> tuple[bool, RoundStats]:
+        """Sync one folder; return whether its round ended (not cut by the budget) and counts."""
+        connection, stats = work.connection, RoundStats()
         for attempt in (1, 2):
             cursor = _CursorRow(
                 self._tables.get(CURSORS, connection.key, table_key(folder.folder_id))
             )
             try:
-                return self._follow(work, folder, cursor)
+                return self._follow(work, folder, cursor, stats), stats
             except DeltaCursorExpiredError:
                 logger.warning(
                     "delta cursor expired, folder resyncs",
@@ -207,70 +191,90 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         message = "delta cursor expired twice in one job; the job backs off"
         raise DeltaCursorExpiredError(message)
 
-    def _follow(self, work: _Round, folder: Folder, cursor: _CursorRow) -> bool:
+    def _follow(self, work: _Round, folder: Folder, cursor: _CursorRow, stats: RoundStats) -> bool:
         resume = None
         if cursor.row:
             resume = cursor.row.get("nextLink") or cursor.row.get("deltaLink") or None
         pages = self._graph.delta_pages(
             work.token, folder.folder_id, resume_url=resume, since=work.since
         )
-        for page in pages:
-            self._require_connected(work.connection)
-            self._store_page(work, page)
-            cursor.row = self._save_cursor(work.connection, folder, cursor.row, page)
-            work.stats.pages += 1
-            if page.next_link and work.stats.pages >= self._page_budget:
+        ended = False
+        for page in prefetched(pages, work.budget):
+            if work.budget.stopped:
+                # Another folder failed: the job ends, and this page is read again next time.
                 return False
-        return True
+            self._require_connected(work.connection)
+            stats.add(self._store_page(work, page))
+            # The cursor moves only once the page's items are stored: a killed job resumes here.
+            cursor.row = self._save_cursor(work.connection, folder, cursor.row, page)
+            stats.pages += 1
+            ended = page.next_link is None
+        return ended
 
-    def _store_page(self, work: _Round, page: DeltaPage) -> None:
-        connection, stats, pending = work.connection, work.stats, work.pending
+    def _store_page(self, work: _Round, page: DeltaPage) -> RoundStats:
+        """Store a page's kept messages and note its removals; return the page's counts."""
+        connection, stats = work.connection, RoundStats()
         drops: list[Drop] = []
+        kept: list[KeptMessage] = []
         for item in distinct_items(page.items):
             item_id = str(item.get("id", ""))
             if "@removed" in item:
                 stats.removed_seen += 1
-                self._removals.note_removed(connection, item_id, pending)
+                self._removals.note_removed(connection, item_id, work.pending)
                 continue
-            self._removals.note_present(connection, item_id, pending)
+            self._removals.note_present(connection, item_id, work.pending)
             stats.seen += 1
-            drop = self._store_item(work, item)
-            if drop is not None:
-                stats.dropped[drop.reason] += 1
-                drops.append(drop)
+            decided = self._decide(work, item)
+            if isinstance(decided, Drop):
+                drops.append(decided)
+            else:
+                kept.append(decided)
+        drops.extend(self._save_kept(connection, kept, stats))
+        stats.dropped.update(drop.reason for drop in drops)
         # Only a keyed hash of each dropped message's ids, the reason and the time are written.
         self._decisions.record(connection.tenant_id, connection.user_id, drops)
+        return stats
 
-    def _store_item(self, work: _Round, item: dict[str, Any]) -> Drop | None:
-        """Store one message when it is kept; return why it was dropped otherwise."""
-        connection, stats = work.connection, work.stats
+    def _decide(self, work: _Round, item: dict[str, Any]) -> KeptMessage | Drop:
+        """Return a message to keep, or why it is dropped, before anything is written."""
         item_id, internet_id = str(item.get("id", "")), str(item.get("internetMessageId") or "")
         if item.get("isDraft"):
             return Drop(item_id, internet_id, DROP_DRAFT)
-        if _received(item) < purged_before(connection):
+        if _received(item) < purged_before(work.connection):
             return Drop(item_id, internet_id, DROP_PURGED)
-        thread = functools.partial(self._thread_companies, connection.tenant_id)
+        thread = functools.partial(self._thread_companies, work.connection.tenant_id)
         outcome = decide(item, work.index, work.rules, thread=thread)
         if not outcome.keep:
             return Drop(item_id, internet_id, outcome.reason, outcome.rule)
-        try:
-            created = self._emails.save(
-                tenant_id=connection.tenant_id,
-                user_id=connection.user_id,
-                connection=connection.key,
-                message=item,
-                participants=outcome.participants,
-                company_ids=outcome.company_ids,
-            )
-        except StorageLimitError:
+        return KeptMessage(item, outcome.participants, outcome.company_ids)
+
+    def _save_kept(
+        self, connection: Connection, kept: list[KeptMessage], stats: RoundStats
+    ) -> list[Drop]:
+        """Store a page's kept messages together; return the ones the store refused as drops."""
+        if not kept:
+            return []
+        outcomes = self._emails.save_page(
+            tenant_id=connection.tenant_id,
+            user_id=connection.user_id,
+            connection=connection.key,
+            kept=kept,
+        )
+        drops: list[Drop] = []
+        for entry, outcome in zip(kept, outcomes, strict=True):
+            if isinstance(outcome, bool):
+                stats.kept += 1
+                stats.stored_new += int(outcome)
+                continue
+            item_id = str(entry.message.get("id", ""))
+            internet_id = str(entry.message.get("internetMessageId") or "")
+            if isinstance(outcome, EmailDeletedError):
+                drops.append(Drop(item_id, internet_id, DROP_DELETED))
+                continue
             # One message the store cannot hold must never block the whole mailbox.
             logger.warning("message not storable, dropped", extra={"user": connection.user_id})
-            return Drop(item_id, internet_id, DROP_UNSTORABLE)
-        except EmailDeletedError:
-            return Drop(item_id, internet_id, DROP_DELETED)
-        stats.kept += 1
-        stats.stored_new += int(created)
-        return None
+            drops.append(Drop(item_id, internet_id, DROP_UNSTORABLE))
+        return drops
 
     def _thread_companies(self, tenant_id: str, internet_ids: list[str]) -> frozenset[str]:
         return self._emails.thread_companies(tenant_id, internet_ids)

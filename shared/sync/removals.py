@@ -6,12 +6,19 @@ in the folder it entered, in either order (BR-02). So a removal is first noted i
 the round has walked every folder, each removal still pending is checked with a ``GET`` of the
 message: a 404 unlinks it from this mailbox (deleting the email when no other holder is left),
 a 200 keeps it and records its current folder. Nothing is deleted on ``@removed`` alone.
+
+A mail job syncs its folders on several threads at once, so the two sides of a move may be seen
+in either order or at the same moment. The ids noted in a round are a :class:`PendingRemovals`
+shared by those threads: each note checks, writes its row and updates the set under the set's
+lock, so a removal and a presence of one id never interleave. Whatever order they come in, the
+outcome is settled by the ``GET`` at the end of the round, which sees where the message is now.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared.adapters.tablelimits import table_key
@@ -37,6 +44,14 @@ class Resolved:
     ignored: int = 0
 
 
+@dataclass(slots=True)
+class PendingRemovals:
+    """The ids with a removal noted and not yet settled; safe to share between threads."""
+
+    ids: set[str]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class RemovalLedger:
     """Notes ``@removed`` ids during a round and settles them at its end."""
 
@@ -45,25 +60,27 @@ class RemovalLedger:
         self._emails = emails
         self._graph = graph
 
-    def pending(self, connection: Connection) -> set[str]:
+    def pending(self, connection: Connection) -> PendingRemovals:
         """Return the ids of removals noted and not yet settled for a connection."""
         rows = self._tables.list_partition(PENDING, connection.key)
-        return {str(row["itemId"]) for row in rows}
+        return PendingRemovals({str(row["itemId"]) for row in rows})
 
-    def note_removed(self, connection: Connection, item_id: str, pending: set[str]) -> None:
+    def note_removed(self, connection: Connection, item_id: str, pending: PendingRemovals) -> None:
         """Note that a folder reported an item as removed."""
-        if item_id in pending:
-            return
-        row = {"PartitionKey": connection.key, "RowKey": table_key(item_id), "itemId": item_id}
-        self._tables.upsert(PENDING, row)
-        pending.add(item_id)
+        with pending.lock:
+            if item_id in pending.ids:
+                return
+            row = {"PartitionKey": connection.key, "RowKey": table_key(item_id), "itemId": item_id}
+            self._tables.upsert(PENDING, row)
+            pending.ids.add(item_id)
 
-    def note_present(self, connection: Connection, item_id: str, pending: set[str]) -> None:
+    def note_present(self, connection: Connection, item_id: str, pending: PendingRemovals) -> None:
         """Cancel a noted removal because a folder reported the item as present."""
-        if item_id not in pending:
-            return
-        self._tables.delete(PENDING, connection.key, table_key(item_id))
-        pending.discard(item_id)
+        with pending.lock:
+            if item_id not in pending.ids:
+                return
+            self._tables.delete(PENDING, connection.key, table_key(item_id))
+            pending.ids.discard(item_id)
 
     def resolve(self, connection: Connection, token: str) -> Resolved:
         """Settle every pending removal of a connection with a GET of the message."""

@@ -32,13 +32,26 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.tablelimits import MAX_ENTITY_BYTES, entity_size, string_fits, table_key
+from shared.adapters.tablelimits import (
+    MAX_ENTITY_BYTES,
+    entity_size,
+    guard_entity,
+    string_fits,
+    table_key,
+)
 from shared.adapters.tables import ETAG, PAGE_RULE, decode_page_token, encode_page_token
-from shared.errors import ConflictError, SyncError, TransientError, ValidationError
+from shared.errors import (
+    ConflictError,
+    StorageLimitError,
+    SyncError,
+    TransientError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from shared.adapters.blobs import BlobBodyStore
@@ -53,6 +66,9 @@ INBOX = "tenantemails"
 TOMBSTONES = "emailtombstones"
 ITEM_TOMBSTONE_PREFIX = "~i|"
 SAVE_ATTEMPTS = 5
+SAVE_WORKERS = 3
+"""Kept messages of a page written at once: with a mail job's 3 folders, 9 Table requests in
+flight, within azure-core's 10 pooled connections."""
 MERGE_WORKERS = 8
 """Partitions read at once by a merged page; below azure-core's 10 pooled connections."""
 MAX_MERGED_PARTITIONS = 500
@@ -100,6 +116,28 @@ class EmailDeletedError(SyncError):
     """Raised when a message to save was deleted in the product: it must not come back."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeptMessage:
+    """A Graph message sync decided to keep, with what the decision found in it."""
+
+    message: Mapping[str, Any]
+    participants: Sequence[Address]
+    company_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A kept message whose email and holder rows are written; its item and indexes follow."""
+
+    position: int
+    key: str
+    item_id: str
+    row: Entity
+    message: Mapping[str, Any]
+    created: bool
+    item: Entity
+
+
 class Release(StrEnum):
     """What releasing one mailbox item did to its email."""
 
@@ -133,40 +171,170 @@ class EmailStore:
 
         Raises:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
+            StorageLimitError: when one of its rows cannot be stored.
         """
-        item_id = str(message["id"])
+        kept = KeptMessage(message, participants, company_ids)
+        (outcome,) = self.save_page(
+            tenant_id=tenant_id, user_id=user_id, connection=connection, kept=[kept]
+        )
+        if not isinstance(outcome, bool):
+            raise outcome
+        return outcome
+
+    def save_page(
+        self, *, tenant_id: str, user_id: str, connection: str, kept: Sequence[KeptMessage]
+    ) -> list[bool | EmailDeletedError | StorageLimitError]:
+        """Store the kept messages of one mailbox's delta page, as :meth:`save` does each.
+
+        The page's item tombstones are read with one query of the connection's partition, its
+        mailbox items, all in the connection's partition, go in one transaction, and its company
+        and inbox index rows in one transaction per partition they share. The order
+        per message stays the crash-safe one (email, holder, mailbox item, indexes, then the
+        re-check of the email's tombstone), a step at a time for the whole page, each step on
+        :data:`SAVE_WORKERS` threads.
+
+        Returns:
+            Per kept message, in order: True when new, False when it was stored before, or the
+            error that refused it (deleted in the product, or a row that cannot be stored).
+        """
+        outcomes: list[bool | EmailDeletedError | StorageLimitError] = [False] * len(kept)
+        deleted = self.deleted_items(connection, [str(k.message["id"]) for k in kept])
+
+        def stage(position: int) -> _Staged | None:
+            try:
+                return self._stage(
+                    tenant_id,
+                    user_id,
+                    connection,
+                    kept[position],
+                    deleted=deleted,
+                    position=position,
+                )
+            except (EmailDeletedError, StorageLimitError) as error:
+                outcomes[position] = error
+                return None
+
+        def confirm(entry: _Staged) -> None:
+            try:
+                self._confirm(tenant_id, connection, entry)
+            except EmailDeletedError as error:
+                outcomes[entry.position] = error
+                return
+            outcomes[entry.position] = entry.created
+
+        # The messages are independent, so each step runs on a few threads; every step ends
+        # for the whole page before the next begins, which keeps the crash-safe order.
+        with ThreadPoolExecutor(max_workers=SAVE_WORKERS, thread_name_prefix="save") as pool:
+            staged = [entry for entry in pool.map(stage, range(len(kept))) if entry]
+            items = {entry.item["RowKey"]: entry.item for entry in staged}
+            self._tables.upsert_batch(ITEMS, list(items.values()))
+            groups, indexed = self._index_rows(tenant_id, staged, outcomes)
+            list(pool.map(self._upsert_group, groups.items()))
+            list(pool.map(confirm, indexed))
+        return outcomes
+
+    def deleted_items(self, connection: str, item_ids: Sequence[str]) -> set[str]:
+        """Return which of a mailbox's items carry a tombstone, with one partition query."""
+        if not item_ids:
+            return set()
+        wanted = {table_key(item_id): item_id for item_id in item_ids}
+        rows = self._tables.list_partition(TOMBSTONES, ITEM_TOMBSTONE_PREFIX + connection)
+        return {wanted[str(row["RowKey"])] for row in rows if str(row["RowKey"]) in wanted}
+
+    def _stage(
+        self,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        kept: KeptMessage,
+        *,
+        deleted: set[str],
+        position: int,
+    ) -> _Staged:
+        """Write a kept message's email and holder rows; return its mailbox item to write.
+
+        Raises:
+            EmailDeletedError: when the email or this mailbox item carries a tombstone.
+        """
+        message, item_id = kept.message, str(kept.message["id"])
         key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
-        if self._tombstoned(tenant_id, key) or self._item_tombstoned(connection, item_id):
+        if item_id in deleted or self._tombstoned(tenant_id, key):
             msg = f"email {key} was deleted in the product"
             raise EmailDeletedError(msg)
         existing, row = self._write_email(
-            tenant_id, key, message, participants=participants, company_ids=company_ids
+            tenant_id, key, message, participants=kept.participants, company_ids=kept.company_ids
         )
-        companies, sort_time = self._company_ids(row), str(row["sortTime"])
-        self._link(tenant_id, user_id, connection, key, message)
-        summary = _summary(key, row, message)
-        for company_id in sorted(companies):
-            index_row = {
-                "PartitionKey": table_key(tenant_id, company_id),
-                "RowKey": _index_key(sort_time, key),
-            }
-            self._tables.upsert(INDEX, {**index_row, **summary})
-        inbox_row = {
-            "PartitionKey": _inbox_partition(tenant_id, key),
-            "RowKey": _index_key(sort_time, key),
-        }
-        self._tables.upsert(INBOX, {**inbox_row, **summary})
-        if self._tombstoned(tenant_id, key):
-            # The deletion may have run between this save's writes and found no row yet, so
-            # the index rows written here go by name before the rest is deleted again.
-            index_key = _index_key(sort_time, key)
-            for company_id in companies:
-                self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
-            self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
-            self.delete_email(tenant_id, key)
-            msg = f"email {key} was deleted in the product while it was saved"
-            raise EmailDeletedError(msg)
-        return existing is None
+        item = self._link(tenant_id, user_id, connection, key, message)
+        guard_entity(ITEMS, item)
+        return _Staged(position, key, item_id, row, message, existing is None, item)
+
+    def _index_rows(
+        self,
+        tenant_id: str,
+        staged: Sequence[_Staged],
+        outcomes: list[bool | EmailDeletedError | StorageLimitError],
+    ) -> tuple[dict[tuple[str, str], dict[str, Entity]], list[_Staged]]:
+        """Group the company and inbox index rows of a page's linked emails by partition.
+
+        A message with a row that cannot be stored is refused (its outcome says why) and left
+        out, as a failed write of that row refused it before.
+
+        Returns:
+            The rows by (table, partition), each once by row key, and the messages they index.
+        """
+        groups: dict[tuple[str, str], dict[str, Entity]] = {}
+        indexed: list[_Staged] = []
+        for entry in staged:
+            key, row = entry.key, entry.row
+            index_key, summary = (
+                _index_key(str(row["sortTime"]), key),
+                _summary(key, row, entry.message),
+            )
+            rows = [
+                (INDEX, {"PartitionKey": table_key(tenant_id, company), "RowKey": index_key})
+                for company in sorted(self._company_ids(row))
+            ]
+            rows.append(
+                (INBOX, {"PartitionKey": _inbox_partition(tenant_id, key), "RowKey": index_key})
+            )
+            try:
+                for table, keys in rows:
+                    guard_entity(table, {**keys, **summary})
+            except StorageLimitError as error:
+                outcomes[entry.position] = error
+                continue
+            indexed.append(entry)
+            for table, keys in rows:
+                groups.setdefault((table, keys["PartitionKey"]), {})[index_key] = {
+                    **keys,
+                    **summary,
+                }
+        return groups, indexed
+
+    def _upsert_group(self, group: tuple[tuple[str, str], dict[str, Entity]]) -> None:
+        """Write the index rows of one partition in one transaction (up to 100 rows each)."""
+        (table, _), rows = group
+        self._tables.upsert_batch(table, list(rows.values()))
+
+    def _confirm(self, tenant_id: str, connection: str, entry: _Staged) -> None:
+        """Undo the save of a linked and indexed email if it was deleted meanwhile.
+
+        Raises:
+            EmailDeletedError: when the email's tombstone appeared while it was saved.
+        """
+        key, row = entry.key, entry.row
+        if not self._tombstoned(tenant_id, key):
+            return
+        # The deletion may have run between this save's writes and found no row yet, so the
+        # index rows and the mailbox item written here go by name, around deleting the rest.
+        index_key = _index_key(str(row["sortTime"]), key)
+        for company_id in self._company_ids(row):
+            self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
+        self._tables.delete(INBOX, _inbox_partition(tenant_id, key), index_key)
+        self.delete_email(tenant_id, key)
+        self._tables.delete(ITEMS, connection, table_key(entry.item_id))
+        msg = f"email {key} was deleted in the product while it was saved"
+        raise EmailDeletedError(msg)
 
     def _write_email(
         self,
@@ -300,7 +468,8 @@ class EmailStore:
 
     def _link(
         self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
-    ) -> None:
+    ) -> Entity:
+        """Write the holder row of a kept message; return its mailbox item row, not yet written."""
         item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
@@ -312,7 +481,7 @@ class EmailStore:
             "folderId": folder,
         }
         self._tables.upsert(HOLDERS, holder)
-        item = {
+        return {
             "PartitionKey": connection,
             "RowKey": table_key(item_id),
             "emailKey": key,
@@ -320,7 +489,6 @@ class EmailStore:
             "userId": user_id,
             "folderId": folder,
         }
-        self._tables.upsert(ITEMS, item)
 
     def item(self, connection: str, item_id: str) -> Entity | None:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""

@@ -22,8 +22,10 @@ from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import DeltaCursorExpiredError
 from shared.sync.connections import MAIL, Connection, ConnectionStore, Folder
+from shared.sync.folderwalk import PageBudget
 from shared.sync.jobs import CursorTakenError
 from shared.sync.mail import CURSORS, MailSyncService, _Round
+from shared.sync.removals import PendingRemovals
 
 pytestmark = pytest.mark.stack
 
@@ -84,8 +86,9 @@ def round_for(connection: Connection) -> _Round:
         token="token",
         index=unused,
         since=datetime.now(UTC),
-        pending=set(),
+        pending=PendingRemovals(set()),
         rules=unused,
+        budget=PageBudget(200),
     )
 
 
@@ -192,7 +195,7 @@ def test_expiry_without_a_race_still_resets_and_resyncs(
     graph = ScriptedGraph(DeltaCursorExpiredError("gone"), final("dt-fresh"))
 
     # WHEN the worker syncs the folder
-    done = worker(tables, graph)._sync_folder(round_for(connection), FOLDER)
+    done, _ = worker(tables, graph)._sync_folder(round_for(connection), FOLDER)
 
     # THEN it resynced from scratch and stored the fresh round's link
     assert done is True

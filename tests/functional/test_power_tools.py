@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -148,11 +149,14 @@ def test_revoke_destroys_the_token_and_queued_jobs_make_no_graph_call(tenant: Te
 
 def test_revoke_while_a_job_runs_stores_nothing_more(tenant: Tenant) -> None:
     """A job in flight when its connection is revoked stops before its next page."""
-    # GIVEN Ann's mailbox of three pages, whose second page Graph is slow to serve
+    # GIVEN Ann's mailbox of three pages, whose second page Graph is slow to serve (the job
+    # asks for it as soon as the first page arrives, so the delay covers storing that page too)
     ann = connected(tenant, "ann", "Acme", "acme.example")
     batch = [message("jane@acme.example", [ann], f"m{i}", days_ago=i / 10 + 0.1) for i in range(75)]
     tenant.stack.sim.load_messages(ann, "inbox", batch)
-    slow = FaultRule(r"/messages/delta$", 0, service="graph", user=ann, after=1, delay_s=3)
+    # Only Inbox is slowed: Sent Items syncs at the same time and would take the fault instead.
+    inbox = re.escape(tenant.stack.sim.folder_id(ann, "inbox"))
+    slow = FaultRule(inbox + r"/messages/delta$", 0, service="graph", user=ann, after=1, delay_s=8)
     tenant.stack.sim.add_fault(slow)
 
     # WHEN the job has stored its first page and Ann revokes while it waits for the second
@@ -163,7 +167,7 @@ def test_revoke_while_a_job_runs_stores_nothing_more(tenant: Tenant) -> None:
         time.sleep(0.1)
     tenant.stack.call("POST", "me/connections/mail/revoke", tenant.token(ann)).raise_for_status()
     tenant.stack.wait_idle()
-    time.sleep(3.5)
+    time.sleep(8.5)
 
     # THEN only the first page was stored, and the connection stays revoked
     assert len(tenant.company_emails("Acme")) == 25

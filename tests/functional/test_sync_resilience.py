@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -306,16 +307,26 @@ def test_worker_killed_mid_backfill_resumes_from_checkpoint(
         tenant.stack.sim.load_messages(user, "inbox", batch)
     tenant.stack.run_function("mail_sync_worker", _job(tenant, reference))
     tenant.stack.wait_idle()
+    # Only Inbox is slowed: Sent Items syncs at the same time, so "the next delta request" of
+    # the user could be its page instead.
+    inbox = tenant.stack.sim.folder_id(upn, "inbox")
     slow = FaultRule(
-        r"/messages/delta$", 0, service="graph", user=upn, after=pages_before_kill, delay_s=5
+        re.escape(inbox) + r"/messages/delta$",
+        0,
+        service="graph",
+        user=upn,
+        after=pages_before_kill,
+        delay_s=5,
     )
     tenant.stack.sim.add_fault(slow)
-    inbox = tenant.stack.sim.folder_id(upn, "inbox")
     baseline = graph_calls(tenant, upn, inbox)
 
     # WHEN the worker is killed while it waits for the slow page, and the job is delivered again
     tenant.stack.run_function("mail_sync_worker", _job(tenant, upn))
     _wait_for_graph_calls(tenant, upn, inbox, baseline + pages_before_kill)
+    # The slow page is asked for as soon as the page before arrives, while that page is being
+    # stored: wait until the stored pages' emails are in, then for the cursor write after them.
+    _wait_for_emails(tenant, "Acme", 25 * pages_before_kill)
     time.sleep(0.5)
     killed_at = time.monotonic()
     tenant.stack.kill_host()
@@ -368,3 +379,9 @@ def _wait_for_graph_calls(tenant: Tenant, upn: str, path_part: str, count: int) 
     deadline = time.monotonic() + 30
     while graph_calls(tenant, upn, path_part) < count and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _wait_for_emails(tenant: Tenant, company: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(tenant.company_emails(company)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -8,11 +8,23 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.tablelimits import MAX_STRING_BYTES, key_is_valid, string_fits
+from shared.adapters.tablelimits import MAX_STRING_BYTES, key_is_valid, string_fits, table_key
 from shared.errors import ValidationError
 from shared.matching.addresses import Address, parse_address
 from shared.sync.connections import connection_key
-from shared.sync.store import EMAILS, HOLDERS, INDEX, ITEMS, EmailStore, email_key
+from shared.sync.store import (
+    EMAILS,
+    HOLDERS,
+    INBOX,
+    INDEX,
+    ITEM_TOMBSTONE_PREFIX,
+    ITEMS,
+    TOMBSTONES,
+    EmailDeletedError,
+    EmailStore,
+    KeptMessage,
+    email_key,
+)
 from tests.unit.fakes import FakeBlobs, FakeTables
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -432,3 +444,171 @@ def test_merged_page_refuses_tokens_it_did_not_issue(store: EmailStore, token: s
     with pytest.raises(ValidationError) as raised:
         store.inbox_page(TENANT, size=5, token=token)
     assert raised.value.field == "continuationToken"
+
+
+class CountingTables(FakeTables):
+    """The table fake, recording each call by (method, table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        self.calls.append(("get", table))
+        return super().get(table, partition, row)
+
+    def upsert(self, table: str, entity: Any, *, replace: bool = False) -> None:
+        self.calls.append(("upsert", table))
+        super().upsert(table, entity, replace=replace)
+
+    def upsert_batch(self, table: str, entities: Any) -> None:
+        # As the service does, refuse a transaction over several partitions or with a row twice.
+        assert len({e["PartitionKey"] for e in entities}) == 1
+        assert len({e["RowKey"] for e in entities}) == len(entities)
+        self.calls.append(("upsert_batch", table))
+        for entity in entities:
+            FakeTables.upsert(self, table, entity)
+
+    def query(self, table: str, where: str, parameters: Any = None) -> Any:
+        self.calls.append(("query", table))
+        return super().query(table, where, parameters)
+
+
+def _kept(*item_ids: str) -> list[KeptMessage]:
+    participants = _participants("jane@customer.example", "alice@vendor.example")
+    return [
+        KeptMessage(
+            _message(item_id, internetMessageId=f"<{item_id}@customer.example>"),
+            participants,
+            frozenset({"acme"}),
+        )
+        for item_id in item_ids
+    ]
+
+
+def _save_page(store: EmailStore, kept: list[KeptMessage]) -> list[Any]:
+    return store.save_page(tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, kept=kept)
+
+
+def test_save_page_writes_items_in_one_transaction_and_reads_item_tombstones_once():
+    """A page of three kept messages: one items transaction, one tombstone query, no item reads."""
+    # GIVEN a store counting its table calls
+    tables = CountingTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+
+    # WHEN a page of three kept messages is saved
+    outcomes = _save_page(store, _kept("m1", "m2", "m3"))
+
+    # THEN all three are new and linked, their items went in one batch, the item tombstones
+    # were one query, and the only tombstone reads are each email's check before and after
+    assert outcomes == [True, True, True]
+    assert len(tables.rows(ITEMS)) == 3
+    assert tables.calls.count(("upsert_batch", ITEMS)) == 1
+    assert ("upsert", ITEMS) not in tables.calls
+    assert tables.calls.count(("query", TOMBSTONES)) == 1
+    assert tables.calls.count(("get", TOMBSTONES)) == 6
+
+
+def test_save_page_refuses_a_deleted_item_and_stores_the_rest():
+    """A mailbox item deleted in the product is refused; the page's other messages are stored."""
+    # GIVEN m2 deleted in the product earlier (its item tombstone)
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    stone = {
+        "PartitionKey": ITEM_TOMBSTONE_PREFIX + ALICE_CONNECTION,
+        "RowKey": table_key("m2"),
+        "emailKey": "k",
+    }
+    tables.upsert(TOMBSTONES, stone)
+
+    # WHEN a page with m1, m2 and m3 is saved
+    outcomes = _save_page(store, _kept("m1", "m2", "m3"))
+
+    # THEN m2 is refused as deleted and only m1 and m3 are stored
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], EmailDeletedError)
+    assert outcomes[2] is True
+    assert sorted(row["itemId"] for row in tables.rows(ITEMS)) == ["m1", "m3"]
+    assert len(tables.rows(EMAILS)) == 2
+
+
+def test_save_page_delete_landing_before_the_items_transaction_leaves_nothing_behind():
+    """A delete that runs after the holder is written but before the item is leaves no row."""
+    # GIVEN a delete of m1's email that lands just as the page's items are written: it sees
+    # the holder, so it deletes the holder and the (not yet written) item
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    key = email_key(TENANT, "<m1@customer.example>", ALICE_CONNECTION, "m1")
+    raced: list[int] = []
+
+    def delete_first(operation: str, table: str, _: object) -> None:
+        if table == ITEMS and operation == "upsert" and not raced:
+            raced.append(store.delete_email(TENANT, key))
+
+    tables.fail = delete_first
+
+    # WHEN the page is saved
+    outcomes = _save_page(store, _kept("m1", "m2"))
+
+    # THEN m1 is refused as deleted and no row of it is left, not even the item written after
+    # the delete; m2 is stored
+    assert raced == [1]
+    assert isinstance(outcomes[0], EmailDeletedError)
+    assert outcomes[1] is True
+    assert [row["itemId"] for row in tables.rows(ITEMS)] == ["m2"]
+    assert [row["itemId"] for row in tables.rows(HOLDERS)] == ["m2"]
+    assert len(tables.rows(EMAILS)) == 1
+    assert {row["emailKey"] for row in tables.rows(INDEX)} != {key}
+
+
+def test_save_raises_for_a_deleted_item():
+    """The single-message save raises EmailDeletedError for an item deleted in the product."""
+    # GIVEN an item tombstone for the message
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    stone = {"PartitionKey": ITEM_TOMBSTONE_PREFIX + ALICE_CONNECTION, "RowKey": table_key("m1")}
+    tables.upsert(TOMBSTONES, stone)
+
+    # WHEN it is saved, THEN it is refused and nothing is written
+    with pytest.raises(EmailDeletedError):
+        _save(store, _kept("m1")[0].message)  # type: ignore[arg-type]
+    assert tables.rows(EMAILS) == []
+
+
+def test_save_page_writes_a_company_index_partition_in_one_transaction():
+    """Four kept messages of one company: their company index rows go in one transaction."""
+    # GIVEN a store counting its table calls
+    tables = CountingTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+
+    # WHEN a page of four kept messages of the company acme is saved
+    outcomes = _save_page(store, _kept("m1", "m2", "m3", "m4"))
+
+    # THEN each has its index row, written in one transaction, and none was written alone
+    assert outcomes == [True] * 4
+    assert len(tables.rows(INDEX)) == 4
+    assert tables.calls.count(("upsert_batch", INDEX)) == 1
+    assert ("upsert", INDEX) not in tables.calls
+    assert ("upsert", INBOX) not in tables.calls
+
+
+def test_save_page_with_one_email_twice_writes_its_index_rows_once():
+    """Two items of one email in a page (same Message-ID) give one email and one index row."""
+    # GIVEN two kept items carrying the same internetMessageId
+    tables = CountingTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    participants = _participants("jane@customer.example", "alice@vendor.example")
+    kept = [
+        KeptMessage(_message(item_id), participants, frozenset({"acme"}))
+        for item_id in ("copy-1", "copy-2")
+    ]
+
+    # WHEN the page is saved
+    outcomes = _save_page(store, kept)
+
+    # THEN both are linked, to one email with one index row and one inbox row
+    assert sorted(outcome is True for outcome in outcomes) == [False, True]
+    assert len(tables.rows(EMAILS)) == 1
+    assert len(tables.rows(ITEMS)) == 2
+    assert len(tables.rows(INDEX)) == 1
+    assert len(tables.rows(INBOX)) == 1

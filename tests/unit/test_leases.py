@@ -12,6 +12,7 @@ from shared.sync.leases import (
     JITTER_S,
     LEASE_S,
     LEASES,
+    MAIL_SLOTS,
     SLOT_RETRY_S,
     WAIT_S,
     WAITER,
@@ -272,3 +273,63 @@ def test_gate_keeps_renewing_while_a_long_job_runs():
 
     # THEN nobody could take its connection
     assert stolen is None
+
+
+def test_gate_mail_job_takes_three_of_four_free_slots_and_leaves_one():
+    """A mail job asking for three slots of an idle mailbox holds three, one stays free."""
+    # GIVEN an idle mailbox
+    tables, queue, clock = FakeTables(), FakeQueue(), Clock()
+    gate = _gate(tables, queue, clock)
+
+    # WHEN a mail job asks for MAIL_SLOTS slots
+    with gate.admit_slots(TENANT, USER, "mail", "mail-sync", JOB, slots=MAIL_SLOTS) as held:
+        inside = _rows(tables)
+        other = LeaseTable(tables, clock=clock).take(PARTITION, SLOTS, "calendar-job")
+
+    # THEN it holds three slots under one owner, a calendar job still gets the fourth,
+    # and everything is given back afterwards
+    assert held == MAIL_SLOTS == 3
+    slots = [row for row in inside if row.startswith("slot-")]
+    assert len(slots) == 3
+    assert len({inside[row] for row in slots}) == 1
+    assert other is not None
+    assert other.row not in slots
+    assert "conn-mail" not in _rows(tables)
+    assert queue.sent == []
+
+
+@pytest.mark.parametrize(("taken", "expected"), [(1, 3), (2, 2), (3, 1)])
+def test_gate_mail_job_takes_as_many_slots_as_are_free(taken, expected):
+    """With some slots held by other jobs, a mail job runs with the ones left, at least one."""
+    # GIVEN other jobs holding some of the four slots
+    tables, queue, clock = FakeTables(), FakeQueue(), Clock()
+    others = LeaseTable(tables, clock=clock)
+    for n in range(taken):
+        assert others.take(PARTITION, SLOTS, f"other-{n}") is not None
+
+    # WHEN a mail job asks for three
+    gate = _gate(tables, queue, clock)
+    with gate.admit_slots(TENANT, USER, "mail", "mail-sync", JOB, slots=MAIL_SLOTS) as held:
+        inside = _rows(tables)
+
+    # THEN it holds what was free, up to three, and never a slot of another job
+    assert held == expected
+    mine = [
+        row for row, owner in inside.items() if row.startswith("slot-") and owner[:5] != "other"
+    ]
+    assert len(mine) == expected
+    assert queue.sent == []
+
+
+def test_take_many_reads_the_partition_once_and_skips_held_rows():
+    """take_many takes up to the count asked, skipping rows another owner holds."""
+    # GIVEN slot-1 held by someone else
+    tables, clock = FakeTables(), Clock()
+    table = LeaseTable(tables, clock=clock)
+    assert table.take(PARTITION, ("slot-1",), "other") is not None
+
+    # WHEN an owner asks for three of the four
+    taken = table.take_many(PARTITION, SLOTS, "me", 3)
+
+    # THEN it got slot-0, slot-2 and slot-3
+    assert [lease.row for lease in taken] == ["slot-0", "slot-2", "slot-3"]

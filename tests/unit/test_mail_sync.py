@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +25,10 @@ from shared.matching.companies import DROP_INTERNAL, CompanyMatchData
 from shared.rules.model import ContentCondition, ParticipantCondition, Rule
 from shared.rules.store import DECISIONS, RuleStore
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, REVOKED, Connection, Folder
+from shared.sync.folderwalk import PageBudget
+from shared.sync.leases import LeaseTable, mailbox_partition
 from shared.sync.mail import CURSORS, DROP_DRAFT, MailJob, MailSyncService
+from shared.sync.store import KeptMessage
 from tests.unit.fakes import FakeQueue, FakeTables, SentJob
 
 TENANT, USER = "tenant-1", "user-1"
@@ -109,6 +113,7 @@ class FakeGraph:
 
     links: dict[tuple[str, str | None], DeltaPage | Exception] = field(default_factory=dict)
     calls: list[DeltaCall] = field(default_factory=list)
+    before_page: Callable[[str, str | None], object] | None = None
 
     def chain(self, folder_id: str, start: str | None, pages: list[list[dict[str, Any]]]) -> None:
         """Script a round from ``start``: pages joined by next links ending with a delta link."""
@@ -126,6 +131,8 @@ class FakeGraph:
         self.calls.append(DeltaCall(folder_id, resume_url, since))
         url = resume_url
         while True:
+            if self.before_page is not None:
+                self.before_page(folder_id, url)
             answer = self.links[(folder_id, url)]
             if isinstance(answer, Exception):
                 raise answer
@@ -167,6 +174,9 @@ class FakeEmails:
         assert company_ids == {"acme"}
         self.saved.append(item_id)
         return True
+
+    def save_page(self, *, kept: list[KeptMessage], **_: Any) -> list[bool]:
+        return [self.save(message=entry.message, company_ids=entry.company_ids) for entry in kept]
 
     def item(self, connection: str, item_id: str) -> dict[str, Any] | None:
         return {"emailKey": "k"} if item_id in self.saved else None
@@ -460,9 +470,9 @@ def test_run_walks_every_folder():
     # WHEN the job runs
     world.service.run(JOB)
 
-    # THEN both folders were read and each has its own cursor
-    assert [c.folder_id for c in world.graph.calls] == [INBOX.folder_id, SENT.folder_id]
-    assert world.emails.saved == ["in-1", "out-1"]
+    # THEN both folders were read (at once, so in either order) and each has its own cursor
+    assert sorted(c.folder_id for c in world.graph.calls) == [INBOX.folder_id, SENT.folder_id]
+    assert sorted(world.emails.saved) == ["in-1", "out-1"]
     assert len(world.tables.rows(CURSORS)) == 2
 
 
@@ -560,3 +570,167 @@ def test_run_blocking_rules_drop_before_storing_and_leave_only_a_decision():
     assert "m1" not in str(records)
     assert "customer.example" not in str(records)
     assert "Pension" not in str(records)
+
+
+ARCHIVE = Folder("archive-id", "Archive")
+
+
+def _hold_slots(world: World, count: int) -> None:
+    """Let other jobs (calendar, sending) hold ``count`` of the mailbox's four slots."""
+    others = LeaseTable(world.tables)  # type: ignore[arg-type]
+    slots = [f"slot-{n}" for n in range(4)]
+    for n in range(count):
+        assert others.take(mailbox_partition(TENANT, USER), slots, f"other-{n}") is not None
+
+
+def test_run_syncs_folders_at_once():
+    """Two folders are read at the same time: each first page waits for the other's request."""
+    # GIVEN two folders whose first pages are only answered once both were asked for
+    world = _world(_connection(folders=(INBOX, SENT)))
+    world.graph.chain(INBOX.folder_id, None, [[_mail("in-1")]])
+    world.graph.chain(SENT.folder_id, None, [[_mail("out-1")]])
+    both = threading.Barrier(2, timeout=10)
+    world.graph.before_page = lambda folder, url: both.wait() if url is None else None
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN both folders were stored and the round completed (a sequential walk would break
+    # the barrier and fail the job)
+    assert stats is not None
+    assert stats.complete is True
+    assert sorted(world.emails.saved) == ["in-1", "out-1"]
+
+
+def test_run_with_one_free_slot_walks_folders_one_after_another():
+    """With three slots held by other jobs, the job runs with one and reads folders in order."""
+    # GIVEN three folders and only one free slot
+    world = _world(_connection(folders=(INBOX, SENT, ARCHIVE)))
+    for folder in (INBOX, SENT, ARCHIVE):
+        world.graph.chain(folder.folder_id, None, [[_mail(f"{folder.folder_id}-1")]])
+    _hold_slots(world, 3)
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN the folders were read one after another, in the connection's order
+    assert [c.folder_id for c in world.graph.calls] == ["inbox-id", "sent-id", "archive-id"]
+
+
+def test_run_budget_continuation_names_the_folders_finished_this_round():
+    """A job cut by its page budget re-queues itself listing the folders it finished."""
+    # GIVEN one free slot (folders in order), a budget of two pages, Inbox of one page and
+    # Sent Items of three
+    world = _world(_connection(folders=(INBOX, SENT)), page_budget=2)
+    world.graph.chain(INBOX.folder_id, None, [[_mail("in-1")]])
+    world.graph.chain(SENT.folder_id, None, [[_mail(f"out-{n}")] for n in range(3)])
+    _hold_slots(world, 3)
+
+    # WHEN the job runs
+    stats = world.service.run(JOB)
+
+    # THEN it stopped after two pages and its continuation says Inbox is done
+    assert stats is not None
+    assert stats.complete is False
+    assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, {**JOB, "done": ["inbox-id"]}, 0)]
+    assert world.connections.rounds == []
+
+
+def test_run_continuation_does_not_read_finished_folders_and_completes_the_round():
+    """A continuation skips the folders its round finished; the round then completes."""
+    # GIVEN Inbox finished earlier in the round, and Sent Items with a page left
+    world = _world(_connection(folders=(INBOX, SENT)))
+    world.graph.chain(SENT.folder_id, None, [[_mail("out-9")]])
+
+    # WHEN the continuation runs
+    stats = world.service.run({**JOB, "done": ["inbox-id"]})
+
+    # THEN only Sent Items was read, and the round is recorded as complete
+    assert [c.folder_id for c in world.graph.calls] == [SENT.folder_id]
+    assert stats is not None
+    assert stats.complete is True
+    assert len(world.connections.rounds) == 1
+    assert world.queue.sent == []
+
+
+def test_run_continuation_cut_again_keeps_earlier_finished_folders():
+    """A second cut of the same round lists the folders every job before it finished too."""
+    # GIVEN Inbox finished by an earlier job, Sent Items finishing now, Archive too long
+    world = _world(_connection(folders=(INBOX, SENT, ARCHIVE)), page_budget=2)
+    world.graph.chain(SENT.folder_id, None, [[_mail("out-1")]])
+    world.graph.chain(ARCHIVE.folder_id, None, [[_mail(f"a-{n}")] for n in range(4)])
+    _hold_slots(world, 3)
+
+    # WHEN the continuation runs out of budget again
+    world.service.run({**JOB, "done": ["inbox-id"]})
+
+    # THEN its own continuation lists both finished folders
+    assert world.queue.sent[-1].job["done"] == ["inbox-id", "sent-id"]
+
+
+def test_run_one_folder_throttled_stops_the_others_and_requeues_once(monkeypatch):
+    """A folder throttled for long ends the whole job: one re-queue after Retry-After, no round."""
+    # GIVEN Sent Items throttled for two minutes on its second page, and a long Inbox whose
+    # pages after the first are answered only once the walk has been stopped
+    world = _world(_connection(folders=(INBOX, SENT)))
+    world.graph.chain(INBOX.folder_id, None, [[_mail(f"in-{n}")] for n in range(50)])
+    world.graph.links[(SENT.folder_id, None)] = DeltaPage([_mail("out-1")], "sent-next", None)
+    world.graph.links[(SENT.folder_id, "sent-next")] = ThrottledError("429", retry_after_s=120)
+    stopped = threading.Event()
+    stop = PageBudget.stop
+
+    def stop_and_tell(budget: PageBudget) -> None:
+        stop(budget)
+        stopped.set()
+
+    monkeypatch.setattr(PageBudget, "stop", stop_and_tell)
+    world.graph.before_page = lambda folder, url: (
+        stopped.wait(10) if folder == INBOX.folder_id and url else None
+    )
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN the job surfaced the throttling as the sequential walk did, and Inbox stopped at the
+    # page it had stored: its cursor names the next one, which the next job reads
+    assert result is None
+    assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, JOB, 121)]
+    assert world.connections.rounds == []
+    # (Inbox's first page may come before or after the stop: stored and checkpointed, or not)
+    inbox = [item for item in world.emails.saved if item.startswith("in-")]
+    assert inbox in ([], ["in-0"])
+    assert "out-1" in world.emails.saved
+    cursor = world.cursor()
+    if inbox:
+        assert cursor is not None
+        assert cursor["nextLink"] == "inbox-id-from-None-next-1"
+    else:
+        assert cursor is None
+
+
+@pytest.mark.parametrize(
+    "done",
+    ["inbox-id", [7], [""], ["x" * 513], ["bad\nid"], ["é"], ["f"] * 51],
+    ids=["not-a-list", "int", "empty", "too-long", "control", "non-ascii", "too-many"],
+)
+def test_mail_job_parse_rejects_a_bad_done_list(done):
+    """A done field that is not a short list of printable folder ids raises InvalidJobError."""
+    # GIVEN a job whose done field the product never writes
+
+    # WHEN it is parsed, THEN it is refused
+    with pytest.raises(InvalidJobError, match="done"):
+        MailJob.parse({**JOB, "done": done})
+
+
+def test_mail_job_with_done_round_trips_through_message():
+    """A continuation job keeps its finished folders through parse and message."""
+    # GIVEN a continuation message
+    message = {**JOB, "done": ["inbox-id", "sent-id"]}
+
+    # WHEN it is parsed and written back
+    job = MailJob.parse(message)
+
+    # THEN the folders survive, and a job without any writes no done field
+    assert job.done == ("inbox-id", "sent-id")
+    assert job.as_message() == message
+    assert MailJob.parse(JOB).as_message() == JOB
