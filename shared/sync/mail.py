@@ -12,7 +12,8 @@ throttled for longer than it should wait re-queues itself with a visibility dela
 one folder stops the others at their next page and ends the job as it would have alone.
 
 A page's kept messages are saved together (:meth:`EmailStore.save_page`): one query for the
-item tombstones of the page, one transaction for its mailbox items.
+item tombstones of the page, one transaction for its mailbox items and one per index partition
+its rows share.
 
 Each message is decided by :func:`shared.rules.decide.decide` before anything is written: the
 company match, the tenant's switches and the tenant's and user's blocking rules, compiled once
