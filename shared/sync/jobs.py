@@ -320,16 +320,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def instant(value: Any) -> datetime:
     """Read an ISO 8601 time from Graph or a stored row as an aware instant.
 
-    A naive time is taken as UTC; a missing or malformed one reads as the epoch, which is older
-    than anything, so a purge watermark never lets it through by mistake.
+    A naive time is taken as UTC; a missing or malformed one, or one UTC cannot hold (year 1 at
+    +01:00), reads as the epoch, which is older than anything, so a purge watermark never lets
+    it through by mistake. The result is in UTC, so comparing it can never overflow.
     """
     if not isinstance(value, str) or not value:
         return EPOCH
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return EPOCH
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def purged_before(connection: Connection) -> datetime:

@@ -52,6 +52,8 @@ from shared.errors import (
     TransientError,
     ValidationError,
 )
+from shared.matching.addresses import parse_address
+from shared.sync.jobs import instant
 
 if TYPE_CHECKING:
     from shared.adapters.blobs import BlobBodyStore
@@ -110,6 +112,10 @@ def inbox_partitions(tenant_id: str) -> list[str]:
 
 def _inbox_partition(tenant_id: str, key: str) -> str:
     return table_key(tenant_id, "inbox", key[0])
+
+
+class _LookAlikeError(SyncError):
+    """Raised inside the store when a message reuses the Message-ID of a different email."""
 
 
 class EmailDeletedError(SyncError):
@@ -261,9 +267,24 @@ class EmailStore:
         if item_id in deleted or self._tombstoned(tenant_id, key):
             msg = f"email {key} was deleted in the product"
             raise EmailDeletedError(msg)
-        existing, row = self._write_email(
-            tenant_id, key, message, participants=kept.participants, company_ids=kept.company_ids
-        )
+        try:
+            existing, row = self._write_email(
+                tenant_id,
+                key,
+                message,
+                participants=kept.participants,
+                company_ids=kept.company_ids,
+            )
+        except _LookAlikeError:
+            # Another email holds this Message-ID: this one is stored apart, as one without it.
+            key = email_key(tenant_id, None, connection, item_id)
+            existing, row = self._write_email(
+                tenant_id,
+                key,
+                message,
+                participants=kept.participants,
+                company_ids=kept.company_ids,
+            )
         item = self._link(tenant_id, user_id, connection, key, message)
         guard_entity(ITEMS, item)
         return _Staged(position, key, item_id, row, message, existing is None, item)
@@ -352,6 +373,10 @@ class EmailStore:
         race re-reads and merges again, so two holders syncing one email at the same moment
         leave one row, one sort time and so one index row per company.
 
+        A stored row is only merged with a copy of the same email: same sender and sent time
+        (:func:`copy_fingerprint`). A message that merely reuses its Message-ID is refused, so
+        it can neither overwrite the row nor make its holder one of the email's.
+
         Returns:
             The row as it was before (``None`` when this write created it), and as written.
 
@@ -360,7 +385,11 @@ class EmailStore:
         """
         partition = email_partition(tenant_id, key)
         existing = self._tables.get(EMAILS, partition, key)
+        fingerprint = copy_fingerprint(message)
         for _ in range(SAVE_ATTEMPTS):
+            if existing is not None and existing.get("fingerprint", fingerprint) != fingerprint:
+                msg = f"email {key} is held by another email with the same Message-ID"
+                raise _LookAlikeError(msg)
             sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
             row = _email_row(
                 tenant_id,
@@ -521,7 +550,18 @@ class EmailStore:
         item = self.item(connection, item_id)
         if item is None:
             return False
+        if self._held_elsewhere(connection, item):
+            # The same email sits in another folder of this mailbox (a copy sent to oneself):
+            # only this item goes; the user still holds the email.
+            self._tables.delete(ITEMS, connection, str(item["RowKey"]))
+            return False
         return self._release(tenant_id, user_id, connection, item) is Release.REMOVED
+
+    def _held_elsewhere(self, connection: str, item: Entity) -> bool:
+        """Tell whether another item of the same mailbox links to this item's email."""
+        where = "PartitionKey eq @pk and emailKey eq @key"
+        rows = self._tables.query(ITEMS, where, {"pk": connection, "key": item["emailKey"]})
+        return any(row["RowKey"] != item["RowKey"] for row in rows)
 
     def thread_companies(
         self, tenant_id: str, internet_message_ids: Sequence[str]
@@ -742,7 +782,22 @@ def _email_row(
         "hasAttachments": bool(message.get("hasAttachments")),
         "companyIds": json.dumps(sorted(companies)),
         "sortTime": sort_time,
+        "fingerprint": copy_fingerprint(message),
     }
+
+
+def copy_fingerprint(message: Mapping[str, Any]) -> str:
+    """Return what every copy of one email shares: its sender's address and its sent time.
+
+    Each mailbox holding an email has its own copy with the same ``from`` and ``sentDateTime``;
+    a message that only reuses the Message-ID (which everyone on a thread can read in
+    ``In-Reply-To``) almost never has both.
+    """
+    sender = _address(message.get("from")).get("address", "")
+    parsed = parse_address(sender) if sender else None
+    sent = instant(message.get("sentDateTime"))
+    text = f"{parsed.address if parsed else sender.casefold()}\n{sent.isoformat()}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def _address(value: Any) -> dict[str, str]:
@@ -781,15 +836,8 @@ def _sort_time(message: Mapping[str, Any]) -> str:
 
     A date in the future is clamped to now, so no message can pin itself to the top.
     """
-    stamp = message.get("receivedDateTime") or message.get("sentDateTime") or ""
-    try:
-        moment = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    except ValueError:
-        moment = datetime(1970, 1, 1, tzinfo=UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = min(moment.astimezone(UTC), datetime.now(UTC))
-    return moment.isoformat(timespec="seconds")
+    moment = instant(message.get("receivedDateTime") or message.get("sentDateTime"))
+    return min(moment, datetime.now(UTC)).isoformat(timespec="seconds")
 
 
 _CURSOR = re.compile(r"[0-9]{10}\|[0-9a-f]{64}")

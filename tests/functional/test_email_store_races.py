@@ -31,7 +31,8 @@ def store(azurite: Azurite) -> tuple[EmailStore, TableEntityStore]:
 
 
 def _copy(message_id: str, item_id: str, received: str) -> dict[str, Any]:
-    """One mailbox's copy of a message: same Message-ID, its own id and receive time."""
+    """One mailbox's copy of a message: same Message-ID, sender and sent time; its own id and
+    receive time."""
     sender = {"emailAddress": {"name": "", "address": "jane@acme.example"}}
     return {
         "id": item_id,
@@ -41,7 +42,7 @@ def _copy(message_id: str, item_id: str, received: str) -> dict[str, Any]:
         "sender": sender,
         "toRecipients": [{"emailAddress": {"name": "", "address": "ann@vendor.example"}}],
         "receivedDateTime": received,
-        "sentDateTime": received,
+        "sentDateTime": "2024-05-01T09:59:00Z",
         "body": {"contentType": "text", "content": "hello"},
     }
 

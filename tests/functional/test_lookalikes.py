@@ -21,6 +21,22 @@ from tests.functional.conftest import Tenant
 pytestmark = pytest.mark.stack
 
 
+def mail_from(sender: str, to: str, subject: str) -> dict[str, Any]:
+    """A Graph message received a day ago, with a new Message-ID."""
+    sent = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "internetMessageId": f"<{uuid.uuid4()}@mail.example>",
+        "subject": subject,
+        "from": {"emailAddress": {"name": "", "address": sender}},
+        "sender": {"emailAddress": {"name": "", "address": sender}},
+        "toRecipients": [{"emailAddress": {"name": "", "address": to}}],
+        "sentDateTime": sent,
+        "receivedDateTime": sent,
+        "body": {"contentType": "text", "content": subject},
+        "bodyPreview": subject,
+    }
+
+
 def meeting_in_three_days(organizer: str, attendee: str, subject: str) -> dict[str, Any]:
     """A one-hour Graph event three days on, with one attendee."""
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=3)
@@ -86,3 +102,106 @@ def test_genuine_copies_of_a_meeting_stay_one_record(tenant: Tenant) -> None:
     deleted = tenant.stack.call("DELETE", f"events/{stored['id']}", tenant.token(bob))
     assert deleted.status_code == 204
     assert tenant.company_events("Acme") == []
+
+
+def test_a_message_reusing_a_message_id_does_not_overwrite_a_colleagues_email(
+    tenant: Tenant,
+) -> None:
+    """Anyone who has seen a Message-ID (every thread participant: In-Reply-To, References).
+
+    Ann receives a customer email; it is stored. Mallory then sends Bob a different message
+    with the same Message-ID. The store keys one record per internetMessageId and a later
+    save rewrites it. Found: Ann's stored email now reads Mallory's subject, sender and body;
+    the customer's original text is gone from the product.
+    Expected: Ann still reads the email she received.
+    """
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = tenant.add_user("ann"), tenant.add_user("bob")
+    for upn in (ann, bob):
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    original = mail_from("cfo@acme.example", ann, "Confidential pricing")
+    original["body"] = {"contentType": "text", "content": "Our floor price is 42"}
+    tenant.stack.sim.add_message(ann, "Inbox", original)
+    tenant.sync()
+    [stored] = tenant.company_emails("Acme")
+    spoof = mail_from("mallory@acme.example", bob, "hello")
+    spoof["internetMessageId"] = original["internetMessageId"]
+    spoof["body"] = {"contentType": "text", "content": "nothing to see"}
+    tenant.stack.sim.add_message(bob, "Inbox", spoof)
+
+    tenant.sync()
+
+    seen = tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(ann)).json()
+    assert (seen["subject"], seen["from"]["address"], seen["body"]["content"]) == (
+        "Confidential pricing",
+        "cfo@acme.example",
+        "Our floor price is 42",
+    )
+
+
+def test_a_reused_message_id_does_not_let_a_colleague_read_an_email_outside_his_portfolio(
+    tenant: Tenant,
+) -> None:
+    """Bob, with an ``owned`` portfolio and no companies, may not read Ann's customer email.
+
+    Bob gets a message carrying the same Message-ID and any From at the customer's domain (a
+    thread participant can send one; From is not authenticated). That makes him a holder of
+    the one record,
+    and "an email is readable when ... the caller's own mailbox holds it". Once Ann's copy
+    changes in her mailbox (she reads it), her copy is saved over the record again.
+    Found: Bob's GET /api/emails/{id} answers 200 with Ann's subject, recipients and body.
+    Expected: 404, as before the lookalike arrived (or only what his own copy says).
+    """
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = tenant.add_user("ann"), tenant.add_user("bob")
+    for upn in (ann, bob):
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    policy = {"default": {"portfolio": "owned", "features": ["mail"], "workflows": []}}
+    tenant.stack.call("PUT", "admin/permissions", tenant.admin, json=policy).raise_for_status()
+    original = mail_from("cfo@acme.example", ann, "Confidential pricing")
+    original["body"] = {"contentType": "text", "content": "Our floor price is 42"}
+    ann_copy = tenant.stack.sim.add_message(ann, "Inbox", original)
+    tenant.sync()
+    [stored] = tenant.company_emails("Acme")
+    before = tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(bob))
+    lookalike = mail_from("mallory@acme.example", bob, "hello")
+    lookalike["internetMessageId"] = original["internetMessageId"]
+    tenant.stack.sim.add_message(bob, "Inbox", lookalike)
+    tenant.sync()
+    tenant.stack.sim.update_message(ann, ann_copy, {"isRead": True})
+
+    tenant.sync()
+
+    after = tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(bob))
+    assert before.status_code == 404
+    assert after.status_code == 404, after.text[:300]
+
+
+def test_a_reused_message_id_does_not_let_its_holder_delete_a_colleagues_email(
+    tenant: Tenant,
+) -> None:
+    """The same root cause as above, through the power tools.
+
+    Mallory sends Bob a message reusing the Message-ID of Ann's stored customer email; Bob
+    becomes a "holder" of Ann's record, and a holder may delete an email for the whole tenant.
+    Found: Bob's DELETE /api/emails/{id} answers 204; Ann's email is gone for everyone and its
+    tombstone keeps it out for good.
+    Expected: Bob's lookalike never makes him a holder of Ann's email (403 or 404 here).
+    """
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = tenant.add_user("ann"), tenant.add_user("bob")
+    for upn in (ann, bob):
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    original = mail_from("cfo@acme.example", ann, "Confidential pricing")
+    tenant.stack.sim.add_message(ann, "Inbox", original)
+    tenant.sync()
+    [stored] = tenant.company_emails("Acme")
+    lookalike = mail_from("mallory@acme.example", bob, "hello")
+    lookalike["internetMessageId"] = original["internetMessageId"]
+    tenant.stack.sim.add_message(bob, "Inbox", lookalike)
+    tenant.sync()
+
+    deleted = tenant.stack.call("DELETE", f"emails/{stored['id']}", tenant.token(bob))
+
+    assert deleted.status_code in (403, 404), deleted.status_code
+    assert tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(ann)).status_code == 200

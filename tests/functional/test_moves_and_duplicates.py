@@ -10,6 +10,7 @@ from azure.data.tables import TableServiceClient
 from shared.adapters.tablelimits import table_key
 from shared.sync.connections import MAIL, connection_key
 from tests.functional.conftest import Tenant
+from tests.functional.test_lookalikes import mail_from
 from tests.functional.test_mail_sync import message
 from tests.functional.test_sync_resilience import connected, last_round, stored_ids
 
@@ -122,3 +123,26 @@ def test_message_moved_to_an_unsynced_folder_records_the_folder_the_get_found(
     archive = tenant.stack.sim.folder_id(upn, "archive")
     assert mailbox_item(tenant, upn, item)["folderId"] == archive
     assert last_round(tenant, upn)["lastRound"]["unlinked"] == 0
+
+
+def test_deleting_one_copy_keeps_an_email_another_folder_still_holds(tenant: Tenant) -> None:
+    """An email in Sent Items and Inbox (sent to oneself too) stays when one copy is deleted."""
+    # GIVEN Ann's proposal to a customer, copied to herself, synced from both folders
+    tenant.add_company("Acme", ["acme.example"])
+    upn = tenant.add_user("ann")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    proposal = mail_from(upn, "cfo@acme.example", "Proposal")
+    proposal["toRecipients"].append({"emailAddress": {"name": "", "address": upn}})
+    tenant.stack.sim.add_message(upn, "Sent Items", proposal)
+    inbox_copy = tenant.stack.sim.add_message(upn, "Inbox", proposal)
+    tenant.sync()
+    before = [e["subject"] for e in tenant.company_emails("Acme")]
+
+    # WHEN she deletes the Inbox copy in Outlook and two rounds run
+    tenant.stack.sim.delete_message(upn, inbox_copy)
+    tenant.sync()
+    tenant.sync()
+
+    # THEN the email is still stored, once
+    assert before == ["Proposal"]
+    assert [e["subject"] for e in tenant.company_emails("Acme")] == ["Proposal"]
