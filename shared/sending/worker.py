@@ -17,7 +17,10 @@ Each delivery of an ``outbox`` job resumes from the state its row records:
   went through before a crash kept it from being recorded, so it is recorded as ``sent``
   without sending again; otherwise ``POST /send``, then ``sent``.
 
-Graph refusing a step for good marks the item ``failed`` and deletes its draft. Throttling puts
+Each delivery holds one of the sender's mailbox request slots (:mod:`shared.sync.leases`), so
+sending never adds a fifth request in flight beside the mailbox's sync jobs; with none free, the
+job is sent again a few seconds later. Graph refusing a step for good marks the item ``failed``
+and deletes its draft. Throttling puts
 the job back on the queue after ``Retry-After``; other transient failures let the host retry,
 and a job that keeps failing lands in ``outbox-poison``, whose worker marks it ``failed``.
 
@@ -79,6 +82,7 @@ from shared.sending.schedule import (
 )
 from shared.sync.connections import MAIL, connection_key
 from shared.sync.eventtimes import zone_of
+from shared.sync.leases import MailboxGate
 from shared.sync.store import email_key
 
 if TYPE_CHECKING:
@@ -183,7 +187,9 @@ class OutboxWorker:
         tokens: TokenSource,
         settings: TenantSettings,
         clock: Callable[[], datetime] | None = None,
+        gate: MailboxGate | None = None,
     ) -> None:
+        self._gate = gate or MailboxGate(tables, queue)
         self._tables = tables
         self._blobs = blobs
         self._queue = queue
@@ -208,6 +214,13 @@ class OutboxWorker:
             extra = {"tenant": tenant_id, "outbox_id": item_id}
             logger.info("outbox job skipped: unknown or finished", extra=extra)
             return
+        with self._gate.request_slot(tenant_id, str(row["userId"]), OUTBOX_QUEUE, message) as ok:
+            # Without a free request slot of the mailbox the job was sent again for later.
+            if ok:
+                self._run_row(tenant_id, item_id, row)
+
+    def _run_row(self, tenant_id: str, item_id: str, row: Entity) -> None:
+        """Advance one outbox item holding a request slot of its sender's mailbox."""
         token = ""
         user_id = str(row["userId"])
         try:

@@ -11,7 +11,8 @@ and user object id):
   asks for :data:`MAIL_SLOTS` (3, leaving one for the mailbox's calendar job), takes as many of
   them as are free, at least one, and syncs that many folders at once, one request in flight
   per folder (:meth:`MailboxGate.admit_slots`); so the mailbox never has more requests in
-  flight than slots held.
+  flight than slots held. A sending job holds one slot and no connection
+  (:meth:`MailboxGate.request_slot`), since several emails of one user may go at once.
 - ``conn-<kind>``: the one job syncing that connection. A second job never runs beside it.
 - ``wait-<kind>``: the one job waiting for a busy connection. The first job to find the
   connection busy takes this row and re-queues itself every :data:`WAIT_S` seconds, carrying its
@@ -31,9 +32,9 @@ seconds shorten or stretch a lease by as much. A job whose renewals keep failing
 out of reach for :data:`LEASE_S`) loses its leases while it still runs, and another job may then
 start beside it; the cursor ETags keep the data right, but the mailbox may briefly see one request
 more than the slots count. Requests made outside these leases (consent, the folder list of the
-API, meetings created through the API, the outbox worker's sends) are not counted, so with a
-mail job holding three slots and a calendar job the fourth, such a request is a fifth in flight,
-which Outlook may refuse with 429 (handled as throttling).
+API, meetings created through the API) are not counted, so with a mail job holding three slots
+and a calendar job the fourth, such a request is a fifth in flight, which Outlook may refuse
+with 429 (handled as throttling).
 """
 
 from __future__ import annotations
@@ -293,6 +294,27 @@ class MailboxGate:
                 yield len(held) - 1
         finally:
             self._release(held)
+
+    @contextmanager
+    def request_slot(
+        self, tenant_id: str, user_id: str, queue: str, job: Mapping[str, Any]
+    ) -> Iterator[bool]:
+        """Hold one request slot of the mailbox, and no connection, while the body runs.
+
+        For jobs of which several may run for one mailbox at once (sending). Yields False when
+        every slot is held: the job has been re-queued on ``queue`` and the body must end.
+        """
+        partition = mailbox_partition(tenant_id, user_id)
+        slot = self._leases.take(partition, self._slot_order(), uuid.uuid4().hex)
+        if slot is None:
+            self._requeue(queue, job, self._slot_retry_s, "mailbox_busy")
+            yield False
+            return
+        try:
+            with _Keeper(self._leases, [slot], self._lease_s / 3):
+                yield True
+        finally:
+            self._release([slot])
 
     @contextmanager
     def hold_connection(self, tenant_id: str, user_id: str, kind: str) -> Iterator[bool]:

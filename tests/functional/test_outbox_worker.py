@@ -33,6 +33,7 @@ from shared.sending.message import MB, parse_email
 from shared.sending.outbox import OUTBOX, OutboxService, outbox_job, payload_name, record_item
 from shared.sending.schedule import DoNotDisturb
 from shared.sending.worker import OutboxWorker
+from shared.sync.leases import LeaseTable, mailbox_partition
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite
@@ -518,3 +519,29 @@ def test_a_token_graph_refuses_is_refreshed_once_and_the_email_goes_once(rig: Ri
     assert refreshed == [False, True]
     assert rig.state(job)["state"] == "sent"
     assert len(rig.sim.messages(rig.upn, "sentitems")) == 1
+
+
+def test_busy_mailbox_sends_nothing_until_a_request_slot_is_free(rig: Rig):
+    """With all four request slots of the sender's mailbox held, the email waits its turn."""
+    # GIVEN a queued email and other jobs holding every request slot of the sender's mailbox
+    job = rig.submit(kind="manual")
+    leases = LeaseTable(rig.tables)
+    partition = mailbox_partition(rig.tenant_id, rig.user_id)
+    held = [leases.take(partition, [f"slot-{n}"], "sync-job") for n in range(4)]
+
+    # WHEN the worker runs the job
+    rig.worker().run(job)
+
+    # THEN nothing reached Graph and the job was sent again for a few seconds later
+    assert rig.state(job)["state"] == "queued"
+    assert rig.posts("/messages") == 0
+    [(queue, again, delay)] = rig.queue.sent
+    assert (queue, again) == ("outbox", job)
+    assert 1 <= delay <= 10
+
+    # WHEN a slot is free again and the job comes back
+    leases.release(held[2])
+    rig.worker().run(again)
+
+    # THEN it is sent
+    assert rig.state(job)["state"] == "sent"
