@@ -27,14 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from shared.errors import ValidationError
 
 OUT_OF_RANGE = "must be a date-time between the years 1 and 9999 in UTC and in the event's zone"
+UTC_NAMES = frozenset({"UTC", "Z", "GMT", "ETC/UTC"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +61,28 @@ class EventTimes:
 
 
 def zone_of(name: str | None) -> tzinfo | None:
-    """Return the zone for an IANA or Windows zone name, or ``None`` when it is unknown."""
-    if not name or name.strip().upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
+    """Return the zone for an IANA or Windows zone name, or ``None`` when it is unknown.
+
+    Only a zone of the database (or a Windows name mapped to one) is read, so a folder of the
+    database (``America``), a path (``../x``, ``Europe//Paris``) or a file that holds no zone is
+    unknown like any other name, never an error.
+    """
+    if not name or name.strip().upper() in UTC_NAMES:
         return UTC
-    try:
-        return ZoneInfo(WINDOWS_TO_OLSON.get(name.strip(), name.strip()))
-    except (ZoneInfoNotFoundError, ValueError):
+    key = WINDOWS_TO_OLSON.get(name.strip(), name.strip())
+    if key not in _zone_keys():
         return None
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # A listed zone that cannot be read now (the database changed under the process).
+        return None
+
+
+@cache
+def _zone_keys() -> frozenset[str]:
+    # "localtime" is the host's own zone, which no caller or calendar can mean.
+    return frozenset(available_timezones() - {"localtime"})
 
 
 def parse_instant(value: Any, field: str) -> datetime:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.errors import ValidationError
-from shared.sync.eventtimes import event_times, occurrence_anchor
+from shared.sync.eventtimes import event_times, occurrence_anchor, zone_of
 
 ZONES = ["Pacific Standard Time", "Singapore Standard Time", "America/Los_Angeles", "Asia/Tokyo"]
 
@@ -179,3 +180,61 @@ def test_occurrence_anchor_unreadable_original_start_is_a_validation_error() -> 
     with pytest.raises(ValidationError) as raised:
         occurrence_anchor(event, event_times(event))
     assert raised.value.field == "originalStart"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "America",
+        "Etc",
+        "Europe",
+        "../x",
+        "Europe//Paris",
+        "Europe/Paris/",
+        "/etc/localtime",
+        "localtime",
+        "zone.tab",
+        "right/UTC",
+        "x\x00y",
+        pytest.param("a" * 300, id="name-too-long"),
+    ],
+)
+def test_zone_of_name_that_is_no_zone_is_unknown(name: str) -> None:
+    """A folder, a path, a data file or an odd name of the zone database is an unknown zone."""
+    # GIVEN a name that reaches the zone database but names no zone in it
+    # WHEN it is read
+    zone = zone_of(name)
+
+    # THEN it is unknown, never an error
+    assert zone is None
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("America/New_York", "America/New_York"),
+        (" Europe/Paris ", "Europe/Paris"),
+        ("Pacific Standard Time", "America/Los_Angeles"),
+        ("US/Eastern", "US/Eastern"),
+    ],
+)
+def test_zone_of_iana_and_windows_names_are_read(name: str, key: str) -> None:
+    """An IANA name (or an old link to one) and a Windows name give their zone."""
+    # GIVEN a zone name as a caller or Graph writes it
+    # WHEN it is read
+    zone = zone_of(name)
+
+    # THEN it is the zone of the database it names
+    assert zone == ZoneInfo(key)
+
+
+def test_event_times_all_day_in_a_zone_folder_is_read_by_the_nearest_midnight() -> None:
+    """A synced all-day event whose zone is a folder name is dated, not an error for the job."""
+    # GIVEN an all-day event given as instants, in a zone named after a folder of the database
+    event = all_day("2026-03-10T05:00:00", "2026-03-11T05:00:00", "America")
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN the zone is unknown, so the nearest midnights give its one day
+    assert (times.start_date, times.end_date) == (date(2026, 3, 10), date(2026, 3, 11))
