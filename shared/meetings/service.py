@@ -1,9 +1,10 @@
 """Create a meeting with customer attendees in the caller's own calendar, through Graph.
 
 The request is checked whole before Graph is called: a subject, a start before the end (ISO
-8601 instants with an offset that UTC and the meeting's zone can hold, or dates for an all-day
-meeting, end exclusive), attendees that are mail addresses and include at least one customer (a
-company contact, or an address at a company's domain). Graph creates the event (and invites
+8601 instants with an offset, or dates for an all-day meeting, end exclusive, within the years
+1900 to 2999 that sync keeps, see :mod:`shared.sync.eventtimes`), attendees that are mail
+addresses and include at least one customer (a company contact, or an address at a company's
+domain). Graph creates the event (and invites
 the attendees); the product then stores it at once, under the same key sync uses (its
 ``iCalUId`` and start), so when the event syncs back from the calendar it updates that record
 instead of adding a second one.
@@ -15,14 +16,14 @@ are); recurring meetings cannot be created here.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import NotFoundError, ValidationError
 from shared.matching.addresses import parse_address
 from shared.matching.companies import classify
 from shared.sync.connections import ACTIVE, CALENDAR
-from shared.sync.eventtimes import zone_of
+from shared.sync.eventtimes import date_in_range, in_range, zone_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -163,29 +164,24 @@ def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool = F
 
 def _instants(body: Mapping[str, Any], zone_name: str) -> tuple[str, str]:
     zone = zone_of(zone_name) or UTC
-    found = [_instant(body.get(field), field, zone) for field in ("start", "end")]
+    found = [_instant(body.get(field), field) for field in ("start", "end")]
     if found[1] <= found[0]:
         name = "end"
         raise ValidationError(name, "must be after start")
     # Graph takes a wall-clock time in the named zone.
-    local = [m.replace(tzinfo=None).isoformat() for m in found]
+    local = [m.astimezone(zone).replace(tzinfo=None).isoformat() for m in found]
     return local[0], local[1]
 
 
-def _instant(value: Any, field: str, zone: tzinfo) -> datetime:
-    """Read an instant with an offset as a time in ``zone``, refusing what no zone can hold."""
+def _instant(value: Any, field: str) -> datetime:
+    """Read an instant with an offset as a UTC instant within the times the product keeps."""
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ValidationError(field, "must be an ISO 8601 date-time with an offset")
-    try:
-        moment.astimezone(UTC)
-        return moment.astimezone(zone)
-    except OverflowError as error:
-        rule = "must be a date-time between the years 1 and 9999 in UTC and in timeZone"
-        raise ValidationError(field, rule) from error
+    return in_range(moment, field)
 
 
 def _dates(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -198,7 +194,7 @@ def _dates(body: Mapping[str, Any]) -> tuple[str, str]:
             day = None
         if day is None:
             raise ValidationError(field, "must be a date (YYYY-MM-DD) for an all-day meeting")
-        found.append(day)
+        found.append(date_in_range(day, field))
     if found[1] <= found[0]:
         name = "end"
         raise ValidationError(name, "must be after start (the end date is exclusive)")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.functional.conftest import Tenant
-from tests.functional.test_calendar_sync import at, connected
+from tests.functional.test_calendar_sync import at, connected, graph_time, meeting
 
 pytestmark = pytest.mark.stack
 
@@ -55,6 +55,23 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     (
         "end past year 9999 in the zone",
         {**good_meeting(), "end": "9999-12-31T23:30:00+00:00", "timeZone": "Asia/Tokyo"},
+        "end",
+    ),
+    (
+        "start in year 1",
+        {**good_meeting(), "start": "0001-01-01T00:00:00+00:00", "end": "0001-01-01T01:00:00Z"},
+        "start",
+    ),
+    ("start before 1900", {**good_meeting(), "start": "1899-12-31T23:59:59+00:00"}, "start"),
+    ("end after 2999", {**good_meeting(), "end": "3000-01-01T00:00:01+00:00"}, "end"),
+    (
+        "all-day start in year 1",
+        {**good_meeting(), "isAllDay": True, "start": "0001-01-01", "end": "0001-01-02"},
+        "start",
+    ),
+    (
+        "all-day end after 2999",
+        {**good_meeting(), "isAllDay": True, "start": "2999-12-31", "end": "3000-01-02"},
         "end",
     ),
     ("unknown zone", {**good_meeting(), "timeZone": "Mars/Olympus_Mons"}, "timeZone"),
@@ -191,3 +208,29 @@ def test_create_all_day_meeting_syncs_back_as_one_record_with_dates(
     items = tenant.stack.call("GET", "me/connections", tenant.token(ann)).json()["items"]
     calendar = next(c for c in items if c["kind"] == "calendar")
     assert calendar["lastRound"]["storedNew"] == 0
+
+
+def test_calendar_sync_event_outside_the_years_kept_is_dropped_as_bad_times(
+    tenant: Tenant,
+) -> None:
+    """A synced event that starts in year 1 is dropped with a reason; the calendar job goes on."""
+    # GIVEN a calendar holding a customer meeting and two customer events that began in year 1
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    tenant.stack.sim.add_event(ann, meeting("Renewal", ann, [CUSTOMER], at(3)))
+    ancient = meeting("Ancient", ann, [CUSTOMER], at(3), end=graph_time(at(4)))
+    ancient["start"] = {"dateTime": "0001-01-01T00:00:00", "timeZone": "UTC"}
+    tenant.stack.sim.add_event(ann, ancient)
+    whole_days = {**ancient, "subject": "Ancient days", "isAllDay": True}
+    whole_days["end"] = {"dateTime": f"{at(4).date().isoformat()}T00:00:00", "timeZone": "UTC"}
+    tenant.stack.sim.add_event(ann, whole_days)
+
+    # WHEN the calendar syncs
+    tenant.sync()
+
+    # THEN the meeting is stored, both old events are dropped as bad_times, and the job completed
+    assert [e["subject"] for e in tenant.company_events("Acme")] == ["Renewal"]
+    items = tenant.stack.call("GET", "me/connections", tenant.token(ann)).json()["items"]
+    calendar = next(c for c in items if c["kind"] == "calendar")
+    assert (calendar["state"], calendar["lastError"]) == ("active", None)
+    assert calendar["lastRound"]["dropped"] == {"bad_times": 2}

@@ -153,7 +153,7 @@ def test_occurrence_anchor_moved_exception_keeps_original_start() -> None:
             },
             "end",
         ),
-        (all_day("9999-12-31T00:00:00", "9999-12-31T00:00:00", "UTC"), "end"),
+        (all_day("9999-12-31T00:00:00", "9999-12-31T00:00:00", "UTC"), "start"),
     ],
 )
 def test_event_times_beyond_what_utc_can_hold_is_a_validation_error(
@@ -238,3 +238,50 @@ def test_event_times_all_day_in_a_zone_folder_is_read_by_the_nearest_midnight() 
 
     # THEN the zone is unknown, so the nearest midnights give its one day
     assert (times.start_date, times.end_date) == (date(2026, 3, 10), date(2026, 3, 11))
+
+
+def timed(start: str, end: str) -> dict[str, Any]:
+    """A Graph timed event as asked for in UTC."""
+    return {
+        "start": {"dateTime": start, "timeZone": "UTC"},
+        "end": {"dateTime": end, "timeZone": "UTC"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (timed("0001-01-01T00:00:00", "0001-01-01T01:00:00"), "start"),
+        (timed("1899-12-31T23:59:59", "1900-01-01T01:00:00"), "start"),
+        (timed("2999-12-31T23:00:00", "3000-01-01T00:00:01"), "end"),
+        (all_day("0001-01-01T00:00:00", "0001-01-02T00:00:00", "UTC"), "start"),
+        (all_day("2999-12-31T00:00:00", "3000-01-02T00:00:00", "UTC"), "end"),
+    ],
+    ids=["year-1", "before-1900", "after-2999", "all-day-year-1", "all-day-after-2999"],
+)
+def test_event_times_outside_the_years_kept_is_a_validation_error(
+    event: dict[str, Any], field: str
+) -> None:
+    """A time outside 1900 to 2999, which the stores cannot key, is refused naming its field."""
+    # GIVEN a Graph event with a time outside the years the product keeps
+    # WHEN / THEN reading its times raises ValidationError naming the field
+    with pytest.raises(ValidationError) as raised:
+        event_times(event)
+    assert raised.value.field == field
+
+
+def test_event_times_at_the_edges_of_the_years_kept_is_read() -> None:
+    """Times exactly on the first and the last moment kept are read like any other."""
+    # GIVEN a timed and an all-day event that span the whole range kept
+    moments = timed("1900-01-01T00:00:00", "3000-01-01T00:00:00")
+    days = all_day("1900-01-01T00:00:00", "3000-01-01T00:00:00", "UTC")
+
+    # WHEN their times are read
+    read, dated = event_times(moments), event_times(days)
+
+    # THEN both keep their bounds
+    assert (read.start, read.end) == (
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(3000, 1, 1, tzinfo=UTC),
+    )
+    assert (dated.start_date, dated.end_date) == (date(1900, 1, 1), date(3000, 1, 1))
