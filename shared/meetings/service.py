@@ -9,8 +9,14 @@ the attendees); the product then stores it at once, under the same key sync uses
 ``iCalUId`` and start), so when the event syncs back from the calendar it updates that record
 instead of adding a second one.
 
+A timed meeting is sent to Graph as wall-clock times in its ``timeZone``, unless its start or
+end falls in the hour the clocks repeat when they go back: such a time names two instants, so
+the meeting is sent in UTC and Outlook records UTC as its zone.
+
 Known limitations: the Graph call is made outside the mailbox's request leases (as consent's
-are); recurring meetings cannot be created here.
+are); recurring meetings cannot be created here. An all-day meeting is sent as midnights in its
+zone, as Graph takes all-day events, also on a day whose midnight the zone skips or repeats
+(Santiago and Havana change their clocks at midnight); how Graph places such a day is not known.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from shared.errors import NotFoundError, ValidationError
 from shared.matching.addresses import parse_address
 from shared.matching.companies import classify
 from shared.sync.connections import ACTIVE, CALENDAR
-from shared.sync.eventtimes import date_in_range, in_range, zone_of
+from shared.sync.eventtimes import date_in_range, in_range, names_one_instant, zone_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -142,7 +148,7 @@ def _checked(body: Mapping[str, Any]) -> _Meeting:
     if zone_of(zone_name) is None:
         name = "timeZone"
         raise ValidationError(name, "must be an IANA or Windows time zone name")
-    times = _dates(body) if all_day else _instants(body, zone_name)
+    times, zone_name = (_dates(body), zone_name) if all_day else _instants(body, zone_name)
     return _Meeting(
         subject=subject,
         times=times,
@@ -162,15 +168,22 @@ def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool = F
     return value.strip()
 
 
-def _instants(body: Mapping[str, Any], zone_name: str) -> tuple[str, str]:
-    zone = zone_of(zone_name) or UTC
+def _instants(body: Mapping[str, Any], zone_name: str) -> tuple[tuple[str, str], str]:
+    """Return a timed meeting's start and end as Graph takes them, and the zone they are in.
+
+    Graph reads a ``dateTime`` as a wall-clock time in its ``timeZone``. The meeting's own zone
+    is used when both times name the instants asked for; when one falls in the hour the clocks
+    repeat (01:30 on the night New York goes back names two instants), both go in UTC instead.
+    """
     found = [_instant(body.get(field), field) for field in ("start", "end")]
     if found[1] <= found[0]:
         name = "end"
         raise ValidationError(name, "must be after start")
-    # Graph takes a wall-clock time in the named zone.
-    local = [m.astimezone(zone).replace(tzinfo=None).isoformat() for m in found]
-    return local[0], local[1]
+    zone = zone_of(zone_name) or UTC
+    local = [moment.astimezone(zone).replace(tzinfo=None) for moment in found]
+    if not all(names_one_instant(wall, zone) for wall in local):
+        zone_name, local = "UTC", [moment.replace(tzinfo=None) for moment in found]
+    return (local[0].isoformat(), local[1].isoformat()), zone_name
 
 
 def _instant(value: Any, field: str) -> datetime:

@@ -91,6 +91,16 @@ def _zone_keys() -> frozenset[str]:
     return frozenset(available_timezones() - {"localtime"})
 
 
+def names_one_instant(wall: datetime, zone: tzinfo) -> bool:
+    """Tell whether a wall-clock time happens exactly once in a zone.
+
+    A time in the hour the clocks repeat when they go back (a fold) happens twice, and one in
+    the hour they skip when they go forward (a gap) never does: neither names one instant.
+    """
+    first, second = (wall.replace(tzinfo=zone, fold=fold) for fold in (0, 1))
+    return first.utcoffset() == second.utcoffset()
+
+
 def parse_instant(value: Any, field: str) -> datetime:
     """Read a Graph ``dateTimeTimeZone`` (or an ISO 8601 string) as an aware UTC instant.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -234,3 +234,68 @@ def test_calendar_sync_event_outside_the_years_kept_is_dropped_as_bad_times(
     calendar = next(c for c in items if c["kind"] == "calendar")
     assert (calendar["state"], calendar["lastError"]) == ("active", None)
     assert calendar["lastRound"]["dropped"] == {"bad_times": 2}
+
+
+def _meeting_in(zone: str, start: str, end: str) -> dict[str, Any]:
+    """The good meeting at two instants, in a named zone."""
+    return {**good_meeting(), "start": start, "end": end, "timeZone": zone}
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2026-11-01T01:30:00-05:00", "2026-11-01T02:30:00-05:00"),
+        ("2026-11-01T01:30:00-04:00", "2026-11-01T01:15:00-05:00"),
+    ],
+    ids=["second-0130", "end-wall-time-before-start"],
+)
+def test_create_meeting_in_the_repeated_hour_keeps_the_instants_asked_for(
+    tenant: Tenant, start: str, end: str
+) -> None:
+    """A meeting in the hour New York repeats is created and stored at the instants asked for."""
+    # GIVEN a user with a connected calendar, and a meeting on the night clocks go back
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    body = _meeting_in("America/New_York", start, end)
+
+    # WHEN it is created
+    answer = tenant.stack.call("POST", "me/events", tenant.token(ann), json=body)
+
+    # THEN Outlook and the store hold those instants, in UTC, as its wall times name two
+    assert answer.status_code == 201, answer.text
+    [stored] = tenant.company_events("Acme")
+    wanted = [datetime.fromisoformat(t).astimezone(UTC) for t in (start, end)]
+    assert (stored["start"], stored["end"]) == tuple(
+        t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in wanted
+    )
+    assert stored["timeZone"] == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2026-03-08T01:30:00-05:00", "2026-03-08T03:30:00-04:00"),
+        ("2026-07-01T09:00:00-04:00", "2026-07-01T10:00:00-04:00"),
+    ],
+    ids=["across-the-spring-gap", "summer-day"],
+)
+def test_create_meeting_with_wall_times_that_happen_once_is_sent_in_its_zone(
+    tenant: Tenant, start: str, end: str
+) -> None:
+    """A meeting whose wall times each happen once keeps its own zone and its instants."""
+    # GIVEN a user with a connected calendar, and a meeting in New York
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    body = _meeting_in("America/New_York", start, end)
+
+    # WHEN it is created
+    answer = tenant.stack.call("POST", "me/events", tenant.token(ann), json=body)
+
+    # THEN it is stored at the instants asked for, in New York time
+    assert answer.status_code == 201, answer.text
+    [stored] = tenant.company_events("Acme")
+    wanted = [datetime.fromisoformat(t).astimezone(UTC) for t in (start, end)]
+    assert (stored["start"], stored["end"]) == tuple(
+        t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in wanted
+    )
+    assert stored["timeZone"] == "America/New_York"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.errors import ValidationError
-from shared.sync.eventtimes import event_times, occurrence_anchor, zone_of
+from shared.sync.eventtimes import event_times, names_one_instant, occurrence_anchor, zone_of
 
 ZONES = ["Pacific Standard Time", "Singapore Standard Time", "America/Los_Angeles", "Asia/Tokyo"]
 
@@ -285,3 +285,39 @@ def test_event_times_at_the_edges_of_the_years_kept_is_read() -> None:
         datetime(3000, 1, 1, tzinfo=UTC),
     )
     assert (dated.start_date, dated.end_date) == (date(1900, 1, 1), date(3000, 1, 1))
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize(
+    ("wall", "zone", "once"),
+    [
+        ("2026-11-01T01:30", NEW_YORK, False),
+        ("2026-03-08T02:30", NEW_YORK, False),
+        ("2026-09-06T00:00", ZoneInfo("America/Santiago"), False),
+        ("2026-11-01T00:59", NEW_YORK, True),
+        ("2026-11-01T02:00", NEW_YORK, True),
+        ("2026-03-08T03:00", NEW_YORK, True),
+        ("2026-07-01T09:00", NEW_YORK, True),
+        ("2026-11-01T01:30", UTC, True),
+    ],
+    ids=[
+        "autumn-fold",
+        "spring-gap",
+        "midnight-gap",
+        "before-fold",
+        "after-fold",
+        "after-gap",
+        "summer",
+        "utc",
+    ],
+)
+def test_names_one_instant_is_false_in_a_fold_or_a_gap(wall: str, zone: tzinfo, once: bool) -> None:
+    """A wall time the clocks repeat or skip names no single instant; any other one does."""
+    # GIVEN a wall-clock time in a zone, around a change of its clocks or away from one
+    # WHEN it is asked whether it happens exactly once
+    answer = names_one_instant(datetime.fromisoformat(wall), zone)
+
+    # THEN only a time that is neither repeated nor skipped does
+    assert answer is once
