@@ -25,7 +25,7 @@ import logging
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import NotFoundError, ValidationError
+from shared.errors import GraphRequestError, NotFoundError, ValidationError
 from shared.matching.addresses import parse_address
 from shared.matching.companies import classify
 from shared.sync.connections import ACTIVE, CALENDAR
@@ -74,6 +74,7 @@ class MeetingService:
             ValidationError: naming the field that breaks a rule; nothing was created.
             ForbiddenError: when the caller is not a registered user.
             NotFoundError: when the caller has no active calendar connection.
+            GraphRequestError: when Graph refuses the event; nothing was created or stored.
         """
         self._directory.require_member(caller)
         request = _checked(body)
@@ -87,10 +88,24 @@ class MeetingService:
             raise ValidationError(field, "must include a contact of a customer company")
 
         token = self._connections.access_token(connection)
-        created = self._graph.create_event(token, request.graph_body())
+        created = self._create_in_outlook(caller, token, request)
         key = self._sync.keep_created(connection, token, created)
         logger.info("meeting created", extra={"tenant": caller.tenant_id, "user": caller.user_id})
         return {"id": key, "graphId": created.get("id"), "iCalUId": created.get("iCalUId")}
+
+    def _create_in_outlook(self, caller: Caller, token: str, request: _Meeting) -> dict[str, Any]:
+        """Create the event through Graph.
+
+        Raises:
+            GraphRequestError: when Graph refuses the event; nothing was created or stored.
+        """
+        try:
+            return self._graph.create_event(token, request.graph_body())
+        except GraphRequestError as error:
+            extra = {"tenant": caller.tenant_id, "user": caller.user_id, "graph_code": error.code}
+            logger.warning("graph refused the new meeting", extra=extra)
+            msg = f"Outlook refused the meeting and nothing was created: {error}"
+            raise GraphRequestError(msg, error.status, error.code) from error
 
 
 class _Meeting:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from devstack.simulator.faults import FaultRule
 from tests.functional.conftest import Tenant
 from tests.functional.test_calendar_sync import at, connected, graph_time, meeting
 
@@ -299,3 +300,32 @@ def test_create_meeting_with_wall_times_that_happen_once_is_sent_in_its_zone(
         t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in wanted
     )
     assert stored["timeZone"] == "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "ErrorInvalidRequest"), (409, "ErrorIrresolvableConflict"), (422, None)],
+)
+def test_create_meeting_graph_refuses_is_a_502_naming_graphs_code_and_stores_nothing(
+    tenant: Tenant, status: int, code: str | None
+) -> None:
+    """A meeting Graph refuses to create is a 502 graph_refused with its code, never a 500."""
+    # GIVEN a user with a connected calendar, and Graph refusing the next event create
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    body = {"error": {"code": code, "message": "refused"}} if code else None
+    refusal = FaultRule(r"/events$", status, method="POST", service="graph", user=ann, body=body)
+    tenant.stack.sim.add_fault(refusal)
+
+    # WHEN a valid meeting is posted
+    answer = tenant.stack.call("POST", "me/events", tenant.token(ann), json=good_meeting())
+
+    # THEN the answer is the product's JSON error naming Graph's refusal
+    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["reason"]) == ("graph_refused", code or "unknown")
+    assert "nothing was created" in error["message"]
+    # AND Graph was asked once, the calendar holds nothing and nothing was stored
+    assert len(calendar_posts(tenant, ann)) == 1
+    assert tenant.stack.sim.event_instances(ann, at(-1), at(10)) == []
+    assert tenant.company_events("Acme") == []
