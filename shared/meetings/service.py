@@ -4,10 +4,10 @@ The request is checked whole before Graph is called: a subject, a start before t
 8601 instants with an offset, or dates for an all-day meeting, end exclusive, within the years
 1900 to 2999 that sync keeps, see :mod:`shared.sync.eventtimes`), attendees that are mail
 addresses and include at least one customer (a company contact, or an address at a company's
-domain). Graph creates the event (and invites
-the attendees); the product then stores it at once, under the same key sync uses (its
-``iCalUId`` and start), so when the event syncs back from the calendar it updates that record
-instead of adding a second one.
+domain). Graph creates the event (and invites the attendees); the product then stores it at
+once, under the same key sync uses (its ``iCalUId`` and start), so when the event syncs back
+from the calendar it updates that record instead of adding a second one. When Graph refuses the
+event, nothing is created or stored and the refusal is raised as it came.
 
 A timed meeting is sent to Graph as wall-clock times in its ``timeZone``, unless its start or
 end falls in the hour the clocks repeat when they go back: such a time names two instants, so

@@ -78,9 +78,9 @@ def _error_body(error: Exception, code: str) -> dict[str, str]:
     body = {"code": code, "message": str(error)}
     if isinstance(error, errors.ValidationError):
         body.update(field=error.field, rule=error.rule)
-    if isinstance(error, errors.ConsentError | errors.ReauthRequiredError):
-        body["reason"] = error.code
-    if isinstance(error, errors.GraphRequestError):
+    if isinstance(
+        error, errors.ConsentError | errors.ReauthRequiredError | errors.GraphRequestError
+    ):
         body["reason"] = error.code
     if isinstance(error, errors.ConsentError) and error.field:
         body["field"] = error.field
