@@ -59,7 +59,8 @@ def zone(name: str | None) -> tzinfo:
     mapped = WINDOWS_TO_OLSON.get(name, name)
     try:
         return ZoneInfo(mapped)
-    except (ZoneInfoNotFoundError, ValueError) as error:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as error:
+        # A folder of the zone database ("America") is an OSError, not a missing zone.
         message = f"unknown time zone {name!r}"
         raise RecurrenceError(message) from error
 

@@ -1,28 +1,35 @@
 """Create a meeting with customer attendees in the caller's own calendar, through Graph.
 
 The request is checked whole before Graph is called: a subject, a start before the end (ISO
-8601 instants with an offset that UTC and the meeting's zone can hold, or dates for an all-day
-meeting, end exclusive), attendees that are mail addresses and include at least one customer (a
-company contact, or an address at a company's domain). Graph creates the event (and invites
-the attendees); the product then stores it at once, under the same key sync uses (its
-``iCalUId`` and start), so when the event syncs back from the calendar it updates that record
-instead of adding a second one.
+8601 instants with an offset, or dates for an all-day meeting, end exclusive, within the years
+1900 to 2999 that sync keeps, see :mod:`shared.sync.eventtimes`), attendees that are mail
+addresses and include at least one customer (a company contact, or an address at a company's
+domain). Graph creates the event (and invites the attendees); the product then stores it at
+once, under the same key sync uses (its ``iCalUId`` and start), so when the event syncs back
+from the calendar it updates that record instead of adding a second one. When Graph refuses the
+event, nothing is created or stored and the refusal is raised as it came.
+
+A timed meeting is sent to Graph as wall-clock times in its ``timeZone``, unless its start or
+end falls in the hour the clocks repeat when they go back: such a time names two instants, so
+the meeting is sent in UTC and Outlook records UTC as its zone.
 
 Known limitations: the Graph call is made outside the mailbox's request leases (as consent's
-are); recurring meetings cannot be created here.
+are); recurring meetings cannot be created here. An all-day meeting is sent as midnights in its
+zone, as Graph takes all-day events, also on a day whose midnight the zone skips or repeats
+(Santiago and Havana change their clocks at midnight); how Graph places such a day is not known.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import NotFoundError, ValidationError
+from shared.errors import GraphRequestError, NotFoundError, ValidationError
 from shared.matching.addresses import parse_address
 from shared.matching.companies import classify
 from shared.sync.connections import ACTIVE, CALENDAR
-from shared.sync.eventtimes import zone_of
+from shared.sync.eventtimes import date_in_range, in_range, names_one_instant, zone_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -67,6 +74,7 @@ class MeetingService:
             ValidationError: naming the field that breaks a rule; nothing was created.
             ForbiddenError: when the caller is not a registered user.
             NotFoundError: when the caller has no active calendar connection.
+            GraphRequestError: when Graph refuses the event; nothing was created or stored.
         """
         self._directory.require_member(caller)
         request = _checked(body)
@@ -80,10 +88,24 @@ class MeetingService:
             raise ValidationError(field, "must include a contact of a customer company")
 
         token = self._connections.access_token(connection)
-        created = self._graph.create_event(token, request.graph_body())
+        created = self._create_in_outlook(caller, token, request)
         key = self._sync.keep_created(connection, token, created)
         logger.info("meeting created", extra={"tenant": caller.tenant_id, "user": caller.user_id})
         return {"id": key, "graphId": created.get("id"), "iCalUId": created.get("iCalUId")}
+
+    def _create_in_outlook(self, caller: Caller, token: str, request: _Meeting) -> dict[str, Any]:
+        """Create the event through Graph.
+
+        Raises:
+            GraphRequestError: when Graph refuses the event; nothing was created or stored.
+        """
+        try:
+            return self._graph.create_event(token, request.graph_body())
+        except GraphRequestError as error:
+            extra = {"tenant": caller.tenant_id, "user": caller.user_id, "graph_code": error.code}
+            logger.warning("graph refused the new meeting", extra=extra)
+            msg = f"Outlook refused the meeting and nothing was created: {error}"
+            raise GraphRequestError(msg, error.status, error.code) from error
 
 
 class _Meeting:
@@ -141,7 +163,7 @@ def _checked(body: Mapping[str, Any]) -> _Meeting:
     if zone_of(zone_name) is None:
         name = "timeZone"
         raise ValidationError(name, "must be an IANA or Windows time zone name")
-    times = _dates(body) if all_day else _instants(body, zone_name)
+    times, zone_name = (_dates(body), zone_name) if all_day else _instants(body, zone_name)
     return _Meeting(
         subject=subject,
         times=times,
@@ -161,31 +183,33 @@ def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool = F
     return value.strip()
 
 
-def _instants(body: Mapping[str, Any], zone_name: str) -> tuple[str, str]:
-    zone = zone_of(zone_name) or UTC
-    found = [_instant(body.get(field), field, zone) for field in ("start", "end")]
+def _instants(body: Mapping[str, Any], zone_name: str) -> tuple[tuple[str, str], str]:
+    """Return a timed meeting's start and end as Graph takes them, and the zone they are in.
+
+    Graph reads a ``dateTime`` as a wall-clock time in its ``timeZone``. The meeting's own zone
+    is used when both times name the instants asked for; when one falls in the hour the clocks
+    repeat (01:30 on the night New York goes back names two instants), both go in UTC instead.
+    """
+    found = [_instant(body.get(field), field) for field in ("start", "end")]
     if found[1] <= found[0]:
         name = "end"
         raise ValidationError(name, "must be after start")
-    # Graph takes a wall-clock time in the named zone.
-    local = [m.replace(tzinfo=None).isoformat() for m in found]
-    return local[0], local[1]
+    zone = zone_of(zone_name) or UTC
+    local = [moment.astimezone(zone).replace(tzinfo=None) for moment in found]
+    if not all(names_one_instant(wall, zone) for wall in local):
+        zone_name, local = "UTC", [moment.replace(tzinfo=None) for moment in found]
+    return (local[0].isoformat(), local[1].isoformat()), zone_name
 
 
-def _instant(value: Any, field: str, zone: tzinfo) -> datetime:
-    """Read an instant with an offset as a time in ``zone``, refusing what no zone can hold."""
+def _instant(value: Any, field: str) -> datetime:
+    """Read an instant with an offset as a UTC instant within the times the product keeps."""
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ValidationError(field, "must be an ISO 8601 date-time with an offset")
-    try:
-        moment.astimezone(UTC)
-        return moment.astimezone(zone)
-    except OverflowError as error:
-        rule = "must be a date-time between the years 1 and 9999 in UTC and in timeZone"
-        raise ValidationError(field, rule) from error
+    return in_range(moment, field)
 
 
 def _dates(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -198,7 +222,7 @@ def _dates(body: Mapping[str, Any]) -> tuple[str, str]:
             day = None
         if day is None:
             raise ValidationError(field, "must be a date (YYYY-MM-DD) for an all-day meeting")
-        found.append(day)
+        found.append(date_in_range(day, field))
     if found[1] <= found[0]:
         name = "end"
         raise ValidationError(name, "must be after start (the end date is exclusive)")

@@ -16,8 +16,11 @@ An occurrence of a series is identified by its original start (``originalStart``
 not move when the occurrence is moved; for an all-day series it is compared by date, never as an
 instant (an exception's ``originalStart`` may be 07:00Z while its start is 00:00 UTC).
 
-Times that UTC or the event's zone cannot hold (before year 1 or after year 9999 once
-converted) are refused with ``ValidationError`` like any unreadable time, never an overflow.
+The product keeps times from :data:`EARLIEST` to :data:`LATEST` (the years 1900 to 2999 in
+UTC; for an all-day event its dates, end exclusive). A time outside them, including one that UTC
+or the event's zone cannot hold at all, is refused with ``ValidationError`` like any unreadable
+time, never an overflow, so a meeting outside them is refused before Graph is asked to create it
+and a synced event outside them is dropped rather than stored.
 
 Known limitations: a zone name that is neither IANA nor in the CLDR Windows table is treated as
 UTC, so an all-day event in such a zone given as instants east of UTC could land a day early.
@@ -27,14 +30,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from shared.errors import ValidationError
 
-OUT_OF_RANGE = "must be a date-time between the years 1 and 9999 in UTC and in the event's zone"
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+OUT_OF_RANGE = "must be a date-time from 1900-01-01T00:00:00Z to 3000-01-01T00:00:00Z"
+DATE_OUT_OF_RANGE = "must be a date from 1900-01-01 to 3000-01-01"
+UTC_NAMES = frozenset({"UTC", "Z", "GMT", "ETC/UTC"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +67,38 @@ class EventTimes:
 
 
 def zone_of(name: str | None) -> tzinfo | None:
-    """Return the zone for an IANA or Windows zone name, or ``None`` when it is unknown."""
-    if not name or name.strip().upper() in ("UTC", "Z", "GMT", "ETC/UTC"):
+    """Return the zone for an IANA or Windows zone name, or ``None`` when it is unknown.
+
+    Only a zone of the database (or a Windows name mapped to one) is read, so a folder of the
+    database (``America``), a path (``../x``, ``Europe//Paris``) or a file that holds no zone is
+    unknown like any other name, never an error.
+    """
+    if not name or name.strip().upper() in UTC_NAMES:
         return UTC
-    try:
-        return ZoneInfo(WINDOWS_TO_OLSON.get(name.strip(), name.strip()))
-    except (ZoneInfoNotFoundError, ValueError):
+    key = WINDOWS_TO_OLSON.get(name.strip(), name.strip())
+    if key not in _zone_keys():
         return None
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # A listed zone that cannot be read now (the database changed under the process).
+        return None
+
+
+@cache
+def _zone_keys() -> frozenset[str]:
+    # "localtime" is the host's own zone, which no caller or calendar can mean.
+    return frozenset(available_timezones() - {"localtime"})
+
+
+def names_one_instant(wall: datetime, zone: tzinfo) -> bool:
+    """Tell whether a wall-clock time happens exactly once in a zone.
+
+    A time in the hour the clocks repeat when they go back (a fold) happens twice, and one in
+    the hour they skip when they go forward (a gap) never does: neither names one instant.
+    """
+    first, second = (wall.replace(tzinfo=zone, fold=fold) for fold in (0, 1))
+    return first.utcoffset() == second.utcoffset()
 
 
 def parse_instant(value: Any, field: str) -> datetime:
@@ -94,12 +127,41 @@ def parse_instant(value: Any, field: str) -> datetime:
         raise ValidationError(field, OUT_OF_RANGE) from error
 
 
+def in_range(moment: datetime, field: str) -> datetime:
+    """Return an aware moment as a UTC instant, refusing one outside the times the product keeps.
+
+    Raises:
+        ValidationError: naming ``field`` when the moment is before :data:`EARLIEST` or after
+            :data:`LATEST`, or cannot be shown in UTC at all.
+    """
+    try:
+        instant = moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValidationError(field, OUT_OF_RANGE) from error
+    # NOTE: the stores write times with strftime("%Y"), which drops the leading zeros of a year
+    # before 1000; a four-digit year keeps the keys readable and their order lexical.
+    if not EARLIEST <= instant <= LATEST:
+        raise ValidationError(field, OUT_OF_RANGE)
+    return instant
+
+
+def date_in_range(day: date, field: str) -> date:
+    """Return an all-day event's date, refusing one outside the dates the product keeps.
+
+    Raises:
+        ValidationError: naming ``field`` when the date is before 1900-01-01 or after 3000-01-01.
+    """
+    if not EARLIEST.date() <= day <= LATEST.date():
+        raise ValidationError(field, DATE_OUT_OF_RANGE)
+    return day
+
+
 def event_times(event: dict[str, Any]) -> EventTimes:
     """Return when a Graph event happens, all-day events as dates.
 
     Raises:
         ValidationError: when the event's ``start`` or ``end`` is not a date-time, or is one
-            that cannot be shown in UTC or the event's zone (too near year 1 or year 9999).
+            outside the years 1900 to 2999 (for an all-day event, a date outside them).
     """
     try:
         return _event_times(event)
@@ -113,9 +175,11 @@ def _event_times(event: dict[str, Any]) -> EventTimes:
     end = parse_instant(event.get("end"), "end")
     zone_name = str(event.get("originalStartTimeZone") or _zone_name(event.get("start")))
     if not event.get("isAllDay"):
+        start, end = in_range(start, "start"), in_range(end, "end")
         return EventTimes(start=start, end=max(end, start), zone=zone_name)
-    first = all_day_date(event.get("start"), zone_name, "start")
-    after = max(all_day_date(event.get("end"), zone_name, "end"), first + timedelta(days=1))
+    first = date_in_range(all_day_date(event.get("start"), zone_name, "start"), "start")
+    last = all_day_date(event.get("end"), zone_name, "end")
+    after = date_in_range(max(last, first + timedelta(days=1)), "end")
     return EventTimes(
         start=_midnight(first),
         end=_midnight(after),

@@ -1,7 +1,8 @@
 """What every HTTP trigger shares: JSON in and out, errors as JSON, the caller from the token.
 
 Errors become a 4xx with a JSON body ``{"error": {"code", "message", "field"?, "rule"?,
-"reason"?}}``; a failed consent callback names its query parameter as the ``field``. An
+"reason"?}}``; a failed consent callback names its query parameter as the ``field``. A request
+Graph refused becomes a 502 ``graph_refused`` with Graph's error code as the ``reason``. An
 unexpected exception becomes a 500 whose body says nothing about the cause, which is logged with
 the invocation's ids only.
 """
@@ -43,6 +44,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.ReauthRequiredError, 409, "reauth_required"),
     (errors.ThrottledError, 503, "throttled"),
     (errors.TransientError, 503, "unavailable"),
+    (errors.GraphRequestError, 502, "graph_refused"),
 ]
 
 
@@ -76,7 +78,9 @@ def _error_body(error: Exception, code: str) -> dict[str, str]:
     body = {"code": code, "message": str(error)}
     if isinstance(error, errors.ValidationError):
         body.update(field=error.field, rule=error.rule)
-    if isinstance(error, errors.ConsentError | errors.ReauthRequiredError):
+    if isinstance(
+        error, errors.ConsentError | errors.ReauthRequiredError | errors.GraphRequestError
+    ):
         body["reason"] = error.code
     if isinstance(error, errors.ConsentError) and error.field:
         body["field"] = error.field

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.errors import ValidationError
-from shared.sync.eventtimes import event_times, occurrence_anchor
+from shared.sync.eventtimes import event_times, names_one_instant, occurrence_anchor, zone_of
 
 ZONES = ["Pacific Standard Time", "Singapore Standard Time", "America/Los_Angeles", "Asia/Tokyo"]
 
@@ -152,7 +153,7 @@ def test_occurrence_anchor_moved_exception_keeps_original_start() -> None:
             },
             "end",
         ),
-        (all_day("9999-12-31T00:00:00", "9999-12-31T00:00:00", "UTC"), "end"),
+        (all_day("9999-12-31T00:00:00", "9999-12-31T00:00:00", "UTC"), "start"),
     ],
 )
 def test_event_times_beyond_what_utc_can_hold_is_a_validation_error(
@@ -179,3 +180,144 @@ def test_occurrence_anchor_unreadable_original_start_is_a_validation_error() -> 
     with pytest.raises(ValidationError) as raised:
         occurrence_anchor(event, event_times(event))
     assert raised.value.field == "originalStart"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "America",
+        "Etc",
+        "Europe",
+        "../x",
+        "Europe//Paris",
+        "Europe/Paris/",
+        "/etc/localtime",
+        "localtime",
+        "zone.tab",
+        "right/UTC",
+        "x\x00y",
+        pytest.param("a" * 300, id="name-too-long"),
+    ],
+)
+def test_zone_of_name_that_is_no_zone_is_unknown(name: str) -> None:
+    """A folder, a path, a data file or an odd name of the zone database is an unknown zone."""
+    # GIVEN a name that reaches the zone database but names no zone in it
+    # WHEN it is read
+    zone = zone_of(name)
+
+    # THEN it is unknown, never an error
+    assert zone is None
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("America/New_York", "America/New_York"),
+        (" Europe/Paris ", "Europe/Paris"),
+        ("Pacific Standard Time", "America/Los_Angeles"),
+        ("US/Eastern", "US/Eastern"),
+    ],
+)
+def test_zone_of_iana_and_windows_names_are_read(name: str, key: str) -> None:
+    """An IANA name (or an old link to one) and a Windows name give their zone."""
+    # GIVEN a zone name as a caller or Graph writes it
+    # WHEN it is read
+    zone = zone_of(name)
+
+    # THEN it is the zone of the database it names
+    assert zone == ZoneInfo(key)
+
+
+def test_event_times_all_day_in_a_zone_folder_is_read_by_the_nearest_midnight() -> None:
+    """A synced all-day event whose zone is a folder name is dated, not an error for the job."""
+    # GIVEN an all-day event given as instants, in a zone named after a folder of the database
+    event = all_day("2026-03-10T05:00:00", "2026-03-11T05:00:00", "America")
+
+    # WHEN its times are read
+    times = event_times(event)
+
+    # THEN the zone is unknown, so the nearest midnights give its one day
+    assert (times.start_date, times.end_date) == (date(2026, 3, 10), date(2026, 3, 11))
+
+
+def timed(start: str, end: str) -> dict[str, Any]:
+    """A Graph timed event as asked for in UTC."""
+    return {
+        "start": {"dateTime": start, "timeZone": "UTC"},
+        "end": {"dateTime": end, "timeZone": "UTC"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (timed("0001-01-01T00:00:00", "0001-01-01T01:00:00"), "start"),
+        (timed("1899-12-31T23:59:59", "1900-01-01T01:00:00"), "start"),
+        (timed("2999-12-31T23:00:00", "3000-01-01T00:00:01"), "end"),
+        (all_day("0001-01-01T00:00:00", "0001-01-02T00:00:00", "UTC"), "start"),
+        (all_day("2999-12-31T00:00:00", "3000-01-02T00:00:00", "UTC"), "end"),
+    ],
+    ids=["year-1", "before-1900", "after-2999", "all-day-year-1", "all-day-after-2999"],
+)
+def test_event_times_outside_the_years_kept_is_a_validation_error(
+    event: dict[str, Any], field: str
+) -> None:
+    """A time outside 1900 to 2999, which the stores cannot key, is refused naming its field."""
+    # GIVEN a Graph event with a time outside the years the product keeps
+    # WHEN / THEN reading its times raises ValidationError naming the field
+    with pytest.raises(ValidationError) as raised:
+        event_times(event)
+    assert raised.value.field == field
+
+
+def test_event_times_at_the_edges_of_the_years_kept_is_read() -> None:
+    """Times exactly on the first and the last moment kept are read like any other."""
+    # GIVEN a timed and an all-day event that span the whole range kept
+    moments = timed("1900-01-01T00:00:00", "3000-01-01T00:00:00")
+    days = all_day("1900-01-01T00:00:00", "3000-01-01T00:00:00", "UTC")
+
+    # WHEN their times are read
+    read, dated = event_times(moments), event_times(days)
+
+    # THEN both keep their bounds
+    assert (read.start, read.end) == (
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(3000, 1, 1, tzinfo=UTC),
+    )
+    assert (dated.start_date, dated.end_date) == (date(1900, 1, 1), date(3000, 1, 1))
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize(
+    ("wall", "zone", "once"),
+    [
+        ("2026-11-01T01:30", NEW_YORK, False),
+        ("2026-03-08T02:30", NEW_YORK, False),
+        ("2026-09-06T00:00", ZoneInfo("America/Santiago"), False),
+        ("2026-11-01T00:59", NEW_YORK, True),
+        ("2026-11-01T02:00", NEW_YORK, True),
+        ("2026-03-08T03:00", NEW_YORK, True),
+        ("2026-07-01T09:00", NEW_YORK, True),
+        ("2026-11-01T01:30", UTC, True),
+    ],
+    ids=[
+        "autumn-fold",
+        "spring-gap",
+        "midnight-gap",
+        "before-fold",
+        "after-fold",
+        "after-gap",
+        "summer",
+        "utc",
+    ],
+)
+def test_names_one_instant_is_false_in_a_fold_or_a_gap(wall: str, zone: tzinfo, once: bool) -> None:
+    """A wall time the clocks repeat or skip names no single instant; any other one does."""
+    # GIVEN a wall-clock time in a zone, around a change of its clocks or away from one
+    # WHEN it is asked whether it happens exactly once
+    answer = names_one_instant(datetime.fromisoformat(wall), zone)
+
+    # THEN only a time that is neither repeated nor skipped does
+    assert answer is once
