@@ -122,12 +122,20 @@ def explain(code: str | None) -> Explanation | None:
     return Explanation(f"Syncing your mailbox stopped with error code {code}.", _ADMIN)
 
 
+MISSING_FOLDER = Explanation(
+    "A folder you chose to sync no longer exists in your mailbox; the others sync as usual.",
+    "Choose the folders to sync again (Connections, then Folders).",
+)
+
+
 def connection_view(connection: Connection) -> dict[str, Any]:
     """Return a connection as the API shows it to its user: state, last round, last error."""
     explanation = explain(connection.last_error)
     if explanation is None:
         explanation = STATE_EXPLANATIONS.get(connection.state)
     round_ = dict(connection.last_round)
+    if explanation is None and _count(round_.get("missingFolders")):
+        explanation = MISSING_FOLDER
     return {
         "kind": connection.kind,
         "state": connection.state,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.queues import MAIL_SYNC_QUEUE
 from shared.adapters.tablelimits import table_key
-from shared.errors import ConflictError, DeltaCursorExpiredError
+from shared.errors import ConflictError, DeltaCursorExpiredError, NotFoundError
 from shared.rules.decide import decide
 from shared.rules.engine import CompiledRules
 from shared.rules.store import DecisionLog, Drop, RuleStore
@@ -183,6 +183,12 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             )
             try:
                 return self._follow(work, folder, cursor, stats), stats
+            except NotFoundError:
+                # The folder was deleted in Outlook: the others sync on, and the round counts
+                # it so that its user can see it and choose their folders again.
+                logger.warning("synced folder no longer exists", extra={"user": connection.user_id})
+                stats.missing_folders += 1
+                return True, stats
             except DeltaCursorExpiredError:
                 logger.warning(
                     "delta cursor expired, folder resyncs",

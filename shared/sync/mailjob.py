@@ -43,6 +43,7 @@ class RoundStats:
     removed_seen: int = 0
     unlinked: int = 0
     pages: int = 0
+    missing_folders: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     complete: bool = True
     finished: list[str] = field(default_factory=list)
@@ -55,6 +56,7 @@ class RoundStats:
         self.stored_new += other.stored_new
         self.removed_seen += other.removed_seen
         self.pages += other.pages
+        self.missing_folders += other.missing_folders
         self.dropped.update(other.dropped)
 
     def as_record(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class RoundStats:
             "removedSeen": self.removed_seen,
             "unlinked": self.unlinked,
             "pages": self.pages,
+            "missingFolders": self.missing_folders,
             "dropped": dict(self.dropped),
             "complete": self.complete,
         }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
 
+from devstack.simulator import FaultRule
 from shared.adapters.tablelimits import table_key
 from shared.sync.connections import MAIL, connection_key
 from tests.functional.conftest import Tenant
@@ -146,3 +148,50 @@ def test_deleting_one_copy_keeps_an_email_another_folder_still_holds(tenant: Ten
     # THEN the email is still stored, once
     assert before == ["Proposal"]
     assert [e["subject"] for e in tenant.company_emails("Acme")] == ["Proposal"]
+
+
+def test_folder_deleted_in_outlook_leaves_the_other_folders_syncing(tenant: Tenant) -> None:
+    """Graph's 404 for a synced folder skips that folder, says so, and the others sync."""
+    # GIVEN a mailbox whose Inbox Graph answers with ErrorItemNotFound, and a customer email in
+    # Sent Items
+    tenant.add_company("Acme", ["acme.example"])
+    upn = tenant.add_user("ann")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    tenant.stack.sim.add_message(upn, "Sent Items", mail_from(upn, "cfo@acme.example", "Quote"))
+    inbox = tenant.stack.sim.folder_id(upn, "Inbox")
+    gone = {"error": {"code": "ErrorItemNotFound", "message": "The specified object was not found"}}
+    rule = FaultRule(re.escape(inbox) + ".*delta", 404, service="graph", count=None, body=gone)
+    tenant.stack.sim.add_fault(rule)
+
+    # WHEN a round runs
+    tenant.sync()
+    tenant.stack.wait_idle(queues=("mail-sync", "mail-sync-poison"))
+
+    # THEN Sent Items was stored, the connection is active and tells the user of the folder
+    assert [e["subject"] for e in tenant.company_emails("Acme")] == ["Quote"]
+    [shown] = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    assert (shown["state"], shown["lastError"]) == ("active", None)
+    assert shown["lastRound"]["missingFolders"] == 1
+    assert "no longer exists" in shown["explanation"]["summary"]
+
+
+def test_message_with_a_time_utc_cannot_hold_does_not_stall_the_mailbox(tenant: Tenant) -> None:
+    """A message sent '0001-01-01T00:00:00+01:00' with no receive time syncs like any other."""
+    # GIVEN a customer email and, beside it, one whose only time is before year 1 in UTC
+    tenant.add_company("Acme", ["acme.example"])
+    upn = tenant.add_user("ann")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    odd = mail_from("cto@acme.example", upn, "Odd date")
+    odd["receivedDateTime"] = None
+    odd["sentDateTime"] = "0001-01-01T00:00:00+01:00"
+    tenant.stack.sim.add_message(upn, "Inbox", odd)
+    tenant.stack.sim.add_message(upn, "Inbox", mail_from("cfo@acme.example", upn, "Renewal"))
+
+    # WHEN a round runs
+    tenant.sync()
+    tenant.stack.wait_idle(queues=("mail-sync", "mail-sync-poison"))
+
+    # THEN both are stored and the connection is active
+    [shown] = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    assert (shown["state"], shown["lastError"]) == ("active", None)
+    assert sorted(e["subject"] for e in tenant.company_emails("Acme")) == ["Odd date", "Renewal"]
