@@ -34,7 +34,7 @@ import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +42,13 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from bench.purgeseed import OWNER, SHARED_EVERY, seed_mailbox
 from devstack.azurite import Azurite, start_azurite
 from devstack.host.queues import decode_body
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.queues import PURGE_POISON_QUEUE, PURGE_QUEUE, JobQueue, decode_job
 from shared.adapters.tables import TableEntityStore
 from shared.audit.log import AuditLog
-from shared.matching.addresses import parse_address
 from shared.power.purge import PurgeJobs, PurgeState
 from shared.sync.connections import MAIL, connection_key
 from shared.sync.store import EMAILS, HOLDERS, INBOX, INDEX, ITEMS, EmailStore
@@ -60,12 +60,7 @@ if TYPE_CHECKING:
 
 EMAIL_TABLES = (EMAILS, HOLDERS, ITEMS, INDEX, INBOX)
 """The tables a purge of mail deletes from; listed before and after each purge."""
-OWNER, OTHER = "ann", "ben"
-SHARED_EVERY = 5
-COMPANIES = 10
-SEED_WORKERS = 4
 RESTORE_WORKERS = 4
-BODY = "<p>" + "Quarterly figures attached, see the table below. " * 40 + "</p>"
 
 Key = tuple[str, str, str]
 """Table, PartitionKey, RowKey."""
@@ -168,7 +163,7 @@ class Rig:
 
     service: TableServiceClient
     tables: TableEntityStore
-    store: EmailStore
+    blobs: BlobBodyStore
     purges: PurgeJobs
     deliveries: QueueClient
     counter: RequestCounter
@@ -191,17 +186,21 @@ def _rig(azurite: Azurite) -> Rig:
     )
     # A raw client: bodies arrive as the base64 text on the queue and are decoded as the host does.
     deliveries = queues.get_queue_client(PURGE_QUEUE)
-    return Rig(service, tables, store, purges, deliveries, counter)
+    return Rig(service, tables, blobs, purges, deliveries, counter)
 
 
 def _measure(azurite: Azurite, plan: Plan) -> Result:
     rig = _rig(azurite)
     tenant = str(uuid.uuid4())
     started = time.perf_counter()
-    _seed(rig.store, tenant, plan.emails)
+    seeded = seed_mailbox(rig.service, rig.blobs, tenant, plan.emails)
     seed_seconds = time.perf_counter() - started
     before = _entities(rig.service)
-    print(f"seeded {plan.emails:,} emails ({len(before):,} entities) in {seed_seconds:.1f} s")
+    print(
+        f"seeded {plan.emails:,} emails ({len(before):,} entities) in {seed_seconds:.1f} s: "
+        f"{seeded.checked} through EmailStore.save, the rest as its recorded rows in "
+        f"{seeded.transactions:,} transactions"
+    )
 
     runs: list[Run] = []
     deleted: set[Key] = set()
@@ -241,52 +240,6 @@ def _one_run(
     baseline_requests = sum(rig.counter.take().values())
     run = Run(purge_seconds, delivered, purge_requests, baseline_seconds, baseline_requests)
     return run, gone
-
-
-def _seed(store: EmailStore, tenant: str, count: int) -> None:
-    """Store ``count`` emails for OWNER through sync's own save; every fifth also for OTHER."""
-    participants = [
-        address
-        for address in (
-            parse_address("buyer@customer.example"),
-            parse_address("ann@vendor.example"),
-        )
-        if address is not None
-    ]
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-
-    def save(number: int) -> None:
-        stamp = (start + timedelta(minutes=7 * number)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = {
-            "id": f"AAMk-{number:07d}",
-            "internetMessageId": f"<bench-{number}-{tenant}@customer.example>",
-            "conversationId": f"conv-{number // 4}",
-            "subject": f"Order {number}",
-            "bodyPreview": "Quarterly figures attached",
-            "body": {"contentType": "html", "content": BODY},
-            "from": {"emailAddress": {"name": "Buyer", "address": "buyer@customer.example"}},
-            "toRecipients": [{"emailAddress": {"name": "Ann", "address": "ann@vendor.example"}}],
-            "sentDateTime": stamp,
-            "receivedDateTime": stamp,
-            "parentFolderId": "inbox",
-        }
-        # One company each, a second one for every fourth email: one or two index rows.
-        companies = {f"company-{number % COMPANIES}"}
-        if number % 4 == 0:
-            companies.add(f"company-{(number + 1) % COMPANIES}")
-        holders = (OWNER, OTHER) if number % SHARED_EVERY == 0 else (OWNER,)
-        for user in holders:
-            store.save(
-                tenant_id=tenant,
-                user_id=user,
-                connection=connection_key(tenant, user, MAIL),
-                message={**message, "id": f"{message['id']}-{user}"},
-                participants=participants,
-                company_ids=frozenset(companies),
-            )
-
-    with ThreadPoolExecutor(max_workers=SEED_WORKERS) as pool:
-        list(pool.map(save, range(count)))
 
 
 def _time_purge(
