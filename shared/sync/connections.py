@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.consent.crypto import Sealed, TokenCipher
-from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError
+from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError, TransientError
 from shared.sync.schedule import parse_slot, slot_text
 
 if TYPE_CHECKING:
@@ -215,16 +216,17 @@ class ConnectionStore:
         A connection already claimed for this slot or a later one is skipped, so however many
         fan-outs run for a slot, each connection is claimed once. The claims are read with one
         query and written conditionally in transactions of up to :data:`CLAIM_BATCH` per shard,
-        on up to :data:`CLAIM_WORKERS` threads.
+        on up to :data:`CLAIM_WORKERS` threads. Each claim carries an id of this call, so a
+        write whose answer was lost and that did happen is recognised as this call's own.
         """
         if not connections:
             return []
         known = self._slot_rows(connections)
         due = [c for c in connections if _claimed_slot(known.get(c.row_key) or {}) < slot]
-        chunks = _claim_chunks(due)
+        chunks, claim_id = _claim_chunks(due), uuid.uuid4().hex
         workers = max(1, min(CLAIM_WORKERS, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claim") as pool:
-            won = pool.map(lambda chunk: self._claim_chunk(chunk, slot, known), chunks)
+            won = pool.map(lambda chunk: self._claim_chunk(chunk, slot, known, claim_id), chunks)
             return [claim for claims in won for claim in claims]
 
     def release_slots(self, claims: Iterable[SlotClaim]) -> int:
@@ -402,45 +404,52 @@ class ConnectionStore:
         return {str(row["RowKey"]): row for row in rows if row["PartitionKey"] in shards}
 
     def _claim_chunk(
-        self, chunk: Sequence[Connection], slot: datetime, known: Mapping[str, dict[str, Any]]
+        self,
+        chunk: Sequence[Connection],
+        slot: datetime,
+        known: Mapping[str, dict[str, Any]],
+        claim_id: str,
     ) -> list[SlotClaim]:
         """Claim up to 100 connections of one shard in one all-or-nothing transaction.
 
         When another fan-out wrote any of their claims since they were read, the transaction
-        writes nothing and each connection is claimed on its own instead, re-reading as needed.
+        writes nothing; when its answer is lost, it may have written all. Either way each
+        connection is then claimed on its own, re-reading as needed.
         """
         text = slot_text(slot)
-        writes = [(self._claim_row(c, text), _etag(known.get(c.row_key))) for c in chunk]
+        writes = [(_claim_row(c, text, claim_id), _etag(known.get(c.row_key))) for c in chunk]
         try:
             etags = self._tables.write_batch(TABLE, writes)
-        except ConflictError:
-            claims = (self._claim(c, slot, known.get(c.row_key)) for c in chunk)
+        except (ConflictError, TransientError):
+            claims = (self._claim(c, slot, known.get(c.row_key), claim_id) for c in chunk)
             return [claim for claim in claims if claim is not None]
         return [
             SlotClaim(connection, text, etag, known.get(connection.row_key))
             for connection, etag in zip(chunk, etags, strict=True)
         ]
 
-    @staticmethod
-    def _claim_row(connection: Connection, text: str) -> dict[str, Any]:
-        keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
-        return {**keys, "slot": text, "claimedAt": _now()}
-
     def _claim(
-        self, connection: Connection, slot: datetime, row: dict[str, Any] | None
+        self,
+        connection: Connection,
+        slot: datetime,
+        previous: dict[str, Any] | None,
+        claim_id: str,
     ) -> SlotClaim | None:
-        keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
-        claim = {**keys, "slot": slot_text(slot)}
+        text, row = slot_text(slot), previous
         for _ in range(CLAIM_ATTEMPTS):
             if row is not None and _claimed_slot(row) >= slot:
-                return None
+                # This call's own claim, written by a transaction whose answer was lost.
+                mine = row.get("claimId") == claim_id
+                return SlotClaim(connection, text, str(row["_etag"]), previous) if mine else None
             try:
-                etag = self._tables.update(TABLE, {**claim, "claimedAt": _now()}, etag=_etag(row))
-            except ConflictError:
-                # Another fan-out wrote first: re-read, and skip if it claimed this slot.
-                row = self._tables.get(TABLE, keys["PartitionKey"], keys["RowKey"])
+                etag = self._tables.update(
+                    TABLE, _claim_row(connection, text, claim_id), etag=_etag(row)
+                )
+            except (ConflictError, TransientError):
+                # Another fan-out wrote first, or the answer was lost: re-read and decide again.
+                row = self._tables.get(TABLE, slot_partition(connection), connection.row_key)
                 continue
-            return SlotClaim(connection, claim["slot"], etag, row)
+            return SlotClaim(connection, text, etag, row)
         return None
 
     def _merge(self, connection: Connection, changes: Mapping[str, Any]) -> None:
@@ -475,6 +484,11 @@ def _connection(row: Mapping[str, Any]) -> Connection:
 def _replace(connection: Connection, **changes: Any) -> Connection:
     values = {name: getattr(connection, name) for name in connection.__dataclass_fields__}
     return Connection(**{**values, **changes})
+
+
+def _claim_row(connection: Connection, text: str, claim_id: str) -> dict[str, Any]:
+    keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
+    return {**keys, "slot": text, "claimId": claim_id, "claimedAt": _now()}
 
 
 def _claim_chunks(connections: Sequence[Connection]) -> list[list[Connection]]:

@@ -261,3 +261,33 @@ def test_claims_written_after_the_read_fail_the_batch_and_are_skipped(
         connection.user_id for connection in connections[15:]
     )
     assert store.claim_slots(connections, slot) == []
+
+
+class LossyTables(TableEntityStore):
+    """A TableEntityStore whose batch writes happen but whose answers are lost."""
+
+    def write_batch(
+        self, table: str, writes: Sequence[tuple[Mapping[str, Any], str | None]]
+    ) -> list[str]:
+        super().write_batch(table, writes)
+        raise TransientError("the answer was lost")
+
+
+def test_claims_whose_answer_was_lost_are_adopted_once(
+    azurite: Azurite, tables: TableEntityStore, store: ConnectionStore
+) -> None:
+    """A claim transaction that happened but answered nothing still counts as this call's."""
+    # GIVEN a tenant of 30 and a store whose claim transactions lose their answers
+    tenant = seed(tables, store, [ACTIVE] * 30)
+    connections, _ = store.page_for_tenant(tenant, size=1000, token=None)
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    lossy = ConnectionStore(LossyTables(service), cast(Any, None), cast(Any, None))
+    slot = datetime.fromisoformat(SLOT)
+
+    # WHEN it claims the slot, and a second fan-out tries after it
+    won = lossy.claim_slots(connections, slot)
+    again = store.claim_slots(connections, slot)
+
+    # THEN the first won every connection and the second none
+    assert len(won) == 30
+    assert again == []
