@@ -76,7 +76,7 @@ class Plan:
     budget_s: float
 
 
-STANDARD = Plan(name="standard", emails=10_000, runs=3, budget_s=8 * 60)
+STANDARD = Plan(name="standard", emails=10_000, runs=3, budget_s=2 * 60)
 QUICK = Plan(name="quick", emails=300, runs=1, budget_s=0)
 
 
