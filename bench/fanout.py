@@ -51,6 +51,8 @@ TENANT_SIZE = 100
 BIG_TENANT_SHARE = 10
 INSTANCES = 1
 STAGE_TWO_ATTEMPTS = 5
+KEEP_ALIVE_S = 120
+"""Seconds Azurite keeps an idle connection: longer than any pause between a client's requests."""
 SEED_PROCESSES = 2
 SEED_WORKERS = 4
 PLAIN_SAMPLE = 5_000
@@ -126,7 +128,7 @@ def run_fanout_bench(plan: Plan, out: Path) -> list[SizeResult]:
         # A fresh Azurite per size: it keeps everything in memory, and nothing is deleted
         # during a size because Azurite stalls for minutes collecting deleted messages.
         with tempfile.TemporaryDirectory(prefix="bench-azurite-") as workdir:
-            azurite = start_azurite(Path(workdir))
+            azurite = start_azurite(Path(workdir), keep_alive_s=KEEP_ALIVE_S)
             try:
                 later = plan.sizes[position + 1 :]
                 results.append(_measure_size(azurite, size, plan.runs, budget, later))

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 EMAIL_TABLES = (EMAILS, HOLDERS, ITEMS, INDEX, INBOX)
 """The tables a purge of mail deletes from; listed before and after each purge."""
+KEEP_ALIVE_S = 120
+"""Seconds Azurite keeps an idle connection: longer than any pause between a client's requests."""
 RESTORE_WORKERS = 4
 
 Key = tuple[str, str, str]
@@ -139,7 +141,7 @@ class Result:
 def run_purge_bench(plan: Plan, out: Path) -> Result:
     """Start Azurite, measure the plan, print a table and write the JSON."""
     with tempfile.TemporaryDirectory(prefix="bench-azurite-") as workdir:
-        azurite = start_azurite(Path(workdir))
+        azurite = start_azurite(Path(workdir), keep_alive_s=KEEP_ALIVE_S)
         try:
             result = _measure(azurite, plan)
         finally:
