@@ -1,12 +1,13 @@
 """Benchmark of the purge power tool ("remove all my synced emails") against a real Azurite.
 
 One user's mailbox of N emails is stored through :meth:`EmailStore.save`, the way sync stores
-it; every fifth email is also held by a second user, so the purge keeps it (without the first
-user as holder) instead of removing it. Each run then purges the first user's mail with the
-product's own :class:`PurgeJobs`: ``start`` records the job and sends it to the ``purge`` queue,
-and every delivery taken off that queue is decoded as the host does (base64, then
-:func:`decode_job`) and run, until the queue is empty and the job ``completed``. A delivery works
-through at most 20 batches of 100 items and re-queues itself, as in production.
+it, its rows written in batches (:mod:`bench.purgeseed`); every fifth email is also held by a
+second user, so the purge keeps it (without the first user as holder) instead of removing it.
+Each run then purges the first user's mail with the product's own :class:`PurgeJobs`:
+``start`` records the job and sends it to the ``purge`` queue, and every delivery taken off that
+queue is decoded as the host does (base64, then :func:`decode_job`) and run, until the queue is
+empty and the job ``completed``. A delivery works through at most 20 batches of 100 items and
+re-queues itself, as in production.
 
 The baseline, measured in the same run, deletes exactly the entities the purge deleted (found by
 listing the email tables before and after it), put back beforehand, straight from Table Storage
