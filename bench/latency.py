@@ -46,7 +46,7 @@ class Plan:
     runs: int
 
 
-STANDARD = Plan(name="standard", messages=20_000, delay_s=0.1, runs=1)
+STANDARD = Plan(name="standard", messages=6_000, delay_s=0.1, runs=1)
 QUICK = Plan(name="quick", messages=900, delay_s=0.1, runs=1)
 
 

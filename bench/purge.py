@@ -1,12 +1,13 @@
 """Benchmark of the purge power tool ("remove all my synced emails") against a real Azurite.
 
 One user's mailbox of N emails is stored through :meth:`EmailStore.save`, the way sync stores
-it; every fifth email is also held by a second user, so the purge keeps it (without the first
-user as holder) instead of removing it. Each run then purges the first user's mail with the
-product's own :class:`PurgeJobs`: ``start`` records the job and sends it to the ``purge`` queue,
-and every delivery taken off that queue is decoded as the host does (base64, then
-:func:`decode_job`) and run, until the queue is empty and the job ``completed``. A delivery works
-through at most 20 batches of 100 items and re-queues itself, as in production.
+it, its rows written in batches (:mod:`bench.purgeseed`); every fifth email is also held by a
+second user, so the purge keeps it (without the first user as holder) instead of removing it.
+Each run then purges the first user's mail with the product's own :class:`PurgeJobs`:
+``start`` records the job and sends it to the ``purge`` queue, and every delivery taken off that
+queue is decoded as the host does (base64, then :func:`decode_job`) and run, until the queue is
+empty and the job ``completed``. A delivery works through at most 20 batches of 100 items and
+re-queues itself, as in production.
 
 The baseline, measured in the same run, deletes exactly the entities the purge deleted (found by
 listing the email tables before and after it), put back beforehand, straight from Table Storage
@@ -34,7 +35,7 @@ import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +43,13 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from bench.purgeseed import OWNER, SHARED_EVERY, seed_mailbox
 from devstack.azurite import Azurite, start_azurite
 from devstack.host.queues import decode_body
 from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.queues import PURGE_POISON_QUEUE, PURGE_QUEUE, JobQueue, decode_job
 from shared.adapters.tables import TableEntityStore
 from shared.audit.log import AuditLog
-from shared.matching.addresses import parse_address
 from shared.power.purge import PurgeJobs, PurgeState
 from shared.sync.connections import MAIL, connection_key
 from shared.sync.store import EMAILS, HOLDERS, INBOX, INDEX, ITEMS, EmailStore
@@ -60,12 +61,9 @@ if TYPE_CHECKING:
 
 EMAIL_TABLES = (EMAILS, HOLDERS, ITEMS, INDEX, INBOX)
 """The tables a purge of mail deletes from; listed before and after each purge."""
-OWNER, OTHER = "ann", "ben"
-SHARED_EVERY = 5
-COMPANIES = 10
-SEED_WORKERS = 4
+KEEP_ALIVE_S = 120
+"""Seconds Azurite keeps an idle connection: longer than any pause between a client's requests."""
 RESTORE_WORKERS = 4
-BODY = "<p>" + "Quarterly figures attached, see the table below. " * 40 + "</p>"
 
 Key = tuple[str, str, str]
 """Table, PartitionKey, RowKey."""
@@ -81,7 +79,7 @@ class Plan:
     budget_s: float
 
 
-STANDARD = Plan(name="standard", emails=10_000, runs=3, budget_s=8 * 60)
+STANDARD = Plan(name="standard", emails=10_000, runs=3, budget_s=2 * 60)
 QUICK = Plan(name="quick", emails=300, runs=1, budget_s=0)
 
 
@@ -144,7 +142,7 @@ class Result:
 def run_purge_bench(plan: Plan, out: Path) -> Result:
     """Start Azurite, measure the plan, print a table and write the JSON."""
     with tempfile.TemporaryDirectory(prefix="bench-azurite-") as workdir:
-        azurite = start_azurite(Path(workdir))
+        azurite = start_azurite(Path(workdir), keep_alive_s=KEEP_ALIVE_S)
         try:
             result = _measure(azurite, plan)
         finally:
@@ -168,7 +166,7 @@ class Rig:
 
     service: TableServiceClient
     tables: TableEntityStore
-    store: EmailStore
+    blobs: BlobBodyStore
     purges: PurgeJobs
     deliveries: QueueClient
     counter: RequestCounter
@@ -191,17 +189,21 @@ def _rig(azurite: Azurite) -> Rig:
     )
     # A raw client: bodies arrive as the base64 text on the queue and are decoded as the host does.
     deliveries = queues.get_queue_client(PURGE_QUEUE)
-    return Rig(service, tables, store, purges, deliveries, counter)
+    return Rig(service, tables, blobs, purges, deliveries, counter)
 
 
 def _measure(azurite: Azurite, plan: Plan) -> Result:
     rig = _rig(azurite)
     tenant = str(uuid.uuid4())
     started = time.perf_counter()
-    _seed(rig.store, tenant, plan.emails)
+    seeded = seed_mailbox(rig.service, rig.blobs, tenant, plan.emails)
     seed_seconds = time.perf_counter() - started
     before = _entities(rig.service)
-    print(f"seeded {plan.emails:,} emails ({len(before):,} entities) in {seed_seconds:.1f} s")
+    print(
+        f"seeded {plan.emails:,} emails ({len(before):,} entities) in {seed_seconds:.1f} s: "
+        f"{seeded.checked} through EmailStore.save, the rest as its recorded rows in "
+        f"{seeded.transactions:,} transactions"
+    )
 
     runs: list[Run] = []
     deleted: set[Key] = set()
@@ -241,52 +243,6 @@ def _one_run(
     baseline_requests = sum(rig.counter.take().values())
     run = Run(purge_seconds, delivered, purge_requests, baseline_seconds, baseline_requests)
     return run, gone
-
-
-def _seed(store: EmailStore, tenant: str, count: int) -> None:
-    """Store ``count`` emails for OWNER through sync's own save; every fifth also for OTHER."""
-    participants = [
-        address
-        for address in (
-            parse_address("buyer@customer.example"),
-            parse_address("ann@vendor.example"),
-        )
-        if address is not None
-    ]
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-
-    def save(number: int) -> None:
-        stamp = (start + timedelta(minutes=7 * number)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = {
-            "id": f"AAMk-{number:07d}",
-            "internetMessageId": f"<bench-{number}-{tenant}@customer.example>",
-            "conversationId": f"conv-{number // 4}",
-            "subject": f"Order {number}",
-            "bodyPreview": "Quarterly figures attached",
-            "body": {"contentType": "html", "content": BODY},
-            "from": {"emailAddress": {"name": "Buyer", "address": "buyer@customer.example"}},
-            "toRecipients": [{"emailAddress": {"name": "Ann", "address": "ann@vendor.example"}}],
-            "sentDateTime": stamp,
-            "receivedDateTime": stamp,
-            "parentFolderId": "inbox",
-        }
-        # One company each, a second one for every fourth email: one or two index rows.
-        companies = {f"company-{number % COMPANIES}"}
-        if number % 4 == 0:
-            companies.add(f"company-{(number + 1) % COMPANIES}")
-        holders = (OWNER, OTHER) if number % SHARED_EVERY == 0 else (OWNER,)
-        for user in holders:
-            store.save(
-                tenant_id=tenant,
-                user_id=user,
-                connection=connection_key(tenant, user, MAIL),
-                message={**message, "id": f"{message['id']}-{user}"},
-                participants=participants,
-                company_ids=frozenset(companies),
-            )
-
-    with ThreadPoolExecutor(max_workers=SEED_WORKERS) as pool:
-        list(pool.map(save, range(count)))
 
 
 def _time_purge(

@@ -68,8 +68,15 @@ def azurite_binary() -> Path:
     return binary
 
 
-def start_azurite(workdir: Path, *, timeout_s: float = 30.0) -> Azurite:
-    """Start Azurite on free ports and wait until all three services accept connections."""
+def start_azurite(
+    workdir: Path, *, timeout_s: float = 30.0, keep_alive_s: int | None = None
+) -> Azurite:
+    """Start Azurite on free ports and wait until all three services accept connections.
+
+    ``keep_alive_s`` keeps idle client connections open that long (Azurite's default is 5 s):
+    a client that reuses a connection just as Azurite closes it sees it reset, and a POST is
+    not retried, so long benchmarks on a busy machine raise it.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     ports = [free_port() for _ in range(3)]
     command = [
@@ -86,6 +93,9 @@ def start_azurite(workdir: Path, *, timeout_s: float = 30.0) -> Azurite:
         "--tablePort",
         str(ports[2]),
     ]
+    if keep_alive_s is not None:
+        for service in ("blob", "queue", "table"):
+            command += [f"--{service}KeepAliveTimeout", str(keep_alive_s)]
     node = shutil.which("node")
     if node is None:
         message = "Node.js is required to run Azurite and was not found on PATH"

@@ -235,6 +235,36 @@ class TableEntityStore:
                 msg = f"batch write to {table} failed"
                 raise TransientError(msg) from error
 
+    def write_batch(
+        self, table: str, writes: Sequence[tuple[Mapping[str, Any], str | None]]
+    ) -> list[str]:
+        """Create (no ETag) or replace-if-unchanged entities of one partition in one transaction.
+
+        At most 100 entities, all in one partition. The transaction is all or nothing, so a
+        conditional write that fails leaves every entity as it was.
+
+        Returns:
+            The new ETag of each entity, in the order given.
+
+        Raises:
+            ConflictError: when any entity was created or changed by another writer first.
+        """
+        operations: list[Any] = [_conditional(_clean(table, e), etag) for e, etag in writes]
+        if not operations:
+            return []
+        try:
+            results = self._client(table).submit_transaction(operations)
+        except TableTransactionError as error:
+            if error.status_code in {404, 409, 412}:
+                msg = f"{table} entity changed since it was read (batch of {len(operations)})"
+                raise ConflictError(msg) from error
+            msg = f"batch write to {table} failed"
+            raise TransientError(msg) from error
+        except AzureError as error:
+            msg = f"batch write to {table} failed"
+            raise TransientError(msg) from error
+        return [str(result.get("etag")) for result in results]
+
     def delete_batch(self, table: str, keys: Sequence[tuple[str, str]]) -> None:
         """Delete entities by key, already-gone ones included, in transactions per partition.
 
@@ -263,6 +293,18 @@ class TableEntityStore:
             client = self._service.get_table_client(table)
             self._clients[table] = client
         return client
+
+
+def _conditional(entity: Entity, etag: str | None) -> tuple[Any, ...]:
+    """Return a transaction operation: create without an ETag, else replace if unchanged."""
+    if etag is None:
+        return ("create", entity)
+    condition = {
+        "mode": UpdateMode.REPLACE,
+        "etag": etag,
+        "match_condition": MatchConditions.IfNotModified,
+    }
+    return ("update", entity, condition)
 
 
 def _clean(table: str, entity: Mapping[str, Any]) -> Entity:

@@ -13,8 +13,9 @@ take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s
 - ``~tenants``: one row per tenant that ever had a connection, written with each consent; the
   fan-out timer lists this small partition instead of scanning every connection.
 - ``~slots|<tenant key>|<shard>``: one row per connection holding the last sync slot a job was
-  enqueued for. The fan-out claims a slot by rewriting this row conditionally on its ETag, so two
-  fan-outs for one slot enqueue one job (BR-15). The claim is kept apart from the connection row
+  enqueued for. The fan-out claims a slot by rewriting this row conditionally on its ETag (in
+  all-or-nothing transactions per shard, one by one when one fails), so two fan-outs for one slot
+  enqueue one job (BR-15). The claim is kept apart from the connection row
   so it never races the conditional write of a rotated token cache. A tenant's claims spread over
   :data:`SLOT_SHARDS` partitions (by a hash of the row key): a fan-out writes one claim per
   connection within seconds, and Table Storage serves about 2,000 entities per second per
@@ -37,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.consent.crypto import Sealed, TokenCipher
-from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError
+from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError, TransientError
 from shared.sync.schedule import parse_slot, slot_text
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ CACHE_WRITE_ATTEMPTS = 3
 """Tries to write a rotated token cache while other fields of its row change meanwhile."""
 CLAIM_WORKERS = 8
 """Concurrent claim writes: below the 10 connections azure-core pools per client."""
+CLAIM_BATCH = 100
+"""Claims written per transaction: Table Storage's limit for one batch."""
 SLOT_SHARDS = 16
 """Partitions a tenant's slot claims spread over: 16 x 2,000 entities/s of headroom."""
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -221,15 +225,20 @@ class ConnectionStore:
         """Claim ``slot`` for each connection of one tenant; return the claims this call won.
 
         A connection already claimed for this slot or a later one is skipped, so however many
-        fan-outs run for a slot, each connection is claimed once.
+        fan-outs run for a slot, each connection is claimed once. The claims are read with one
+        query and written conditionally in transactions of up to :data:`CLAIM_BATCH` per shard,
+        on up to :data:`CLAIM_WORKERS` threads. Each claim carries an id of this call, so a
+        write whose answer was lost and that did happen is recognised as this call's own.
         """
         if not connections:
             return []
         known = self._slot_rows(connections)
-        workers = min(CLAIM_WORKERS, len(connections))
+        due = [c for c in connections if _claimed_slot(known.get(c.row_key) or {}) < slot]
+        chunks, claim_id = _claim_chunks(due), uuid.uuid4().hex
+        workers = max(1, min(CLAIM_WORKERS, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claim") as pool:
-            won = pool.map(lambda c: self._claim(c, slot, known.get(c.row_key)), connections)
-            return [claim for claim in won if claim is not None]
+            won = pool.map(lambda chunk: self._claim_chunk(chunk, slot, known, claim_id), chunks)
+            return [claim for claims in won for claim in claims]
 
     def release_slots(self, claims: Iterable[SlotClaim]) -> int:
         """Give back claims whose job was not sent, unless claimed again since; return how many."""
@@ -441,34 +450,65 @@ class ConnectionStore:
         return current is None or current.state == REVOKED
 
     def _slot_rows(self, connections: Sequence[Connection]) -> dict[str, dict[str, Any]]:
-        shards: dict[str, list[str]] = {}
-        for connection in connections:
-            shards.setdefault(slot_partition(connection), []).append(connection.row_key)
-        found: dict[str, dict[str, Any]] = {}
-        for partition, keys in sorted(shards.items()):
-            rows = self._tables.query(
-                TABLE,
-                "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
-                {"pk": partition, "first": min(keys), "last": max(keys)},
-            )
-            found.update((str(row["RowKey"]), row) for row in rows)
-        return found
+        """Read the current claims of a page's connections with one query over their shards."""
+        shards = {slot_partition(connection) for connection in connections}
+        keys = [connection.row_key for connection in connections]
+        rows = self._tables.query(
+            TABLE,
+            "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first "
+            "and RowKey le @last",
+            {"low": min(shards), "high": max(shards), "first": min(keys), "last": max(keys)},
+        )
+        # NOTE: the key range may reach other partitions; only the page's shards count.
+        return {str(row["RowKey"]): row for row in rows if row["PartitionKey"] in shards}
+
+    def _claim_chunk(
+        self,
+        chunk: Sequence[Connection],
+        slot: datetime,
+        known: Mapping[str, dict[str, Any]],
+        claim_id: str,
+    ) -> list[SlotClaim]:
+        """Claim up to 100 connections of one shard in one all-or-nothing transaction.
+
+        When another fan-out wrote any of their claims since they were read, the transaction
+        writes nothing; when its answer is lost, it may have written all. Either way each
+        connection is then claimed on its own, re-reading as needed.
+        """
+        text = slot_text(slot)
+        writes = [(_claim_row(c, text, claim_id), _etag(known.get(c.row_key))) for c in chunk]
+        try:
+            etags = self._tables.write_batch(TABLE, writes)
+        except (ConflictError, TransientError):
+            claims = (self._claim(c, slot, known.get(c.row_key), claim_id) for c in chunk)
+            return [claim for claim in claims if claim is not None]
+        return [
+            SlotClaim(connection, text, etag, known.get(connection.row_key))
+            for connection, etag in zip(chunk, etags, strict=True)
+        ]
 
     def _claim(
-        self, connection: Connection, slot: datetime, row: dict[str, Any] | None
+        self,
+        connection: Connection,
+        slot: datetime,
+        previous: dict[str, Any] | None,
+        claim_id: str,
     ) -> SlotClaim | None:
-        keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
-        claim = {**keys, "slot": slot_text(slot)}
+        text, row = slot_text(slot), previous
         for _ in range(CLAIM_ATTEMPTS):
             if row is not None and _claimed_slot(row) >= slot:
-                return None
+                # This call's own claim, written by a transaction whose answer was lost.
+                mine = row.get("claimId") == claim_id
+                return SlotClaim(connection, text, str(row["_etag"]), previous) if mine else None
             try:
-                etag = self._tables.update(TABLE, {**claim, "claimedAt": _now()}, etag=_etag(row))
-            except ConflictError:
-                # Another fan-out wrote first: re-read, and skip if it claimed this slot.
-                row = self._tables.get(TABLE, keys["PartitionKey"], keys["RowKey"])
+                etag = self._tables.update(
+                    TABLE, _claim_row(connection, text, claim_id), etag=_etag(row)
+                )
+            except (ConflictError, TransientError):
+                # Another fan-out wrote first, or the answer was lost: re-read and decide again.
+                row = self._tables.get(TABLE, slot_partition(connection), connection.row_key)
                 continue
-            return SlotClaim(connection, claim["slot"], etag, row)
+            return SlotClaim(connection, text, etag, row)
         return None
 
     def _merge(self, connection: Connection, changes: Mapping[str, Any]) -> None:
@@ -503,6 +543,23 @@ def _connection(row: Mapping[str, Any]) -> Connection:
 def _replace(connection: Connection, **changes: Any) -> Connection:
     values = {name: getattr(connection, name) for name in connection.__dataclass_fields__}
     return Connection(**{**values, **changes})
+
+
+def _claim_row(connection: Connection, text: str, claim_id: str) -> dict[str, Any]:
+    keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
+    return {**keys, "slot": text, "claimId": claim_id, "claimedAt": _now()}
+
+
+def _claim_chunks(connections: Sequence[Connection]) -> list[list[Connection]]:
+    """Group connections by their claim's partition, in chunks of one transaction each."""
+    shards: dict[str, list[Connection]] = {}
+    for connection in connections:
+        shards.setdefault(slot_partition(connection), []).append(connection)
+    return [
+        members[start : start + CLAIM_BATCH]
+        for members in shards.values()
+        for start in range(0, len(members), CLAIM_BATCH)
+    ]
 
 
 def slot_partition(connection: Connection) -> str:

@@ -15,9 +15,10 @@ the slot for each due connection (``active``, or ``error`` to retry it) and send
 
 One job per connection per slot (BR-15): the claim is a conditional write per connection (see
 :meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over the tenants'
-partitions. A second timer run, a replayed fan-out message or a duplicated page finds the slot
-claimed and sends nothing. A mail job that could not be sent has its claim released, and the
-stage 2 message raises so the queue retries it; the retry claims and sends only what is left.
+partitions and written in transactions of up to 100 claims of one partition. A second timer
+run, a replayed fan-out message or a duplicated page finds the slot claimed and sends nothing. A
+mail job that could not be sent has its claim released, and the stage 2 message raises so the
+queue retries it; the retry claims and sends only what is left.
 
 A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
 :meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the tenant, slot and

@@ -233,3 +233,61 @@ def test_fan_out_gives_back_claims_of_unsent_jobs(
     jobs = mail_jobs(queue, {tenant})
     assert len(jobs) == 5
     assert set(jobs.values()) == {1}
+
+
+class StaleStore(ConnectionStore):
+    """A ConnectionStore that reads no claims, as if another fan-out wrote them just after."""
+
+    def _slot_rows(self, connections: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+def test_claims_written_after_the_read_fail_the_batch_and_are_skipped(
+    tables: TableEntityStore, store: ConnectionStore
+) -> None:
+    """A batch meeting a claim it did not read writes nothing; one by one, only that is skipped."""
+    # GIVEN a tenant of 40 whose first 15 connections another fan-out claimed for the slot
+    tenant = seed(tables, store, [ACTIVE] * 40)
+    connections, _ = store.page_for_tenant(tenant, size=1000, token=None)
+    slot = datetime.fromisoformat(SLOT)
+    assert len(store.claim_slots(connections[:15], slot)) == 15
+
+    # WHEN a fan-out that did not see those claims claims all 40
+    stale = StaleStore(tables, cast(Any, None), cast(Any, None))
+    won = stale.claim_slots(connections, slot)
+
+    # THEN it wins exactly the other 25, and a third claim wins nothing
+    assert sorted(claim.connection.user_id for claim in won) == sorted(
+        connection.user_id for connection in connections[15:]
+    )
+    assert store.claim_slots(connections, slot) == []
+
+
+class LossyTables(TableEntityStore):
+    """A TableEntityStore whose batch writes happen but whose answers are lost."""
+
+    def write_batch(
+        self, table: str, writes: Sequence[tuple[Mapping[str, Any], str | None]]
+    ) -> list[str]:
+        super().write_batch(table, writes)
+        raise TransientError("the answer was lost")
+
+
+def test_claims_whose_answer_was_lost_are_adopted_once(
+    azurite: Azurite, tables: TableEntityStore, store: ConnectionStore
+) -> None:
+    """A claim transaction that happened but answered nothing still counts as this call's."""
+    # GIVEN a tenant of 30 and a store whose claim transactions lose their answers
+    tenant = seed(tables, store, [ACTIVE] * 30)
+    connections, _ = store.page_for_tenant(tenant, size=1000, token=None)
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    lossy = ConnectionStore(LossyTables(service), cast(Any, None), cast(Any, None))
+    slot = datetime.fromisoformat(SLOT)
+
+    # WHEN it claims the slot, and a second fan-out tries after it
+    won = lossy.claim_slots(connections, slot)
+    again = store.claim_slots(connections, slot)
+
+    # THEN the first won every connection and the second none
+    assert len(won) == 30
+    assert again == []
