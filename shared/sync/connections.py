@@ -41,7 +41,7 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
@@ -85,6 +85,8 @@ CLAIM_BATCH = 100
 SLOT_SHARDS = 16
 """Partitions a tenant's slot claims spread over: 16 x 2,000 entities/s of headroom."""
 _NEVER = datetime.min.replace(tzinfo=UTC)
+MAX_SLOT_AHEAD = timedelta(minutes=10)
+"""How far ahead of a worker's clock a slot may be: one period of the timer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,10 +572,17 @@ def slot_partition(connection: Connection) -> str:
 
 
 def _claimed_slot(row: Mapping[str, Any]) -> datetime:
+    """Return the slot a claim row holds; never claimed when unreadable or in the future.
+
+    A claim more than :data:`MAX_SLOT_AHEAD` ahead of this worker's clock was written by a
+    fan-out whose clock ran fast; left standing, it would make every correct round skip the
+    connection until that time, so it counts as no claim.
+    """
     try:
-        return parse_slot(row.get("slot"))
+        slot = parse_slot(row.get("slot"))
     except InvalidJobError:
         return _NEVER
+    return _NEVER if slot > datetime.now(UTC) + MAX_SLOT_AHEAD else slot
 
 
 def _etag(row: Mapping[str, Any] | None) -> str | None:

@@ -50,7 +50,7 @@ from shared.adapters.queues import (
 )
 from shared.audit.log import SYSTEM_ACTOR, Action, Outcome
 from shared.errors import InvalidJobError, TransientError, ValidationError
-from shared.sync.connections import CALENDAR, MAIL
+from shared.sync.connections import CALENDAR, MAIL, MAX_SLOT_AHEAD
 from shared.sync.schedule import parse_slot, slot_of, slot_text
 
 if TYPE_CHECKING:
@@ -161,6 +161,14 @@ class SyncPlanner:
             TransientError: when some mail jobs could not be sent; their claims are released.
         """
         job = FanoutJob.parse(raw_job)
+        if job.slot > self._clock() + MAX_SLOT_AHEAD:
+            # A timer whose clock runs fast named a slot still to come; the next correct one
+            # covers it, and claiming it now would hold every connection back until then.
+            logger.warning(
+                "sync fan-out refused: its slot is ahead of this worker's clock",
+                extra={"tenant": job.tenant_id, "slot": slot_text(job.slot)},
+            )
+            return FanoutResult(due=0, sent=0, more=False)
         connections, following = self._page(job)
         if following is not None:
             self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())

@@ -291,3 +291,28 @@ def test_claims_whose_answer_was_lost_are_adopted_once(
     # THEN the first won every connection and the second none
     assert len(won) == 30
     assert again == []
+
+
+def test_fan_out_from_a_fast_clock_holds_back_no_later_round(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """A slot a day ahead is refused by stage 2, and a claim written for it does not stick."""
+    # GIVEN a tenant of 3 connections, a fan-out message for a slot a day ahead, and a claim
+    # for that slot written by a fast worker that did not check
+    tenant = seed(tables, store, [ACTIVE] * 3)
+    ahead = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=1)
+    fast = {"kind": "fanout", "tenant": tenant, "slot": ahead.isoformat()}
+    real = SyncPlanner(store, queue, page_size=1000)
+    [first, *_] = store.page_for_tenant(tenant, size=10, token=None)[0]
+    store.claim_slots([first], ahead)
+
+    # WHEN a worker on a correct clock runs that message, then the correct slot's fan-out
+    refused = real.fan_out_tenant(fast)
+    real.fan_out()
+    run_stage_two(real, queue)
+
+    # THEN the ahead slot sent nothing, and the correct round sent one job per connection
+    assert (refused.due, refused.sent) == (0, 0)
+    jobs = mail_jobs(queue, {tenant})
+    assert sum(jobs.values()) == 3
+    assert all(slot != ahead.isoformat() for _, _, slot in jobs)
