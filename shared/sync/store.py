@@ -263,28 +263,27 @@ class EmailStore:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
         """
         message, item_id = kept.message, str(kept.message["id"])
-        key = email_key(tenant_id, message.get("internetMessageId"), connection, item_id)
-        if item_id in deleted or self._tombstoned(tenant_id, key):
-            msg = f"email {key} was deleted in the product"
-            raise EmailDeletedError(msg)
-        try:
-            existing, row = self._write_email(
-                tenant_id,
-                key,
-                message,
-                participants=kept.participants,
-                company_ids=kept.company_ids,
-            )
-        except _LookAlikeError:
-            # Another email holds this Message-ID: this one is stored apart, as one without it.
-            key = email_key(tenant_id, None, connection, item_id)
-            existing, row = self._write_email(
-                tenant_id,
-                key,
-                message,
-                participants=kept.participants,
-                company_ids=kept.company_ids,
-            )
+        # A message reusing another email's Message-ID is stored apart, as one without it.
+        apart = email_key(tenant_id, None, connection, item_id)
+        for key in (
+            email_key(tenant_id, message.get("internetMessageId"), connection, item_id),
+            apart,
+        ):
+            if item_id in deleted or self._tombstoned(tenant_id, key):
+                msg = f"email {key} was deleted in the product"
+                raise EmailDeletedError(msg)
+            try:
+                existing, row = self._write_email(
+                    tenant_id,
+                    key,
+                    message,
+                    participants=kept.participants,
+                    company_ids=kept.company_ids,
+                    copies_only=key != apart,
+                )
+            except _LookAlikeError:
+                continue
+            break
         item = self._link(tenant_id, user_id, connection, key, message)
         guard_entity(ITEMS, item)
         return _Staged(position, key, item_id, row, message, existing is None, item)
@@ -365,6 +364,7 @@ class EmailStore:
         *,
         participants: Sequence[Address],
         company_ids: frozenset[str],
+        copies_only: bool = True,
     ) -> tuple[Entity | None, Entity]:
         """Write an email row, merging with a copy another mailbox's worker writes at once.
 
@@ -375,7 +375,8 @@ class EmailStore:
 
         A stored row is only merged with a copy of the same email: same sender and sent time
         (:func:`copy_fingerprint`). A message that merely reuses its Message-ID is refused, so
-        it can neither overwrite the row nor make its holder one of the email's.
+        it can neither overwrite the row nor make its holder one of the email's. ``copies_only``
+        is False for a row keyed by the mailbox item itself, which only that item writes.
 
         Returns:
             The row as it was before (``None`` when this write created it), and as written.
@@ -387,7 +388,7 @@ class EmailStore:
         existing = self._tables.get(EMAILS, partition, key)
         fingerprint = copy_fingerprint(message)
         for _ in range(SAVE_ATTEMPTS):
-            if existing is not None and existing.get("fingerprint", fingerprint) != fingerprint:
+            if copies_only and existing and existing.get("fingerprint", fingerprint) != fingerprint:
                 msg = f"email {key} is held by another email with the same Message-ID"
                 raise _LookAlikeError(msg)
             sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
