@@ -263,9 +263,9 @@ class OutboxWorker:
     def _advance(self, tenant_id: str, row: Entity, token: str) -> None:
         email: OutgoingEmail | None = None
         if row["state"] == OutboxState.QUEUED:
-            if row.get("kind") == Kind.AUTOMATIC and self._postpone(tenant_id, row, token):
-                return
             email = self._email(tenant_id, row)
+            if row.get("kind") == Kind.AUTOMATIC and self._postpone(tenant_id, row, token, email):
+                return
             row = self._create_draft(tenant_id, row, token, email)
         if row["state"] == OutboxState.DRAFT_CREATED:
             row = self._add_attachments(tenant_id, row, token, email)
@@ -347,13 +347,13 @@ class OutboxWorker:
         extra = {"outbox_id": row["RowKey"], "attachments": row.get("attachmentCount", 0)}
         logger.info("outbox item sent", extra=extra)
 
-    def _postpone(self, tenant_id: str, row: Entity, token: str) -> bool:
+    def _postpone(self, tenant_id: str, row: Entity, token: str, email: OutgoingEmail) -> bool:
         tenant = self._settings.get_tenant(tenant_id)
         if tenant is None:
             return False
         now, zone = self._clock(), self._zone(token)
         until = quiet_until(
-            now, self._quiet_zone(tenant_id, row, tenant, zone), tenant.do_not_disturb
+            now, self._quiet_zone(tenant_id, email, tenant, zone), tenant.do_not_disturb
         )
         if until is not None:
             self._later(tenant_id, row, now, until, "doNotDisturb")
@@ -367,7 +367,7 @@ class OutboxWorker:
         row.update(self._save(row, {"countedDay": day, "waitingFor": ""}))
         return False
 
-    def _quiet_zone(self, tenant_id: str, row: Entity, tenant: Tenant, sender: Any) -> Any:
+    def _quiet_zone(self, tenant_id: str, email: OutgoingEmail, tenant: Tenant, sender: Any) -> Any:
         """Return the zone do-not-disturb hours are kept in: a recipient's when so set and known.
 
         With ``timeZone: recipient``, the first ``to`` (then ``cc``) recipient that is a known
@@ -376,7 +376,6 @@ class OutboxWorker:
         window = tenant.do_not_disturb
         if window is None or window.zone_of != RECIPIENT:
             return sender
-        email = self._email(tenant_id, row)
         addresses = [a.address for a in (*email.to, *email.cc)]
         name = self._settings.contact_time_zone(tenant_id, addresses)
         # NOTE: zone_of() reads a missing name as UTC, so no name must keep the sender's zone.

@@ -76,8 +76,9 @@ JOB_POISONED = "job_poisoned"
 TENANT_INDEX = "~tenants"
 SLOT_PREFIX = "~slots|"
 CLAIM_ATTEMPTS = 3
-CACHE_WRITE_ATTEMPTS = 3
-"""Tries to write a rotated token cache while other fields of its row change meanwhile."""
+ROW_WRITE_ATTEMPTS = 3
+"""Tries of a conditional write of a connection row (a rotated token cache, a move to
+reauth_required) while other fields of the row change meanwhile."""
 CLAIM_WORKERS = 8
 """Concurrent claim writes: below the 10 connections azure-core pools per client."""
 CLAIM_BATCH = 100
@@ -374,7 +375,7 @@ class ConnectionStore:
         still the one this refresh started from, the write is tried again on the new ETag.
         """
         sealed = self._cipher.seal(cache_json, key)
-        for _ in range(CACHE_WRITE_ATTEMPTS):
+        for _ in range(ROW_WRITE_ATTEMPTS):
             updated = {
                 **row,
                 "tokenCache": sealed.ciphertext,
@@ -431,7 +432,7 @@ class ConnectionStore:
         already waiting for consent, revoked or gone is left as it is.
         """
         keys = (table_key(connection.tenant_id), table_key(connection.user_id, connection.kind))
-        for _ in range(CACHE_WRITE_ATTEMPTS):
+        for _ in range(ROW_WRITE_ATTEMPTS):
             row = self._tables.get(TABLE, *keys)
             if row is None or row.get("state") in (REAUTH_REQUIRED, REVOKED):
                 return False

@@ -399,6 +399,7 @@ class EmailStore:
                 participants=participants,
                 companies=company_ids | self._company_ids(existing),
                 sort_time=sort_time,
+                fingerprint=fingerprint,
             )
             entity = self._overflow(tenant_id, key, row)
             try:
@@ -763,6 +764,7 @@ def _email_row(
     participants: Sequence[Address],
     companies: frozenset[str],
     sort_time: str,
+    fingerprint: str,
 ) -> Entity:
     body = message.get("body") or {}
     return {
@@ -783,7 +785,7 @@ def _email_row(
         "hasAttachments": bool(message.get("hasAttachments")),
         "companyIds": json.dumps(sorted(companies)),
         "sortTime": sort_time,
-        "fingerprint": copy_fingerprint(message),
+        "fingerprint": fingerprint,
     }
 
 
