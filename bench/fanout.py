@@ -4,7 +4,7 @@ For each size it seeds that many active mail connection rows across many tenants
 holds a tenth of them, so it is split into pages; the rest sit in tenants of 100), in batched
 transactions from :data:`SEED_PROCESSES` processes. Each run then takes a new slot and runs the
 product's fan-out end to end in this process: stage 1 (:meth:`SyncPlanner.fan_out`) and every
-stage 2 message it leads to (:meth:`SyncPlanner.fan_out_tenant`), taken off ``sync-fanout`` by
+stage 2 message it leads to (:meth:`SyncPlanner.fan_out_page`), taken off ``sync-fanout`` by
 :data:`INSTANCES` threads standing in for host instances (one: on a two-core machine shared
 with Azurite, more threads only contend for the same cores; on Azure each page runs on its own
 instance). The same run times a plain loop that sends messages of the same shape one by one
@@ -43,7 +43,14 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
 from devstack.azurite import Azurite, start_azurite
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, decode_job, encode_job
+from shared.adapters.queues import (
+    BATCH_SIZE,
+    FANOUT_QUEUE,
+    MAIL_SYNC_QUEUE,
+    JobQueue,
+    decode_job,
+    encode_job,
+)
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import TransientError
@@ -265,7 +272,9 @@ def _drain_stage_two(planner: SyncPlanner, jobs: JobQueue) -> int:
     def instance() -> None:
         while True:
             with lock:
-                batch = list(client.receive_messages(messages_per_page=4, max_messages=4))
+                batch = list(
+                    client.receive_messages(messages_per_page=BATCH_SIZE, max_messages=BATCH_SIZE)
+                )
                 if not batch and busy[0] == 0:
                     return
                 busy[0] += len(batch)
@@ -291,7 +300,7 @@ def _run_page(planner: SyncPlanner, job: dict[str, Any]) -> int:
     """Run one stage 2 message until it succeeds; return how many attempts failed."""
     for attempt in range(STAGE_TWO_ATTEMPTS):
         try:
-            planner.fan_out_tenant(job)
+            planner.fan_out_page(job)
         except TransientError:
             continue
         return attempt

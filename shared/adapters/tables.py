@@ -187,15 +187,21 @@ class TableEntityStore:
         *,
         size: int,
         token: str | None,
+        select: Sequence[str] | None = None,
     ) -> tuple[list[Entity], str | None]:
         """Return one page of a query and the opaque token of the next page, if any.
+
+        With ``select``, the entities carry only those properties (and their ETag).
 
         Raises:
             ValidationError: when the continuation token is not one this store issued.
         """
         query = _fingerprint(table, where, parameters)
         pager = self._client(table).query_entities(
-            where, parameters=dict(parameters), results_per_page=size
+            where,
+            parameters=dict(parameters),
+            results_per_page=size,
+            select=list(select) if select else None,
         )
         try:
             pages = pager.by_page(continuation_token=_decode_token(token, query))

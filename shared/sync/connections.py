@@ -12,20 +12,25 @@ take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s
 
 - ``~tenants``: one row per tenant that ever had a connection, written with each consent; the
   fan-out timer lists this small partition instead of scanning every connection.
-- ``~slots|<tenant key>|<shard>``: one row per connection holding the last sync slot a job was
-  enqueued for. The fan-out claims a slot by rewriting this row conditionally on its ETag (in
-  all-or-nothing transactions per shard, one by one when one fails), so two fan-outs for one slot
-  enqueue one job (BR-15). The claim is kept apart from the connection row
-  so it never races the conditional write of a rotated token cache. A tenant's claims spread over
-  :data:`SLOT_SHARDS` partitions (by a hash of the row key): a fan-out writes one claim per
-  connection within seconds, and Table Storage serves about 2,000 entities per second per
-  partition, which a 100,000-connection tenant in one partition would exceed.
+- ``~slot|<shard>``: one row per connection holding the last sync slot a job was enqueued for,
+  keyed by the connection's id (:func:`connection_key`: its tenant's key, ``|``, its row key),
+  so the claims of a page of connections, which the fan-out reads in key order across tenants,
+  are one key range in every shard. The fan-out claims a slot by rewriting this row
+  conditionally on its ETag (in all-or-nothing transactions per shard, one by one when one
+  fails), so two fan-outs for one slot enqueue one job (BR-15). The claim is kept apart from the
+  connection row so it never races the conditional write of a rotated token cache. The claims
+  spread over :data:`SLOT_SHARDS` partitions (by a hash of the connection's id): a fan-out
+  writes one claim per connection within seconds, and Table Storage serves about 2,000 entities
+  per second per partition, which one partition for a 100,000-connection fleet would exceed.
 
 Known limitations: a tenant stays in ``~tenants`` after its last connection is gone (its fan-out
 finds nothing); connections written before the index existed need one
-:meth:`ConnectionStore.rebuild_tenant_index`. Claims written before the shards existed (in
-``~slots|<tenant key>``) are not read, so each connection may get one extra job in the first slot
-after an upgrade (the mailbox gate makes it wait or end as a no-op); the old rows stay unused. A
+:meth:`ConnectionStore.rebuild_tenant_index`. Claims written in earlier layouts (in
+``~slots|<tenant key>`` or ``~slots|<tenant key>|<shard>``) are not read, so each connection may
+get one extra job in the first slot after an upgrade (the mailbox gate makes it wait or end as a
+no-op); the old rows stay unused. A claim read is only a hint for the conditional writes: where
+one tenant's key is a prefix of another's, a claim may sort outside the page's range and is then
+found by the failed write instead, at the cost of one-by-one claims for its transaction. A
 tenant's connection rows themselves share one partition, ``<tenant key>``: each sync job reads
 its row two or three times and writes it once (the round record, a rotated token cache), so a
 100,000-connection tenant puts about 400,000 operations per 10-minute slot there, roughly 700 per
@@ -74,7 +79,7 @@ JOB_POISONED = "job_poisoned"
 
 # NOTE: table_key() escapes "~" as "~7E" and hashes as "~h…", so these never meet a tenant's key.
 TENANT_INDEX = "~tenants"
-SLOT_PREFIX = "~slots|"
+SLOT_PREFIX = "~slot|"
 CLAIM_ATTEMPTS = 3
 ROW_WRITE_ATTEMPTS = 3
 """Tries of a conditional write of a connection row (a rotated token cache, a move to
@@ -84,7 +89,9 @@ CLAIM_WORKERS = 8
 CLAIM_BATCH = 100
 """Claims written per transaction: Table Storage's limit for one batch."""
 SLOT_SHARDS = 16
-"""Partitions a tenant's slot claims spread over: 16 x 2,000 entities/s of headroom."""
+"""Partitions the slot claims spread over: 16 x 2,000 entities/s of headroom."""
+FANOUT_FIELDS = ("PartitionKey", "RowKey", "tenantId", "userId", "kind", "state")
+"""What the fan-out reads of a connection row: enough for its claim and its job, no token."""
 _NEVER = datetime.min.replace(tzinfo=UTC)
 MAX_SLOT_AHEAD = timedelta(minutes=10)
 """How far ahead of a worker's clock a slot may be: one period of the timer."""
@@ -185,26 +192,62 @@ class ConnectionStore:
         ]
 
     def page_for_tenant(
-        self, tenant_id: str, *, size: int, token: str | None, due_only: bool = False
+        self, tenant_id: str, *, size: int, token: str | None
     ) -> tuple[list[Connection], str | None]:
         """Return one page of a tenant's connections in row key order, and the next page's token.
-
-        With ``due_only``, only connections the fan-out enqueues jobs for are returned, of every
-        kind (a page may then hold fewer than ``size``, or none, and still have a next page).
 
         Raises:
             ValidationError: when the token is not one this store issued.
         """
         where, parameters = "PartitionKey eq @pk", {"pk": table_key(tenant_id)}
         rows, following = self._tables.page(TABLE, where, parameters, size=size, token=token)
-        found = [_connection(row) for row in rows]
-        if due_only:
-            found = [c for c in found if c.state in DUE_STATES and c.kind in KINDS]
+        return [_connection(row) for row in rows], following
+
+    def due_page(
+        self, first_tenant: str, last_tenant: str, *, size: int, token: str | None
+    ) -> tuple[list[Connection], str | None]:
+        """Return one page of the due connections of a span of tenants, and the next page's token.
+
+        The span is every tenant whose key lies from ``first_tenant``'s to ``last_tenant``'s, read
+        in key order, so one query covers many small tenants. Only the fields the fan-out needs
+        are read (:data:`FANOUT_FIELDS`): the connections carry no folders, scopes or token. A
+        page may hold fewer than ``size``, or none, and still have a next page.
+
+        Raises:
+            ValidationError: when the token is not one this store issued.
+        """
+        # NOTE: the SDK finds parameters between spaces, so the parentheses stand apart.
+        where = (
+            "PartitionKey ge @first and PartitionKey le @last "
+            "and ( state eq @active or state eq @error )"
+        )
+        parameters = {
+            "first": table_key(first_tenant),
+            "last": table_key(last_tenant),
+            "active": ACTIVE,
+            "error": ERROR,
+        }
+        rows, following = self._tables.page(
+            TABLE, where, parameters, size=size, token=token, select=FANOUT_FIELDS
+        )
+        # NOTE: the key range may reach a partition of this table that is not a tenant's.
+        found = [_connection(row) for row in rows if _is_connection_row(row)]
         return found, following
 
-    def list_indexed_tenants(self) -> Iterator[str]:
-        """Yield the id of every tenant that has (or had) a connection."""
-        for row in self._tables.list_partition(TABLE, TENANT_INDEX):
+    def list_indexed_tenants(
+        self, first: str | None = None, last: str | None = None
+    ) -> Iterator[str]:
+        """Yield the id of every tenant that has (or had) a connection, in key order.
+
+        With ``first`` and ``last``, only the tenants whose keys lie between theirs are yielded.
+        """
+        if first is None or last is None:
+            rows = self._tables.list_partition(TABLE, TENANT_INDEX)
+        else:
+            where = "PartitionKey eq @pk and RowKey ge @first and RowKey le @last"
+            bounds = {"pk": TENANT_INDEX, "first": table_key(first), "last": table_key(last)}
+            rows = self._tables.query(TABLE, where, bounds)
+        for row in rows:
             yield str(row["tenantId"])
 
     def index_tenant(self, tenant_id: str) -> None:
@@ -225,18 +268,19 @@ class ConnectionStore:
         return len(tenants)
 
     def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
-        """Claim ``slot`` for each connection of one tenant; return the claims this call won.
+        """Claim ``slot`` for each connection; return the claims this call won.
 
         A connection already claimed for this slot or a later one is skipped, so however many
-        fan-outs run for a slot, each connection is claimed once. The claims are read with one
-        query and written conditionally in transactions of up to :data:`CLAIM_BATCH` per shard,
-        on up to :data:`CLAIM_WORKERS` threads. Each claim carries an id of this call, so a
+        fan-outs run for a slot, each connection is claimed once. The claims of connections in
+        key order (a fan-out page) are read with one query and written conditionally in
+        transactions of up to :data:`CLAIM_BATCH` per shard, on up to :data:`CLAIM_WORKERS`
+        threads. Each claim carries an id of this call, so a
         write whose answer was lost and that did happen is recognised as this call's own.
         """
         if not connections:
             return []
         known = self._slot_rows(connections)
-        due = [c for c in connections if _claimed_slot(known.get(c.row_key) or {}) < slot]
+        due = [c for c in connections if _claimed_slot(known.get(c.key) or {}) < slot]
         chunks, claim_id = _claim_chunks(due), uuid.uuid4().hex
         workers = max(1, min(CLAIM_WORKERS, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claim") as pool:
@@ -250,7 +294,7 @@ class ConnectionStore:
             partition = slot_partition(claim.connection)
             try:
                 if claim.previous is None:
-                    self._tables.delete(TABLE, partition, claim.connection.row_key, etag=claim.etag)
+                    self._tables.delete(TABLE, partition, claim.connection.key, etag=claim.etag)
                 else:
                     self._tables.update(TABLE, claim.previous, etag=claim.etag)
             except ConflictError:
@@ -453,17 +497,26 @@ class ConnectionStore:
         return current is None or current.state == REVOKED
 
     def _slot_rows(self, connections: Sequence[Connection]) -> dict[str, dict[str, Any]]:
-        """Read the current claims of a page's connections with one query over their shards."""
+        """Read the current claims of a page's connections with one query over their shards.
+
+        Returns:
+            The claim rows by connection id (:attr:`Connection.key`).
+        """
         shards = {slot_partition(connection) for connection in connections}
-        keys = [connection.row_key for connection in connections]
+        keys = [connection.key for connection in connections]
         rows = self._tables.query(
             TABLE,
             "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first "
             "and RowKey le @last",
             {"low": min(shards), "high": max(shards), "first": min(keys), "last": max(keys)},
         )
-        # NOTE: the key range may reach other partitions; only the page's shards count.
-        return {str(row["RowKey"]): row for row in rows if row["PartitionKey"] in shards}
+        # NOTE: the key ranges may reach other rows; only the page's own claims count.
+        wanted = set(keys)
+        return {
+            str(row["RowKey"]): row
+            for row in rows
+            if row["PartitionKey"] in shards and row["RowKey"] in wanted
+        }
 
     def _claim_chunk(
         self,
@@ -479,14 +532,14 @@ class ConnectionStore:
         connection is then claimed on its own, re-reading as needed.
         """
         text = slot_text(slot)
-        writes = [(_claim_row(c, text, claim_id), _etag(known.get(c.row_key))) for c in chunk]
+        writes = [(_claim_row(c, text, claim_id), _etag(known.get(c.key))) for c in chunk]
         try:
             etags = self._tables.write_batch(TABLE, writes)
         except (ConflictError, TransientError):
-            claims = (self._claim(c, slot, known.get(c.row_key), claim_id) for c in chunk)
+            claims = (self._claim(c, slot, known.get(c.key), claim_id) for c in chunk)
             return [claim for claim in claims if claim is not None]
         return [
-            SlotClaim(connection, text, etag, known.get(connection.row_key))
+            SlotClaim(connection, text, etag, known.get(connection.key))
             for connection, etag in zip(chunk, etags, strict=True)
         ]
 
@@ -509,7 +562,7 @@ class ConnectionStore:
                 )
             except (ConflictError, TransientError):
                 # Another fan-out wrote first, or the answer was lost: re-read and decide again.
-                row = self._tables.get(TABLE, slot_partition(connection), connection.row_key)
+                row = self._tables.get(TABLE, slot_partition(connection), connection.key)
                 continue
             return SlotClaim(connection, text, etag, row)
         return None
@@ -549,7 +602,7 @@ def _replace(connection: Connection, **changes: Any) -> Connection:
 
 
 def _claim_row(connection: Connection, text: str, claim_id: str) -> dict[str, Any]:
-    keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.row_key}
+    keys = {"PartitionKey": slot_partition(connection), "RowKey": connection.key}
     return {**keys, "slot": text, "claimId": claim_id, "claimedAt": _now()}
 
 
@@ -566,10 +619,21 @@ def _claim_chunks(connections: Sequence[Connection]) -> list[list[Connection]]:
 
 
 def slot_partition(connection: Connection) -> str:
-    """Return the partition of a connection's slot claim: its tenant's, in one of the shards."""
-    digest = hashlib.sha256(connection.row_key.encode("utf-8")).digest()
+    """Return the partition of a connection's slot claim: one of the shards, by its id."""
+    digest = hashlib.sha256(connection.key.encode("utf-8")).digest()
     shard = int.from_bytes(digest[:4], "big") % SLOT_SHARDS
-    return f"{SLOT_PREFIX}{table_key(connection.tenant_id)}|{shard:02x}"
+    return f"{SLOT_PREFIX}{shard:02x}"
+
+
+def _is_connection_row(row: Mapping[str, Any]) -> bool:
+    """Tell whether a row is a connection's: its tenant's partition, a kind of connection."""
+    tenant = row.get("tenantId")
+    return (
+        isinstance(tenant, str)
+        and row.get("PartitionKey") == table_key(tenant)
+        and row.get("kind") in KINDS
+        and isinstance(row.get("userId"), str)
+    )
 
 
 def _claimed_slot(row: Mapping[str, Any]) -> datetime:

@@ -1,43 +1,52 @@
 """The sync fan-out, in two stages, so 100,000 connections are enqueued well inside one slot.
 
 Stage 1, :meth:`SyncPlanner.fan_out` (timer ``sync_fanout``, every 10 minutes): lists the tenants
-that have connections, one small index partition, and sends one ``{"kind": "fanout", "tenant",
-"slot"}`` message per tenant to ``sync-fanout``. It reads no connection, so it takes seconds
-however many connections there are.
+that have connections, one small index partition, in key order, and sends one ``{"kind":
+"fanout", "tenant", "lastTenant"?, "slot"}`` message per span of up to :data:`SPAN_TENANTS`
+consecutive tenants (``tenant`` the first, ``lastTenant`` the last, left out when it is the
+first) to ``sync-fanout``. It reads no connection, so it takes seconds however many connections
+there are.
 
-Stage 2, :meth:`SyncPlanner.fan_out_tenant` (queue ``sync-fanout``, scaled out by the host): reads
-one page of at most :data:`PAGE_SIZE` of the tenant's connections, in row key order. When more
-remain it first sends the same message with the page's continuation token under ``"page"``, so
-the next page of a large tenant runs on another instance while this one works. It then claims
-the slot for each due connection (``active``, or ``error`` to retry it) and sends one sync job
-``{"kind", "tenant", "user", "slot"}`` per claim won, concurrently, to its kind's queue
-(``mail-sync`` or ``calendar-sync``).
+Stage 2, :meth:`SyncPlanner.fan_out_page` (queue ``sync-fanout``, scaled out by the host): reads
+one page of at most :data:`PAGE_SIZE` due connections (``active``, or ``error`` to retry them)
+of the span's tenants, in key order, with one query however many tenants the page crosses. When
+more remain it first sends the same message with the page's continuation token under ``"page"``,
+so the next page runs on another instance while this one works. It then claims the slot for
+each connection of the page and sends one sync job ``{"kind", "tenant", "user", "slot"}`` per
+claim won, concurrently, to its kind's queue (``mail-sync`` or ``calendar-sync``). A fleet of
+small tenants thus costs two queries (connections, claims) per 1,000 connections, not per
+tenant: a page of Table Storage holds at most 1,000 entities, and the service may end one early
+where the range crosses a partition boundary it serves from another server.
 
 One job per connection per slot (BR-15): the claim is a conditional write per connection (see
-:meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over the tenants'
-partitions and written in transactions of up to 100 claims of one partition. A second timer
-run, a replayed fan-out message or a duplicated page finds the slot claimed and sends nothing. A
-mail job that could not be sent has its claim released, and the stage 2 message raises so the
-queue retries it; the retry claims and sends only what is left.
+:meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over shard partitions and
+written in transactions of up to 100 claims of one partition. A second timer run, a replayed
+fan-out message or a duplicated page finds the slot claimed and sends nothing. A mail job that
+could not be sent has its claim released, and the stage 2 message raises so the queue retries
+it; the retry claims and sends only what is left.
 
 A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
-:meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the tenant, slot and
-counts, and a ``sync.fanoutPoisoned`` entry in the tenant's audit log (actor ``system``, outcome
-``failed``, reason ``job_poisoned``) with the due connections of that page, which get no job in
-that slot, and the deliveries it went through. The next slot fans out again from the start.
+:meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the span, slot and
+counts, and a ``sync.fanoutPoisoned`` entry in the audit log of each tenant with due connections
+on that page (actor ``system``, outcome ``failed``, reason ``job_poisoned``) with that tenant's
+due connections, which get no job in that slot, and the deliveries it went through. The next
+slot fans out again from the start.
 
 Known limitations: if the worker dies between claiming and sending, those connections get no
-job in that slot and are picked up by the next one; a tenant whose stage 1 message could not be
+job in that slot and are picked up by the next one; a span whose stage 1 message could not be
 sent (the timer raises) waits for the next slot too. A poisoned page's count of due connections
 is read when the poison is handled, so it counts the page as it is then, including connections
-whose jobs an earlier attempt did send. A page that failed because it could not be read never
-sent its successor, so the pages after it go uncounted and unaudited.
+whose jobs an earlier attempt did send; a page that cannot be read then is audited, uncounted,
+in every tenant of its span. A page that failed because it could not be read never sent its
+successor, so the pages after it go uncounted and unaudited. A tenant indexed after stage 1 ran
+is fanned out in that slot only when its key falls inside a span's range.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -67,15 +76,20 @@ JOB_QUEUES = {MAIL: MAIL_SYNC_QUEUE, CALENDAR: CALENDAR_SYNC_QUEUE}
 """The queue each kind of connection's sync jobs go to."""
 PAGE_SIZE = 1000
 """Connections per stage 2 invocation: one Table Storage query page."""
+SPAN_TENANTS = 50
+"""Tenants per stage 1 message. Fewer spans mean fewer, fuller pages; more spans mean more
+chains of pages running side by side, so the last page is sent sooner."""
 
 
 @dataclass(frozen=True, slots=True)
 class FanoutJob:
-    """A stage 2 message: enqueue the mail jobs of one page of one tenant for one slot."""
+    """A stage 2 message: enqueue the sync jobs of one page of a span of tenants for one slot."""
 
     tenant_id: str
     slot: datetime
     page: str | None = None
+    last_tenant_id: str | None = None
+    """The span's last tenant; ``None`` when the span is ``tenant_id`` alone."""
 
     @classmethod
     def parse(cls, job: Mapping[str, Any]) -> FanoutJob:
@@ -87,23 +101,34 @@ class FanoutJob:
         if job.get("kind") != FANOUT:
             msg = f"kind: must be {FANOUT!r}"
             raise InvalidJobError(msg)
-        tenant, page = job.get("tenant"), job.get("page")
+        tenant, last, page = job.get("tenant"), job.get("lastTenant"), job.get("page")
         if not isinstance(tenant, str) or not tenant:
             msg = "tenant: must be a non-empty string"
+            raise InvalidJobError(msg)
+        if last is not None and (not isinstance(last, str) or not last):
+            msg = "lastTenant: must be a non-empty string when present"
             raise InvalidJobError(msg)
         if page is not None and (not isinstance(page, str) or not page):
             msg = "page: must be a non-empty string when present"
             raise InvalidJobError(msg)
-        return cls(tenant, parse_slot(job.get("slot")), page)
+        last = None if last == tenant else last
+        return cls(tenant, parse_slot(job.get("slot")), page, last)
+
+    @property
+    def span(self) -> tuple[str, str]:
+        """The first and last tenant of the span."""
+        return self.tenant_id, self.last_tenant_id or self.tenant_id
 
     def as_message(self) -> dict[str, Any]:
         """Return the job as queue JSON."""
         message = {"kind": FANOUT, "tenant": self.tenant_id, "slot": slot_text(self.slot)}
+        if self.last_tenant_id is not None:
+            message["lastTenant"] = self.last_tenant_id
         return message if self.page is None else {**message, "page": self.page}
 
     def next_page(self, token: str) -> FanoutJob:
         """Return the job for the page after this one."""
-        return FanoutJob(self.tenant_id, self.slot, token)
+        return FanoutJob(self.tenant_id, self.slot, token, self.last_tenant_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,26 +164,36 @@ class SyncPlanner:
         self._audit = audit
 
     def fan_out(self, now: datetime | None = None) -> int:
-        """Stage 1: send one fan-out job per tenant for the current slot; return how many.
+        """Stage 1: send one fan-out job per span of tenants for the current slot.
+
+        Returns:
+            How many jobs (spans) were sent.
 
         Raises:
             TransientError: when a job could not be sent; the others were.
         """
         slot = parse_slot(slot_of(now or self._clock()))
-        jobs = [
-            FanoutJob(tenant_id, slot).as_message()
-            for tenant_id in self._connections.list_indexed_tenants()
+        tenants = list(self._connections.list_indexed_tenants())
+        spans = [
+            tenants[start : start + SPAN_TENANTS] for start in range(0, len(tenants), SPAN_TENANTS)
         ]
-        sent = self._queue.send_many(FANOUT_QUEUE, jobs)
-        logger.info("sync fan-out planned", extra={"slot": slot_text(slot), "tenants": sent})
+        jobs = [
+            FanoutJob(span[0], slot, last_tenant_id=span[-1] if len(span) > 1 else None)
+            for span in spans
+        ]
+        sent = self._queue.send_many(FANOUT_QUEUE, [job.as_message() for job in jobs])
+        logger.info(
+            "sync fan-out planned",
+            extra={"slot": slot_text(slot), "tenants": len(tenants), "spans": sent},
+        )
         return sent
 
-    def fan_out_tenant(self, raw_job: Mapping[str, Any]) -> FanoutResult:
-        """Stage 2: enqueue one mail job per due connection of one page, once per slot.
+    def fan_out_page(self, raw_job: Mapping[str, Any]) -> FanoutResult:
+        """Stage 2: enqueue one sync job per due connection of one page, once per slot.
 
         Raises:
             InvalidJobError: when the message is malformed.
-            TransientError: when some mail jobs could not be sent; their claims are released.
+            TransientError: when some sync jobs could not be sent; their claims are released.
         """
         job = FanoutJob.parse(raw_job)
         if job.slot > self._clock() + MAX_SLOT_AHEAD:
@@ -166,7 +201,7 @@ class SyncPlanner:
             # covers it, and claiming it now would hold every connection back until then.
             logger.warning(
                 "sync fan-out refused: its slot is ahead of this worker's clock",
-                extra={"tenant": job.tenant_id, "slot": slot_text(job.slot)},
+                extra={**_span_ids(job), "slot": slot_text(job.slot)},
             )
             return FanoutResult(due=0, sent=0, more=False)
         connections, following = self._page(job)
@@ -185,7 +220,7 @@ class SyncPlanner:
         logger.info(
             "sync fan-out page done",
             extra={
-                "tenant": job.tenant_id,
+                **_span_ids(job),
                 "slot": slot_text(job.slot),
                 "due": result.due,
                 "sent": result.sent,
@@ -196,41 +231,50 @@ class SyncPlanner:
         return result
 
     def record_poisoned(self, raw_job: Mapping[str, Any], *, message_id: str) -> dict[str, int]:
-        """Make a stage 2 message that kept failing visible: a warning and an audit entry.
+        """Make a stage 2 message that kept failing visible: a warning and audit entries.
+
+        Each tenant with due connections on the page gets an entry with its own count; when the
+        page cannot be read, or holds none, each tenant of the span gets one without a count.
 
         Returns:
-            The counts recorded: ``attempts``, and ``due`` when the page can still be read.
+            The counts logged: ``attempts``, and ``due`` (the whole page's) when it can be read.
 
         Raises:
             InvalidJobError: when the message is not a fan-out job; nothing is recorded.
         """
         job = FanoutJob.parse(raw_job)
         counts = {"attempts": MAX_DEQUEUE_COUNT}
-        # The page token itself may be why it failed; the entry then goes without a count.
+        due: Counter[str] = Counter()
+        # The page token itself may be why it failed; the entries then go without a count.
         with contextlib.suppress(InvalidJobError):
-            counts["due"] = len(self._page(job)[0])
-        ids = {"tenant": job.tenant_id, "slot": slot_text(job.slot), "message_id": message_id}
+            due = Counter(connection.tenant_id for connection in self._page(job)[0])
+            counts["due"] = due.total()
+        ids = {**_span_ids(job), "slot": slot_text(job.slot), "message_id": message_id}
         logger.warning(
             "sync fan-out page poisoned; its connections miss this slot",
             extra={**ids, **counts, "continued": job.page is not None},
         )
         if self._audit is not None:
-            self._audit.record(
-                tenant_id=job.tenant_id,
-                actor_id=SYSTEM_ACTOR,
-                action=Action.FANOUT_POISONED,
-                outcome=Outcome.FAILED,
-                target_id=slot_text(job.slot),
-                reason="job_poisoned",
-                counts=counts,
-            )
+            attempts = {"attempts": MAX_DEQUEUE_COUNT}
+            entries = {tenant: attempts | {"due": count} for tenant, count in due.items()}
+            if not entries:
+                span = self._connections.list_indexed_tenants(*job.span)
+                entries = dict.fromkeys(span, attempts)
+            for tenant_id, entry_counts in entries.items():
+                self._audit.record(
+                    tenant_id=tenant_id,
+                    actor_id=SYSTEM_ACTOR,
+                    action=Action.FANOUT_POISONED,
+                    outcome=Outcome.FAILED,
+                    target_id=slot_text(job.slot),
+                    reason="job_poisoned",
+                    counts=entry_counts,
+                )
         return counts
 
     def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:
         try:
-            return self._connections.page_for_tenant(
-                job.tenant_id, size=self._page_size, token=job.page, due_only=True
-            )
+            return self._connections.due_page(*job.span, size=self._page_size, token=job.page)
         except ValidationError as error:
             msg = "page: must be a continuation token from a previous fan-out page"
             raise InvalidJobError(msg) from error
@@ -246,6 +290,12 @@ class SyncPlanner:
             f"{len(unsent)} of {claimed} mail jobs were not sent; the page is retried"
         )
         raise TransientError(msg)
+
+
+def _span_ids(job: FanoutJob) -> dict[str, str]:
+    """Return the ids a log line names a stage 2 job by: its first and last tenant."""
+    first, last = job.span
+    return {"tenant": first, "last_tenant": last}
 
 
 def _by_queue(claims: Sequence[SlotClaim]) -> dict[str, list[SlotClaim]]:

@@ -24,9 +24,9 @@ require_at_most_once_per(SYNC_SCHEDULE, SYNC_PERIOD, name="SYNC_SCHEDULE")
 @bp.function_name("sync_fanout")
 @bp.timer_trigger(arg_name="timer", schedule=SYNC_SCHEDULE, run_on_startup=False, use_monitor=True)
 def sync_fanout(timer: func.TimerRequest) -> None:
-    """Timer, every 10 minutes: send one ``sync-fanout`` job per tenant for the current slot.
+    """Timer, every 10 minutes: send one ``sync-fanout`` job per span of tenants for the slot.
 
-    A failure raises; tenants whose job was not sent wait for the next slot. Running twice for
+    A failure raises; spans whose job was not sent wait for the next slot. Running twice for
     one slot is harmless: stage 2 claims each connection's slot once.
     """
     services().planner.fan_out()
@@ -35,15 +35,15 @@ def sync_fanout(timer: func.TimerRequest) -> None:
 @bp.function_name("sync_fanout_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=FANOUT_QUEUE, connection="AzureWebJobsStorage")
 def sync_fanout_worker(msg: func.QueueMessage) -> None:
-    """Queue ``sync-fanout``: enqueue the mail jobs of one page of one tenant's connections.
+    """Queue ``sync-fanout``: enqueue the sync jobs of one page of a span of tenants.
 
-    The message is ``{"kind": "fanout", "tenant": ..., "slot": ..., "page"?: ...}`` as base64
-    text. A page with more after it first enqueues its successor. Mail jobs that could not be
-    sent make it raise, so the host retries the message (already claimed connections are
-    skipped) and, after ``maxDequeueCount`` attempts, moves it to ``sync-fanout-poison``, where
-    ``sync_fanout_poison`` records it.
+    The message is ``{"kind": "fanout", "tenant": ..., "lastTenant"?: ..., "slot": ...,
+    "page"?: ...}`` as base64 text. A page with more after it first enqueues its successor.
+    Sync jobs that could not be sent make it raise, so the host retries the message (already
+    claimed connections are skipped) and, after ``maxDequeueCount`` attempts, moves it to
+    ``sync-fanout-poison``, where ``sync_fanout_poison`` records it.
     """
-    services().planner.fan_out_tenant(decode_job(msg.get_body()))
+    services().planner.fan_out_page(decode_job(msg.get_body()))
 
 
 @bp.function_name("sync_fanout_poison")

@@ -91,7 +91,7 @@ def run_stage_two(plan: SyncPlanner, queue: JobQueue) -> None:
     """Run every fan-out message, continuations included, as the queue trigger would."""
     while jobs := receive_all(queue, FANOUT_QUEUE):
         for job in jobs:
-            plan.fan_out_tenant(job)
+            plan.fan_out_page(job)
 
 
 def mail_jobs(queue: JobQueue, tenants: set[str]) -> Counter[tuple[str, str, str]]:
@@ -157,7 +157,7 @@ def test_fan_out_from_two_threads_at_once_enqueues_once(
     def race() -> None:
         try:
             start.wait()
-            planner(store, queue).fan_out_tenant(job)
+            planner(store, queue).fan_out_page(job)
         except BaseException as error:
             errors.append(error)
 
@@ -190,7 +190,7 @@ def test_fan_out_for_the_next_slot_enqueues_again(
     later.fan_out()
     run_stage_two(later, queue)
     second = mail_jobs(queue, {tenant})
-    late = planner(store, queue).fan_out_tenant({"kind": "fanout", "tenant": tenant, "slot": SLOT})
+    late = planner(store, queue).fan_out_page({"kind": "fanout", "tenant": tenant, "slot": SLOT})
 
     # THEN 12:20 enqueued one job each and the late 12:10 message none
     assert {slot for _, _, slot in second} == {"2025-06-01T12:20:00+00:00"}
@@ -225,8 +225,8 @@ def test_fan_out_gives_back_claims_of_unsent_jobs(
 
     # WHEN stage 2 fails and is retried
     with pytest.raises(TransientError):
-        plan.fan_out_tenant(job)
-    retried = plan.fan_out_tenant(job)
+        plan.fan_out_page(job)
+    retried = plan.fan_out_page(job)
 
     # THEN the retry sent just the two, and every connection has one job
     assert (retried.sent, retried.skipped) == (2, 3)
@@ -307,7 +307,7 @@ def test_fan_out_from_a_fast_clock_holds_back_no_later_round(
     store.claim_slots([first], ahead)
 
     # WHEN a worker on a correct clock runs that message, then the correct slot's fan-out
-    refused = real.fan_out_tenant(fast)
+    refused = real.fan_out_page(fast)
     real.fan_out()
     run_stage_two(real, queue)
 
@@ -316,3 +316,97 @@ def test_fan_out_from_a_fast_clock_holds_back_no_later_round(
     jobs = mail_jobs(queue, {tenant})
     assert sum(jobs.values()) == 3
     assert all(slot != ahead.isoformat() for _, _, slot in jobs)
+
+
+def seed_named(tables: TableEntityStore, store: ConnectionStore, tenant: str, users: int) -> str:
+    """Store ``users`` active connections of a tenant with the given id; return the id."""
+    rows = [
+        {
+            "PartitionKey": table_key(tenant),
+            "RowKey": table_key(f"user-{i:03d}", MAIL),
+            "tenantId": tenant,
+            "userId": f"user-{i:03d}",
+            "kind": MAIL,
+            "state": ACTIVE,
+            "scopes": "[]",
+            "tokenCache": "sealed",
+        }
+        for i in range(users)
+    ]
+    tables.upsert_batch(TABLE, rows)
+    store.index_tenant(tenant)
+    return tenant
+
+
+def test_fan_out_pages_across_tenants_that_share_user_ids_enqueue_once(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """Pages crossing tenants with the same user ids claim each connection apart (BR-15)."""
+    # GIVEN 12 tenants of 3 to 8 connections, every tenant's users named alike, pages of 10
+    tenants = {seed(tables, store, [ACTIVE] * (3 + i % 6)) for i in range(12)}
+    plan = planner(store, queue, page_size=10)
+
+    # WHEN the timer runs twice for the slot, every page each time
+    plan.fan_out()
+    run_stage_two(plan, queue)
+    first = mail_jobs(queue, tenants)
+    plan.fan_out()
+    run_stage_two(plan, queue)
+
+    # THEN each connection of each tenant had one job, and the second run sent none
+    assert sum(first.values()) == sum(3 + i % 6 for i in range(12))
+    assert set(first.values()) == {1}
+    assert mail_jobs(queue, tenants) == Counter()
+
+
+def test_fan_out_page_reads_only_what_the_job_needs(
+    tables: TableEntityStore, store: ConnectionStore
+) -> None:
+    """The fan-out's page carries ids, kind and state, never the sealed token cache."""
+    # GIVEN a tenant of two active connections and one waiting for consent
+    tenant = seed(tables, store, [ACTIVE, ACTIVE, REAUTH_REQUIRED])
+
+    # WHEN its due page is read
+    found, following = store.due_page(tenant, tenant, size=10, token=None)
+
+    # THEN the two due connections came, in key order, and no row read carried a token
+    assert following is None
+    assert [(c.user_id, c.state) for c in found] == [("user-000", ACTIVE), ("user-001", ACTIVE)]
+    rows, _ = tables.page(
+        TABLE,
+        "PartitionKey eq @pk",
+        {"pk": table_key(tenant)},
+        size=10,
+        token=None,
+        select=("PartitionKey", "RowKey", "state"),
+    )
+    assert all("tokenCache" not in row for row in rows)
+
+
+def test_fan_out_span_reaching_the_index_partitions_sends_only_connection_jobs(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """A span whose key range covers the tenant index and the claims reads only connections."""
+    # GIVEN a tenant whose id sorts after every "~" partition, claims already in the table,
+    # and a span from a tenant that sorts before them
+    low = seed_named(tables, store, f"0-{uuid.uuid4()}", 2)
+    high = seed_named(tables, store, f"\u00f6-{uuid.uuid4()}", 3)
+    planner(store, queue).fan_out_page({"kind": "fanout", "tenant": low, "slot": SLOT})
+    mail_jobs(queue, {low})
+    later = "2025-06-01T12:20:00+00:00"
+    span = {"kind": "fanout", "tenant": low, "lastTenant": high, "slot": later}
+
+    # WHEN stage 2 runs that span for the next slot, every page of it
+    plan = SyncPlanner(store, queue, clock=lambda: NOW + timedelta(minutes=10))
+    plan.fan_out_page(span)
+    run_stage_two(plan, queue)
+
+    # THEN both tenants' connections had one job each, and no job names anything else
+    jobs = receive_all(queue, MAIL_SYNC_QUEUE)
+    ours = Counter((j["tenant"], j["user"]) for j in jobs if j["tenant"] in {low, high})
+    assert sorted(ours) == sorted(
+        [(low, f"user-{i:03d}") for i in range(2)] + [(high, f"user-{i:03d}") for i in range(3)]
+    )
+    assert set(ours.values()) == {1}
+    assert all(j["kind"] == MAIL and j["slot"] == later for j in jobs)
+    assert all(not str(j["tenant"]).startswith("~") for j in jobs)

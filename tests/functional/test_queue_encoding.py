@@ -72,6 +72,7 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
     return {
         "fanout": FanoutJob(tenant, slot).as_message(),
         "fanout-page": FanoutJob(tenant, slot, page="eyJQSyI6ICJhYmNkIn0=").as_message(),
+        "fanout-span": FanoutJob(tenant, slot, last_tenant_id=user).as_message(),
         "mail-from-fanout": _sync_job(claim(MAIL, tenant, user)),
         "calendar-from-fanout": _sync_job(claim(CALENDAR, tenant, user)),
         "mail-requeued": mail.as_message(),
@@ -85,6 +86,7 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
 PARSERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "fanout": FanoutJob.parse,
     "fanout-page": FanoutJob.parse,
+    "fanout-span": FanoutJob.parse,
     "mail-from-fanout": MailJob.parse,
     "calendar-from-fanout": CalendarJob.parse,
     "mail-requeued": MailJob.parse,
@@ -137,6 +139,7 @@ def test_producer_covers_every_queue_the_product_declares() -> None:
     destinations = {
         "fanout": FANOUT_QUEUE,
         "fanout-page": FANOUT_QUEUE,
+        "fanout-span": FANOUT_QUEUE,
         "mail-from-fanout": MAIL_SYNC_QUEUE,
         "calendar-from-fanout": CALENDAR_SYNC_QUEUE,
         "mail-requeued": MAIL_SYNC_QUEUE,

@@ -23,7 +23,7 @@ from shared.sync.connections import (
     ConnectionStore,
     SlotClaim,
 )
-from shared.sync.planner import FanoutJob, SyncPlanner
+from shared.sync.planner import SPAN_TENANTS, FanoutJob, SyncPlanner
 from shared.sync.schedule import slot_text
 from tests.unit.fakes import FakeTables
 
@@ -43,19 +43,25 @@ class FakeConnections:
     claimed: dict[tuple[str, str], str] = field(default_factory=dict)
     released: list[SlotClaim] = field(default_factory=list)
 
-    def list_indexed_tenants(self) -> Iterator[str]:
-        yield from self.tenants
+    def list_indexed_tenants(
+        self, first: str | None = None, last: str | None = None
+    ) -> Iterator[str]:
+        yield from (self._span(first, last) if first and last else self.tenants)
 
-    def page_for_tenant(
-        self, tenant_id: str, *, size: int, token: str | None, due_only: bool = False
+    def _span(self, first: str, last: str) -> list[str]:
+        names = list(self.tenants)
+        if first not in names:
+            return []
+        return names[names.index(first) : names.index(last) + 1 if last in names else None]
+
+    def due_page(
+        self, first: str, last: str, *, size: int, token: str | None
     ) -> tuple[list[Connection], str | None]:
         if token is not None and not token.isdigit():
             raise ValidationError("continuationToken", "must be a token from a previous page")
         start = int(token or 0)
-        rows = self.tenants.get(tenant_id, [])
-        page = rows[start : start + size]
-        if due_only:
-            page = [c for c in page if c.state in (ACTIVE, ERROR)]
+        rows = [c for tenant in self._span(first, last) for c in self.tenants[tenant]]
+        page = [c for c in rows[start : start + size] if c.state in (ACTIVE, ERROR)]
         following = str(start + size) if start + size < len(rows) else None
         return page, following
 
@@ -114,28 +120,72 @@ def planner(store: FakeConnections, queue: FakeQueue, page_size: int = 1000) -> 
 def drain(plan: SyncPlanner, queue: FakeQueue) -> None:
     """Run stage 2 for every fan-out job until none is left, as the queue trigger would."""
     while queue.sent.get(FANOUT_QUEUE):
-        plan.fan_out_tenant(queue.sent[FANOUT_QUEUE].pop(0))
+        plan.fan_out_page(queue.sent[FANOUT_QUEUE].pop(0))
 
 
-def test_fan_out_sends_one_job_per_tenant_for_the_current_slot() -> None:
-    """Stage 1 reads no connection: one fan-out job per indexed tenant, slot floored."""
-    # GIVEN two tenants with connections
-    store = FakeConnections({"t1": [connection("t1", "a")], "t2": [connection("t2", "b")]})
+def test_fan_out_sends_one_job_per_span_of_tenants_for_the_current_slot() -> None:
+    """Stage 1 reads no connection: one fan-out job per span of indexed tenants, slot floored."""
+    # GIVEN one tenant more than two spans hold
+    names = [f"t{i:03d}" for i in range(2 * SPAN_TENANTS + 1)]
+    store = FakeConnections({name: [connection(name, "a")] for name in names})
     queue = FakeQueue()
 
     # WHEN stage 1 runs at 12:17:03
     sent = planner(store, queue).fan_out()
 
-    # THEN each tenant has one fan-out job for the 12:10 slot and no mail job is sent yet
-    assert sent == 2
+    # THEN there are three jobs for the 12:10 slot, the last span one tenant alone
+    assert sent == 3
     assert queue.sent[FANOUT_QUEUE] == [
-        {"kind": "fanout", "tenant": "t1", "slot": SLOT},
-        {"kind": "fanout", "tenant": "t2", "slot": SLOT},
+        {"kind": "fanout", "tenant": names[0], "lastTenant": names[SPAN_TENANTS - 1], "slot": SLOT},
+        {
+            "kind": "fanout",
+            "tenant": names[SPAN_TENANTS],
+            "lastTenant": names[2 * SPAN_TENANTS - 1],
+            "slot": SLOT,
+        },
+        {"kind": "fanout", "tenant": names[-1], "slot": SLOT},
     ]
     assert MAIL_SYNC_QUEUE not in queue.sent
 
 
-def test_fan_out_tenant_sends_mail_jobs_for_due_connections_only() -> None:
+def test_fan_out_page_crosses_tenants_of_its_span() -> None:
+    """One page holds the connections of several tenants; each gets its own jobs, once."""
+    # GIVEN three tenants of 2, 3 and 1 connections, in one span, and pages of 4
+    store = FakeConnections(
+        {
+            "t1": [connection("t1", u) for u in ("a", "b")],
+            "t2": [connection("t2", u) for u in ("a", "b", "c")],
+            "t3": [connection("t3", "a")],
+        }
+    )
+    queue = FakeQueue()
+    plan = planner(store, queue, page_size=4)
+
+    # WHEN stage 1 and the first page run
+    plan.fan_out()
+    first = plan.fan_out_page(queue.sent[FANOUT_QUEUE].pop(0))
+
+    # THEN the page crossed from t1 into t2, and its successor keeps the span
+    assert (first.due, first.sent, first.more) == (4, 4, True)
+    assert [(j["tenant"], j["user"]) for j in queue.sent[MAIL_SYNC_QUEUE]] == [
+        ("t1", "a"),
+        ("t1", "b"),
+        ("t2", "a"),
+        ("t2", "b"),
+    ]
+    assert queue.sent[FANOUT_QUEUE] == [
+        {"kind": "fanout", "tenant": "t1", "lastTenant": "t3", "slot": SLOT, "page": "4"}
+    ]
+
+    # WHEN the rest runs
+    drain(plan, queue)
+
+    # THEN every connection of every tenant has one job
+    jobs = sorted((j["tenant"], j["user"]) for j in queue.sent[MAIL_SYNC_QUEUE])
+    assert jobs == sorted((t, c.user_id) for t, rows in store.tenants.items() for c in rows)
+
+
+def test_fan_out_page_sends_mail_jobs_for_due_connections_only() -> None:
     """Active and error connections get a mail job with the slot; others get none."""
     # GIVEN connections in every state
     states = {"a": ACTIVE, "b": ERROR, "c": REAUTH_REQUIRED, "d": "revoked"}
@@ -153,7 +203,7 @@ def test_fan_out_tenant_sends_mail_jobs_for_due_connections_only() -> None:
     ]
 
 
-def test_fan_out_tenant_pages_a_large_tenant_with_continuations() -> None:
+def test_fan_out_page_pages_a_large_tenant_with_continuations() -> None:
     """A tenant larger than a page is split: each page sends its successor first."""
     # GIVEN a tenant with 7 connections and a page size of 3
     store = FakeConnections({"t1": [connection("t1", f"u{i}") for i in range(7)]})
@@ -162,7 +212,7 @@ def test_fan_out_tenant_pages_a_large_tenant_with_continuations() -> None:
 
     # WHEN stage 1 and the first stage 2 page run
     plan.fan_out()
-    first = plan.fan_out_tenant(queue.sent[FANOUT_QUEUE].pop(0))
+    first = plan.fan_out_page(queue.sent[FANOUT_QUEUE].pop(0))
 
     # THEN the first page sent 3 jobs and queued the next page with its token
     assert (first.due, first.sent, first.more) == (3, 3, True)
@@ -195,7 +245,7 @@ def test_fan_out_twice_in_one_slot_sends_each_job_once() -> None:
     assert [job["user"] for job in queue.sent[MAIL_SYNC_QUEUE]] == ["a", "b"]
 
 
-def test_fan_out_tenant_releases_claims_of_unsent_jobs_and_raises() -> None:
+def test_fan_out_page_releases_claims_of_unsent_jobs_and_raises() -> None:
     """A mail job that could not be sent gives its claim back; the retry sends only it."""
     # GIVEN a send that fails once for user b
     store = FakeConnections({"t1": [connection("t1", u) for u in ("a", "b", "c")]})
@@ -206,8 +256,8 @@ def test_fan_out_tenant_releases_claims_of_unsent_jobs_and_raises() -> None:
 
     # WHEN stage 2 runs, fails, and the queue delivers the message again
     with pytest.raises(TransientError, match="1 of 3 mail jobs were not sent"):
-        plan.fan_out_tenant(job)
-    retried = plan.fan_out_tenant(job)
+        plan.fan_out_page(job)
+    retried = plan.fan_out_page(job)
 
     # THEN b's claim was released, and the retry sent only b
     assert [claim.connection.user_id for claim in store.released] == ["b"]
@@ -224,6 +274,8 @@ def test_fan_out_tenant_releases_claims_of_unsent_jobs_and_raises() -> None:
         ({"kind": "fanout", "tenant": "t"}, "slot"),
         ({"kind": "fanout", "tenant": "t", "slot": "soon"}, "slot"),
         ({"kind": "fanout", "tenant": "t", "slot": SLOT, "page": 3}, "page"),
+        ({"kind": "fanout", "tenant": "t", "lastTenant": "", "slot": SLOT}, "lastTenant"),
+        ({"kind": "fanout", "tenant": "t", "lastTenant": ["u"], "slot": SLOT}, "lastTenant"),
     ],
 )
 def test_fanout_job_parse_names_the_bad_field(job: dict[str, Any], field: str) -> None:
@@ -236,23 +288,35 @@ def test_fanout_job_parse_names_the_bad_field(job: dict[str, Any], field: str) -
     assert str(raised.value).startswith(f"{field}: ")
 
 
-def test_fan_out_tenant_refuses_a_forged_page_token() -> None:
+def test_fan_out_page_refuses_a_forged_page_token() -> None:
     """A page token the store did not issue is an invalid job naming the page field."""
     # GIVEN a fan-out job with a token the store cannot read
     plan = planner(FakeConnections({"t1": []}), FakeQueue())
 
     # WHEN / THEN
     with pytest.raises(InvalidJobError, match=r"^page: "):
-        plan.fan_out_tenant({"kind": "fanout", "tenant": "t1", "slot": SLOT, "page": "x"})
+        plan.fan_out_page({"kind": "fanout", "tenant": "t1", "slot": SLOT, "page": "x"})
 
 
-def test_fanout_job_round_trips_through_its_message() -> None:
-    """A job's message parses back to the same job."""
+@pytest.mark.parametrize("last", [None, "t9"])
+def test_fanout_job_round_trips_through_its_message(last: str | None) -> None:
+    """A job's message parses back to the same job, with or without a span."""
     # GIVEN
-    job = FanoutJob("t1", datetime(2025, 6, 1, 12, 10, tzinfo=UTC), "tok")
+    job = FanoutJob("t1", datetime(2025, 6, 1, 12, 10, tzinfo=UTC), "tok", last)
 
     # WHEN / THEN
     assert FanoutJob.parse(job.as_message()) == job
+
+
+def test_fanout_job_of_one_tenant_reads_as_the_span_of_that_tenant() -> None:
+    """A message of the earlier per-tenant shape, or naming its tenant twice, spans one tenant."""
+    # GIVEN / WHEN
+    plain = FanoutJob.parse({"kind": "fanout", "tenant": "t1", "slot": SLOT})
+    doubled = FanoutJob.parse({"kind": "fanout", "tenant": "t1", "lastTenant": "t1", "slot": SLOT})
+
+    # THEN
+    assert plain.span == doubled.span == ("t1", "t1")
+    assert "lastTenant" not in doubled.as_message()
 
 
 def audited_planner(store: FakeConnections) -> tuple[SyncPlanner, AuditLog]:
@@ -324,3 +388,43 @@ def test_record_poisoned_refuses_a_message_that_is_not_a_fanout_job() -> None:
         with pytest.raises(InvalidJobError):
             plan.record_poisoned(job, message_id="m-3")
     assert audit.entries("t1", size=10, token=None)[0] == []
+
+
+def test_record_poisoned_span_page_audits_each_tenant_with_its_own_count() -> None:
+    """A poisoned page crossing tenants leaves one entry per tenant on it, each with its count."""
+    # GIVEN a span of three tenants, the third without due connections
+    store = FakeConnections(
+        {
+            "t1": [connection("t1", "a")],
+            "t2": [connection("t2", u) for u in ("a", "b")],
+            "t3": [connection("t3", "a", REAUTH_REQUIRED)],
+        }
+    )
+    plan, audit = audited_planner(store)
+
+    # WHEN the span's first page is poisoned
+    job = {"kind": "fanout", "tenant": "t1", "lastTenant": "t3", "slot": SLOT}
+    counts = plan.record_poisoned(job, message_id="m-4")
+
+    # THEN the log counts the page, and t1 and t2 each have an entry with their own due count
+    assert counts == {"attempts": MAX_DEQUEUE_COUNT, "due": 3}
+    for tenant, due in (("t1", 1), ("t2", 2)):
+        [entry] = audit.entries(tenant, size=10, token=None)[0]
+        assert dict(entry.counts) == {"attempts": MAX_DEQUEUE_COUNT, "due": due}
+    assert audit.entries("t3", size=10, token=None)[0] == []
+
+
+def test_record_poisoned_span_page_with_a_bad_token_audits_every_tenant_of_the_span() -> None:
+    """An unreadable page of a span is recorded, uncounted, in each tenant the span names."""
+    # GIVEN four tenants, the span covering the middle two
+    store = FakeConnections({t: [connection(t, "a")] for t in ("t1", "t2", "t3", "t4")})
+    plan, audit = audited_planner(store)
+
+    # WHEN a page of t2..t3 with a forged token is poisoned
+    job = {"kind": "fanout", "tenant": "t2", "lastTenant": "t3", "slot": SLOT, "page": "x"}
+    plan.record_poisoned(job, message_id="m-5")
+
+    # THEN t2 and t3 have an entry with the attempts only, t1 and t4 none
+    for tenant, expected in (("t1", []), ("t2", [1]), ("t3", [1]), ("t4", [])):
+        entries = audit.entries(tenant, size=10, token=None)[0]
+        assert [len(e.counts) for e in entries] == expected
