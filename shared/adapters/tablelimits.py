@@ -52,6 +52,15 @@ def _escape(text: str) -> str:
     return "".join(f"~{ord(ch):02X}" if ch in _ESCAPED else ch for ch in text)
 
 
+def key_order(key: str) -> bytes:
+    """Return what sorts keys as Table Storage and Azurite do: by UTF-16 code unit.
+
+    Python's own string order is by code point, which differs once a key mixes characters
+    beyond U+FFFF with ones from U+E000 to U+FFFF.
+    """
+    return key.encode("utf-16-be", errors="surrogatepass")
+
+
 def key_is_valid(key: str) -> bool:
     """Tell whether a key obeys the service's rules on characters and length."""
     if not key or utf16_size(key) > 1024:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.tablelimits import table_key
+from shared.adapters.tablelimits import key_order, table_key
 from shared.consent.crypto import Sealed, TokenCipher
 from shared.errors import ConflictError, InvalidJobError, ReauthRequiredError, TransientError
 from shared.sync.schedule import parse_slot, slot_text
@@ -504,11 +504,17 @@ class ConnectionStore:
         """
         shards = {slot_partition(connection) for connection in connections}
         keys = [connection.key for connection in connections]
+        bounds = {
+            "low": min(shards),
+            "high": max(shards),
+            "first": min(keys, key=key_order),
+            "last": max(keys, key=key_order),
+        }
         rows = self._tables.query(
             TABLE,
             "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first "
             "and RowKey le @last",
-            {"low": min(shards), "high": max(shards), "first": min(keys), "last": max(keys)},
+            bounds,
         )
         # NOTE: the key ranges may reach other rows; only the page's own claims count.
         wanted = set(keys)

@@ -96,7 +96,7 @@ class ConnectionJob:
                 kind (see :meth:`_parse_fields`) is malformed.
         """
         tenant, user = job.get("tenant"), job.get("user")
-        if job.get("kind") != cls.KIND or not _is_id(tenant) or not _is_id(user):
+        if job.get("kind") != cls.KIND or not is_id(tenant) or not is_id(user):
             msg = (
                 f"{cls.KIND} job needs kind {cls.KIND!r} and tenant and user ids "
                 "(letters, digits, hyphens)"
@@ -118,7 +118,7 @@ class ConnectionJob:
         return {"kind": self.KIND, "tenant": self.tenant_id, "user": self.user_id}
 
 
-def _is_id(value: Any) -> bool:
+def is_id(value: Any) -> bool:
     """Tell whether a job field is an id as Entra issues them (GUIDs), safe to log and key by."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 

@@ -57,9 +57,11 @@ from shared.adapters.queues import (
     MAIL_SYNC_QUEUE,
     MAX_DEQUEUE_COUNT,
 )
+from shared.adapters.tablelimits import key_order, table_key
 from shared.audit.log import SYSTEM_ACTOR, Action, Outcome
 from shared.errors import InvalidJobError, TransientError, ValidationError
 from shared.sync.connections import CALENDAR, MAIL, MAX_SLOT_AHEAD
+from shared.sync.jobs import is_id
 from shared.sync.schedule import parse_slot, slot_of, slot_text
 
 if TYPE_CHECKING:
@@ -110,6 +112,9 @@ class FanoutJob:
             raise InvalidJobError(msg)
         if page is not None and (not isinstance(page, str) or not page):
             msg = "page: must be a non-empty string when present"
+            raise InvalidJobError(msg)
+        if last is not None and key_order(table_key(last)) < key_order(table_key(tenant)):
+            msg = "lastTenant: must sort at or after tenant, as stage 1 sends spans"
             raise InvalidJobError(msg)
         last = None if last == tenant else last
         return cls(tenant, parse_slot(job.get("slot")), page, last)
@@ -173,7 +178,14 @@ class SyncPlanner:
             TransientError: when a job could not be sent; the others were.
         """
         slot = parse_slot(slot_of(now or self._clock()))
-        tenants = list(self._connections.list_indexed_tenants())
+        indexed = list(self._connections.list_indexed_tenants())
+        # A tenant id Entra could not have issued gets no job its worker would take.
+        tenants = [tenant_id for tenant_id in indexed if is_id(tenant_id)]
+        if len(tenants) < len(indexed):
+            logger.warning(
+                "sync fan-out skips indexed tenants whose ids are not ids",
+                extra={"slot": slot_text(slot), "skipped": len(indexed) - len(tenants)},
+            )
         spans = [
             tenants[start : start + SPAN_TENANTS] for start in range(0, len(tenants), SPAN_TENANTS)
         ]
@@ -209,12 +221,7 @@ class SyncPlanner:
             self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
 
         claims = self._connections.claim_slots(connections, job.slot)
-        unsent: list[SlotClaim] = []
-        for queue, group in _by_queue(claims).items():
-            failed = self._queue.send_each(queue, [_sync_job(claim) for claim in group])
-            unsent.extend(group[position] for position in failed)
-        if unsent:
-            self._give_back(job, unsent, len(claims))
+        self._send_jobs(job, claims)
 
         result = FanoutResult(due=len(connections), sent=len(claims), more=following is not None)
         logger.info(
@@ -273,21 +280,57 @@ class SyncPlanner:
         return counts
 
     def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:
+        """Read the page of due connections whose jobs a worker can take.
+
+        Raises:
+            InvalidJobError: when the page token is not one of a previous page.
+        """
         try:
-            return self._connections.due_page(*job.span, size=self._page_size, token=job.page)
+            found, following = self._connections.due_page(
+                *job.span, size=self._page_size, token=job.page
+            )
         except ValidationError as error:
             msg = "page: must be a continuation token from a previous fan-out page"
             raise InvalidJobError(msg) from error
+        runnable = [c for c in found if is_id(c.tenant_id) and is_id(c.user_id)]
+        if len(runnable) < len(found):
+            # Its worker would refuse such a job and poison it; one refused send must not
+            # cost the page's other connections their jobs either.
+            logger.warning(
+                "sync fan-out skips connections whose ids are not ids",
+                extra={**_span_ids(job), "skipped": len(found) - len(runnable)},
+            )
+        return runnable, following
+
+    def _send_jobs(self, job: FanoutJob, claims: Sequence[SlotClaim]) -> None:
+        """Send one sync job per claim; give back the claims of every job that was not sent.
+
+        Raises:
+            TransientError: when some jobs were not sent, so the queue retries the page.
+        """
+        unsent: list[SlotClaim] = []
+        groups = list(_by_queue(claims).items())
+        for position, (queue, group) in enumerate(groups):
+            try:
+                failed = self._queue.send_each(queue, [_sync_job(claim) for claim in group])
+            except Exception:
+                # Nothing of this group or the ones after it went out: none keeps its claim.
+                later = [claim for _, rest in groups[position:] for claim in rest]
+                self._connections.release_slots([*unsent, *later])
+                raise
+            unsent.extend(group[index] for index in failed)
+        if unsent:
+            self._give_back(job, unsent, len(claims))
 
     def _give_back(self, job: FanoutJob, unsent: Sequence[SlotClaim], claimed: int) -> None:
         released = self._connections.release_slots(unsent)
         logger.warning(
-            "sync fan-out could not send every mail job; the page is retried",
-            extra={"tenant": job.tenant_id, "failed": len(unsent), "released": released},
+            "sync fan-out could not send every sync job; the page is retried",
+            extra={**_span_ids(job), "failed": len(unsent), "released": released},
         )
         msg = (
             f"fan-out for tenant {job.tenant_id} slot {slot_text(job.slot)}: "
-            f"{len(unsent)} of {claimed} mail jobs were not sent; the page is retried"
+            f"{len(unsent)} of {claimed} sync jobs were not sent; the page is retried"
         )
         raise TransientError(msg)
 

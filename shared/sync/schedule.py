@@ -100,10 +100,14 @@ def slot_of(moment: datetime, period: timedelta = SYNC_PERIOD) -> str:
 
 
 def parse_slot(value: object, field: str = "slot") -> datetime:
-    """Read a slot from a job: an ISO-8601 time with a UTC offset.
+    """Read a slot from a job or a claim: an ISO-8601 time with a UTC offset, as its slot's start.
+
+    A time inside a slot reads as the start of that slot, so ``12:15`` and ``12:10:00.000001``
+    are the 12:10 slot and can never claim a connection a second time within it.
 
     Raises:
-        InvalidJobError: naming ``field`` when the value is not such a time.
+        InvalidJobError: naming ``field`` when the value is not such a time, or UTC cannot hold
+            it (year 1 at +01:00).
     """
     if not isinstance(value, str):
         msg = f"{field}: must be an ISO-8601 time string with a UTC offset"
@@ -116,7 +120,12 @@ def parse_slot(value: object, field: str = "slot") -> datetime:
     if moment.tzinfo is None:
         msg = f"{field}: must carry a UTC offset"
         raise InvalidJobError(msg)
-    return moment.astimezone(UTC)
+    try:
+        utc = moment.astimezone(UTC)
+        return utc - (utc - _CHECK_FROM) % SYNC_PERIOD
+    except OverflowError as error:
+        msg = f"{field}: must be a time UTC can hold, from year 1 to 9999"
+        raise InvalidJobError(msg) from error
 
 
 def slot_text(moment: datetime) -> str:

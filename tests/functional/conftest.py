@@ -10,8 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from azure.data.tables import TableServiceClient
 
 from devstack.stack import LocalStack
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import TableEntityStore
+from shared.sync.connections import SLOT_PREFIX, SLOT_SHARDS
+from shared.sync.connections import TABLE as CONNECTIONS
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +70,34 @@ class Tenant:
     def sync(self) -> None:
         """Run one sync round of this tenant through the fan-out worker and wait for the workers.
 
-        Each call is a new slot (the current time), so calls within one 10-minute timer slot
-        still each run a round; two timer runs for one slot would enqueue nothing the second
-        time (BR-15). The timer itself is tested in ``test_fanout.py``.
+        Each call first forgets the tenant's slot claims, as if the slot had passed, so calls
+        within one 10-minute timer slot still each run a round; two timer runs for one slot
+        would enqueue nothing the second time (BR-15). The timer itself is tested in
+        ``test_fanout.py``.
         """
+        self.forget_slot_claims()
         job = {"kind": "fanout", "tenant": self.tenant_id, "slot": datetime.now(UTC).isoformat()}
         self.stack.run_function("sync_fanout_worker", json.dumps(job))
         self.stack.wait_idle(queues=("sync-fanout", "mail-sync", "calendar-sync"))
+
+    def forget_slot_claims(self) -> None:
+        """Delete the slot claims of this tenant's connections, in every shard."""
+        assert self.stack.azurite is not None
+        service = TableServiceClient.from_connection_string(self.stack.azurite.connection_string)
+        tables = TableEntityStore(service)
+        # A claim's row key is the connection's id: the tenant's key, "|", its row key.
+        prefix = table_key(self.tenant_id) + "|"
+        where = (
+            "PartitionKey ge @low and PartitionKey le @high and RowKey gt @first and RowKey lt @end"
+        )
+        bounds = {
+            "low": f"{SLOT_PREFIX}00",
+            "high": f"{SLOT_PREFIX}{SLOT_SHARDS - 1:02x}",
+            "first": prefix,
+            "end": prefix[:-1] + chr(ord("|") + 1),
+        }
+        for row in list(tables.query(CONNECTIONS, where, bounds)):
+            tables.delete(CONNECTIONS, str(row["PartitionKey"]), str(row["RowKey"]))
 
     def company_emails(self, company: str) -> list[dict[str, Any]]:
         """Every stored email of a company, through the read API, newest first."""

@@ -386,7 +386,11 @@ def test_fan_out_page_reads_only_what_the_job_needs(
 def test_fan_out_span_reaching_the_index_partitions_sends_only_connection_jobs(
     tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
 ) -> None:
-    """A span whose key range covers the tenant index and the claims reads only connections."""
+    """A span whose key range covers the tenant index and the claims sends jobs for connections.
+
+    Its last tenant's id is no Entra id (no worker would take its jobs), so that tenant's
+    connections are skipped too, while the first tenant's all get their jobs.
+    """
     # GIVEN a tenant whose id sorts after every "~" partition, claims already in the table,
     # and a span from a tenant that sorts before them
     low = seed_named(tables, store, f"0-{uuid.uuid4()}", 2)
@@ -401,12 +405,58 @@ def test_fan_out_span_reaching_the_index_partitions_sends_only_connection_jobs(
     plan.fan_out_page(span)
     run_stage_two(plan, queue)
 
-    # THEN both tenants' connections had one job each, and no job names anything else
+    # THEN the first tenant's connections had one job each, and no job names anything else
     jobs = receive_all(queue, MAIL_SYNC_QUEUE)
     ours = Counter((j["tenant"], j["user"]) for j in jobs if j["tenant"] in {low, high})
-    assert sorted(ours) == sorted(
-        [(low, f"user-{i:03d}") for i in range(2)] + [(high, f"user-{i:03d}") for i in range(3)]
-    )
+    assert sorted(ours) == [(low, f"user-{i:03d}") for i in range(2)]
     assert set(ours.values()) == {1}
     assert all(j["kind"] == MAIL and j["slot"] == later for j in jobs)
     assert all(not str(j["tenant"]).startswith("~") for j in jobs)
+
+
+@pytest.mark.parametrize("inside", ["2025-06-01T12:15:00+00:00", "2025-06-01T12:10:00.000001Z"])
+def test_fan_out_for_a_time_inside_a_claimed_slot_sends_nothing(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue, inside: str
+) -> None:
+    """A message naming a later time of the same slot is that slot: no second job (BR-15)."""
+    # GIVEN a tenant of 3 fanned out for the 12:10 slot
+    tenant = seed(tables, store, [ACTIVE] * 3)
+    plan = planner(store, queue)
+    plan.fan_out_page({"kind": "fanout", "tenant": tenant, "slot": SLOT})
+    first = mail_jobs(queue, {tenant})
+
+    # WHEN a message names a time inside that slot
+    again = plan.fan_out_page({"kind": "fanout", "tenant": tenant, "slot": inside})
+
+    # THEN nothing more was sent, and the first jobs named the slot's start
+    assert (again.due, again.sent) == (3, 0)
+    assert mail_jobs(queue, {tenant}) == Counter()
+    assert {slot for _, _, slot in first} == {SLOT}
+
+
+def test_claims_of_users_beyond_the_basic_plane_are_read_back(
+    tables: TableEntityStore, store: ConnectionStore
+) -> None:
+    """Claims are read in the service's UTF-16 key order, so every claim written is found."""
+    # GIVEN a tenant whose users are a full-width letter and an emoji, both claimed
+    tenant = seed_named(tables, store, str(uuid.uuid4()), 0)
+    rows = [
+        {
+            "PartitionKey": table_key(tenant),
+            "RowKey": table_key(user, MAIL),
+            "tenantId": tenant,
+            "userId": user,
+            "kind": MAIL,
+            "state": ACTIVE,
+        }
+        for user in ("\uff21", "\U0001f600")
+    ]
+    tables.upsert_batch(TABLE, rows)
+    connections, _ = store.page_for_tenant(tenant, size=10, token=None)
+    assert len(store.claim_slots(connections, datetime.fromisoformat(SLOT))) == 2
+
+    # WHEN the page's claims are read
+    known = store._slot_rows(connections)
+
+    # THEN both are found
+    assert sorted(known) == sorted(connection.key for connection in connections)

@@ -10,12 +10,19 @@ from typing import Any, cast
 
 import pytest
 
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, MAX_DEQUEUE_COUNT, JobQueue
+from shared.adapters.queues import (
+    CALENDAR_SYNC_QUEUE,
+    FANOUT_QUEUE,
+    MAIL_SYNC_QUEUE,
+    MAX_DEQUEUE_COUNT,
+    JobQueue,
+)
 from shared.adapters.tables import TableEntityStore
 from shared.audit.log import AuditLog
 from shared.errors import InvalidJobError, TransientError, ValidationError
 from shared.sync.connections import (
     ACTIVE,
+    CALENDAR,
     ERROR,
     MAIL,
     REAUTH_REQUIRED,
@@ -40,7 +47,7 @@ class FakeConnections:
     """ConnectionStore stand-in: connections per tenant, one claimed slot per connection."""
 
     tenants: dict[str, list[Connection]] = field(default_factory=dict)
-    claimed: dict[tuple[str, str], str] = field(default_factory=dict)
+    claimed: dict[tuple[str, str, str], str] = field(default_factory=dict)
     released: list[SlotClaim] = field(default_factory=list)
 
     def list_indexed_tenants(
@@ -68,7 +75,7 @@ class FakeConnections:
     def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
         won = []
         for c in connections:
-            key, text = (c.tenant_id, c.user_id), slot_text(slot)
+            key, text = (c.tenant_id, c.user_id, c.kind), slot_text(slot)
             if self.claimed.get(key, "") >= text:
                 continue
             self.claimed[key] = text
@@ -77,7 +84,8 @@ class FakeConnections:
 
     def release_slots(self, claims: Sequence[SlotClaim]) -> int:
         for claim in claims:
-            del self.claimed[(claim.connection.tenant_id, claim.connection.user_id)]
+            connection = claim.connection
+            del self.claimed[(connection.tenant_id, connection.user_id, connection.kind)]
             self.released.append(claim)
         return len(claims)
 
@@ -255,7 +263,7 @@ def test_fan_out_page_releases_claims_of_unsent_jobs_and_raises() -> None:
     job = queue.sent[FANOUT_QUEUE].pop(0)
 
     # WHEN stage 2 runs, fails, and the queue delivers the message again
-    with pytest.raises(TransientError, match="1 of 3 mail jobs were not sent"):
+    with pytest.raises(TransientError, match="1 of 3 sync jobs were not sent"):
         plan.fan_out_page(job)
     retried = plan.fan_out_page(job)
 
@@ -276,6 +284,8 @@ def test_fan_out_page_releases_claims_of_unsent_jobs_and_raises() -> None:
         ({"kind": "fanout", "tenant": "t", "slot": SLOT, "page": 3}, "page"),
         ({"kind": "fanout", "tenant": "t", "lastTenant": "", "slot": SLOT}, "lastTenant"),
         ({"kind": "fanout", "tenant": "t", "lastTenant": ["u"], "slot": SLOT}, "lastTenant"),
+        ({"kind": "fanout", "tenant": "t2", "lastTenant": "t1", "slot": SLOT}, "lastTenant"),
+        ({"kind": "fanout", "tenant": "t", "slot": "0001-01-01T00:00:00+01:00"}, "slot"),
     ],
 )
 def test_fanout_job_parse_names_the_bad_field(job: dict[str, Any], field: str) -> None:
@@ -428,3 +438,73 @@ def test_record_poisoned_span_page_with_a_bad_token_audits_every_tenant_of_the_s
     for tenant, expected in (("t1", []), ("t2", [1]), ("t3", [1]), ("t4", [])):
         entries = audit.entries(tenant, size=10, token=None)[0]
         assert [len(e.counts) for e in entries] == expected
+
+
+def test_fan_out_skips_an_indexed_tenant_whose_id_is_no_id_and_plans_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tenant id Entra could not issue (too long for a message) costs no other tenant its slot."""
+    # GIVEN two tenants and, between them, one whose id is 9,000 characters
+    odd = "\u00e9" * 9000
+    store = FakeConnections({"t1": [], odd: [], "t2": []})
+    queue = FakeQueue()
+
+    # WHEN stage 1 runs
+    with caplog.at_level(logging.WARNING, logger="shared.sync.planner"):
+        sent = planner(store, queue).fan_out()
+
+    # THEN one span of t1 and t2 is planned, and a warning counts the tenant left out
+    assert sent == 1
+    assert queue.sent[FANOUT_QUEUE] == [
+        {"kind": "fanout", "tenant": "t1", "lastTenant": "t2", "slot": SLOT}
+    ]
+    [record] = caplog.records
+    assert (record.message, record.skipped) == (
+        "sync fan-out skips indexed tenants whose ids are not ids",
+        1,
+    )
+
+
+def test_fan_out_page_skips_a_connection_whose_id_is_no_id_and_sends_the_rest() -> None:
+    """A connection no worker could take gets no job, and the page's others still get theirs."""
+    # GIVEN a span of two tenants, the first with a user whose id is 9,000 characters
+    odd = "\u00e9" * 9000
+    store = FakeConnections(
+        {"t1": [connection("t1", "a"), connection("t1", odd)], "t2": [connection("t2", "b")]}
+    )
+    queue = FakeQueue()
+    plan = planner(store, queue)
+
+    # WHEN the span's page runs
+    result = plan.fan_out_page({"kind": "fanout", "tenant": "t1", "lastTenant": "t2", "slot": SLOT})
+
+    # THEN a and b have their jobs and the odd one has neither a job nor a claim
+    assert (result.due, result.sent) == (2, 2)
+    assert [j["user"] for j in queue.sent[MAIL_SYNC_QUEUE]] == ["a", "b"]
+    assert ("t1", odd, MAIL) not in store.claimed
+
+
+class BrokenQueue(FakeQueue):
+    """A FakeQueue whose sends to one queue raise before anything is sent."""
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        if queue == CALENDAR_SYNC_QUEUE:
+            raise InvalidJobError("job of kind 'calendar' exceeds the message size")
+        return super().send_each(queue, jobs)
+
+
+def test_fan_out_page_gives_back_the_claims_of_jobs_a_raising_send_left_unsent() -> None:
+    """A send that raises releases the claims of every job not sent, then the page fails."""
+    # GIVEN a tenant with mail and calendar connections, and calendar sends that raise
+    rows = [connection("t1", "a"), connection("t1", "b")]
+    rows.append(Connection("t1", "a", CALENDAR, ACTIVE, "a@x.example", (), "home", ()))
+    store = FakeConnections({"t1": rows})
+    queue = BrokenQueue()
+
+    # WHEN the page runs
+    with pytest.raises(InvalidJobError):
+        planner(store, queue).fan_out_page({"kind": "fanout", "tenant": "t1", "slot": SLOT})
+
+    # THEN the mail jobs went out and kept their claims; the calendar claim was given back
+    assert [j["user"] for j in queue.sent[MAIL_SYNC_QUEUE]] == ["a", "b"]
+    assert [(c.connection.kind, c.connection.user_id) for c in store.released] == [(CALENDAR, "a")]

@@ -151,12 +151,33 @@ def test_parse_slot_reads_iso_time_with_offset() -> None:
     assert parse_slot("2025-06-01T14:10:00+02:00") == slot
 
 
-@pytest.mark.parametrize("value", [None, 12, "", "yesterday", "2025-06-01T12:10:00"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        12,
+        "",
+        "yesterday",
+        "2025-06-01T12:10:00",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+    ],
+)
 def test_parse_slot_refuses_bad_values_naming_the_field(value: object) -> None:
-    """Missing, non-string, unreadable and offset-less slots are refused naming the field."""
+    """Missing, unreadable, offset-less and out-of-range slots are refused naming the field."""
     # GIVEN / WHEN
     with pytest.raises(InvalidJobError) as raised:
         parse_slot(value)
 
     # THEN
     assert str(raised.value).startswith("slot: must")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2025-06-01T12:15:00+00:00", "2025-06-01T12:10:00.000001+00:00", "2025-06-01T12:19:59Z"],
+)
+def test_parse_slot_reads_a_time_inside_a_slot_as_its_start(value: str) -> None:
+    """A job or claim naming a time inside a slot names that slot, so it cannot claim twice."""
+    # GIVEN / WHEN / THEN
+    assert parse_slot(value) == datetime(2025, 6, 1, 12, 10, tzinfo=UTC)

@@ -15,6 +15,7 @@ from shared.adapters.tablelimits import (
     entity_size,
     guard_entity,
     key_is_valid,
+    key_order,
     string_fits,
     table_key,
     utf16_size,
@@ -332,3 +333,13 @@ def test_guard_entity_rejects_oversize_entity():
     assert entity_size(entity) > MAX_ENTITY_BYTES
     assert caught.value.field == "emails"
     assert str(MAX_ENTITY_BYTES) in caught.value.rule
+
+
+def test_key_order_sorts_by_utf16_code_unit_as_the_service_does():
+    """A character past U+FFFF sorts before U+FF21 by UTF-16 code unit, after it by code point."""
+    # GIVEN a full-width letter and an emoji, whose surrogates start at U+D83D
+    wide, emoji = "\uff21", "\U0001f600"
+
+    # WHEN / THEN
+    assert sorted([wide, emoji]) == [wide, emoji]
+    assert sorted([wide, emoji], key=key_order) == [emoji, wide]
