@@ -39,7 +39,11 @@ is read when the poison is handled, so it counts the page as it is then, includi
 whose jobs an earlier attempt did send; a page that cannot be read then is audited, uncounted,
 in every tenant of its span. A page that failed because it could not be read never sent its
 successor, so the pages after it go uncounted and unaudited. A tenant indexed after stage 1 ran
-is fanned out in that slot only when its key falls inside a span's range.
+is fanned out in that slot only when its key falls inside a span's range. A page that fails
+after passing its successor on passes it on again with each retry; the copies find their
+connections claimed and send nothing, at the cost of their two queries each. The next slot's
+message, sent up to one period early by a timer whose clock runs fast, is taken as it is, so
+its connections get that slot's job early and none when the slot begins.
 """
 
 from __future__ import annotations

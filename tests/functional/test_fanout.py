@@ -52,22 +52,33 @@ def store(tables: TableEntityStore) -> ConnectionStore:
     return ConnectionStore(tables, cast(Any, None), cast(Any, None))
 
 
-def seed(tables: TableEntityStore, store: ConnectionStore, states: Sequence[str]) -> str:
-    """Store connections of a new tenant in the given states, as consent does; return its id."""
-    tenant = str(uuid.uuid4())
+def seed(
+    tables: TableEntityStore,
+    store: ConnectionStore,
+    states: Sequence[str],
+    *,
+    tenant: str | None = None,
+    users: Sequence[str] | None = None,
+) -> str:
+    """Store connections of a tenant in the given states, as consent does; return its id.
+
+    The tenant is a new one unless named; its users are ``user-000`` on unless named.
+    """
+    tenant = tenant or str(uuid.uuid4())
+    names = users or [f"user-{i:03d}" for i in range(len(states))]
     rows = [
         {
             "PartitionKey": table_key(tenant),
-            "RowKey": table_key(f"user-{i:03d}", MAIL),
+            "RowKey": table_key(user, MAIL),
             "tenantId": tenant,
-            "userId": f"user-{i:03d}",
+            "userId": user,
             "kind": MAIL,
             "state": state,
-            "upn": f"user-{i:03d}@t.example",
+            "upn": f"{i}@t.example",
             "scopes": "[]",
             "tokenCache": "sealed",
         }
-        for i, state in enumerate(states)
+        for i, (user, state) in enumerate(zip(names, states, strict=True))
     ]
     tables.upsert_batch(TABLE, rows)
     store.index_tenant(tenant)
@@ -318,26 +329,6 @@ def test_fan_out_from_a_fast_clock_holds_back_no_later_round(
     assert all(slot != ahead.isoformat() for _, _, slot in jobs)
 
 
-def seed_named(tables: TableEntityStore, store: ConnectionStore, tenant: str, users: int) -> str:
-    """Store ``users`` active connections of a tenant with the given id; return the id."""
-    rows = [
-        {
-            "PartitionKey": table_key(tenant),
-            "RowKey": table_key(f"user-{i:03d}", MAIL),
-            "tenantId": tenant,
-            "userId": f"user-{i:03d}",
-            "kind": MAIL,
-            "state": ACTIVE,
-            "scopes": "[]",
-            "tokenCache": "sealed",
-        }
-        for i in range(users)
-    ]
-    tables.upsert_batch(TABLE, rows)
-    store.index_tenant(tenant)
-    return tenant
-
-
 def test_fan_out_pages_across_tenants_that_share_user_ids_enqueue_once(
     tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
 ) -> None:
@@ -393,8 +384,8 @@ def test_fan_out_span_reaching_the_index_partitions_sends_only_connection_jobs(
     """
     # GIVEN a tenant whose id sorts after every "~" partition, claims already in the table,
     # and a span from a tenant that sorts before them
-    low = seed_named(tables, store, f"0-{uuid.uuid4()}", 2)
-    high = seed_named(tables, store, f"\u00f6-{uuid.uuid4()}", 3)
+    low = seed(tables, store, [ACTIVE] * 2, tenant=f"0-{uuid.uuid4()}")
+    high = seed(tables, store, [ACTIVE] * 3, tenant=f"\u00f6-{uuid.uuid4()}")
     planner(store, queue).fan_out_page({"kind": "fanout", "tenant": low, "slot": SLOT})
     mail_jobs(queue, {low})
     later = "2025-06-01T12:20:00+00:00"
@@ -439,19 +430,7 @@ def test_claims_of_users_beyond_the_basic_plane_are_read_back(
 ) -> None:
     """Claims are read in the service's UTF-16 key order, so every claim written is found."""
     # GIVEN a tenant whose users are a full-width letter and an emoji, both claimed
-    tenant = seed_named(tables, store, str(uuid.uuid4()), 0)
-    rows = [
-        {
-            "PartitionKey": table_key(tenant),
-            "RowKey": table_key(user, MAIL),
-            "tenantId": tenant,
-            "userId": user,
-            "kind": MAIL,
-            "state": ACTIVE,
-        }
-        for user in ("\uff21", "\U0001f600")
-    ]
-    tables.upsert_batch(TABLE, rows)
+    tenant = seed(tables, store, [ACTIVE] * 2, users=["\uff21", "\U0001f600"])
     connections, _ = store.page_for_tenant(tenant, size=10, token=None)
     assert len(store.claim_slots(connections, datetime.fromisoformat(SLOT))) == 2
 
