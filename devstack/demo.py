@@ -281,7 +281,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"sync round took:       {report['syncSeconds']} s\n")
     print(f"{'company':<32} {'emails':>6}")
     for company in report["companies"]:
-        print(f"{company['name'][:32]:<32} {company['emails']:>6}")
+        print(f"{_clip(company['name'], 32):<32} {company['emails']:>6}")
     shown = next((c for c in report["companies"] if c["emails"]), None)
     if shown:
         print(f"\nlatest emails of {shown['name']} (read API, newest received first):")
@@ -289,7 +289,12 @@ def print_report(report: dict[str, Any]) -> None:
             sender = email.get("from", {}).get("address", "")
             received = str(email.get("receivedDateTime") or "")[:16]
             subject = str(email.get("subject") or "")
-            print(f"  {received:<16}  {sender[:28]:<28}  {subject[:50]}")
+            print(f"  {received:<16}  {_clip(sender, 36):<36}  {_clip(subject, 50)}")
+
+
+def _clip(text: str, width: int) -> str:
+    """Return text that fits ``width`` columns, with an ellipsis where it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 if __name__ == "__main__":

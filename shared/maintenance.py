@@ -5,6 +5,11 @@ to the Key Vault secret named by ``TOKEN_KEY_SECRET_NAME``. Every sealed value r
 version that sealed it, so values sealed before still open; workers seal with the new version
 once their cached copy of the current one expires (five minutes at most).
 
+``rebuild-tenant-index`` scans the connections table and indexes the tenant of every connection
+(:meth:`shared.sync.connections.ConnectionStore.rebuild_tenant_index`), for connections stored
+before the fan-out's tenant index existed: the fan-out only visits indexed tenants. Running it
+again changes nothing.
+
 Known limitations: values sealed with an old version are not re-sealed, so an old version must
 stay enabled in Key Vault for as long as any of them is stored.
 """
@@ -47,18 +52,28 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser = argparse.ArgumentParser(prog="python -m shared.maintenance")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("rotate-token-key", help="write a new token-encryption key version")
-    parser.parse_args(argv)
+    commands.add_parser(
+        "rebuild-tenant-index", help="index the tenant of every stored connection for the fan-out"
+    )
+    command = parser.parse_args(argv).command
 
     try:
         services = Services(Settings.from_env(env))
-        version = rotate_token_key(services)
+        if command == "rebuild-tenant-index":
+            tenants = services.connections.rebuild_tenant_index()
+        else:
+            version = rotate_token_key(services)
     except ConfigError as error:
         sys.stderr.write(f"settings: {error}\n")
         return 2
     except SyncError as error:
-        sys.stderr.write(f"token key not rotated: {error}\n")
+        sys.stderr.write(f"{command} failed: {error}\n")
         return 1
-    sys.stdout.write(f"token key rotated: {services.settings.token_key_secret_name} {version}\n")
+    if command == "rebuild-tenant-index":
+        sys.stdout.write(f"tenant index rebuilt: {tenants} tenants with connections\n")
+    else:
+        name = services.settings.token_key_secret_name
+        sys.stdout.write(f"token key rotated: {name} {version}\n")
     return 0
 
 

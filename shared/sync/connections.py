@@ -25,7 +25,8 @@ take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s
 
 Known limitations: a tenant stays in ``~tenants`` after its last connection is gone (its fan-out
 finds nothing); connections written before the index existed need one
-:meth:`ConnectionStore.rebuild_tenant_index`. Claims written in earlier layouts (in
+:meth:`ConnectionStore.rebuild_tenant_index` (``python -m shared.maintenance
+rebuild-tenant-index``). Claims written in earlier layouts (in
 ``~slots|<tenant key>`` or ``~slots|<tenant key>|<shard>``) are not read, so each connection may
 get one extra job in the first slot after an upgrade (the mailbox gate makes it wait or end as a
 no-op); the old rows stay unused. A claim read is only a hint for the conditional writes: where
@@ -133,6 +134,14 @@ class Connection:
     def row_key(self) -> str:
         """The connection's RowKey within its tenant's partition."""
         return table_key(self.user_id, self.kind)
+
+
+class PartialClaimError(TransientError):
+    """Raised when storage failed part-way through claiming; carries the claims already won."""
+
+    def __init__(self, message: str, claims: Sequence[SlotClaim]) -> None:
+        super().__init__(message)
+        self.claims = list(claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,8 +293,25 @@ class ConnectionStore:
         chunks, claim_id = _claim_chunks(due), uuid.uuid4().hex
         workers = max(1, min(CLAIM_WORKERS, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="claim") as pool:
-            won = pool.map(lambda chunk: self._claim_chunk(chunk, slot, known, claim_id), chunks)
-            return [claim for claims in won for claim in claims]
+            futures = [
+                pool.submit(self._claim_chunk, chunk, slot, known, claim_id) for chunk in chunks
+            ]
+        won: list[SlotClaim] = []
+        failure: BaseException | None = None
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                won.extend(future.result())
+                continue
+            failure = failure or error
+            if isinstance(error, PartialClaimError):
+                won.extend(error.claims)
+        if failure is not None:
+            # No job will be sent for this call's claims: give them all back, so the retry
+            # of the page claims and sends them again.
+            self.release_slots(won)
+            raise failure
+        return won
 
     def release_slots(self, claims: Iterable[SlotClaim]) -> int:
         """Give back claims whose job was not sent, unless claimed again since; return how many."""
@@ -542,12 +568,33 @@ class ConnectionStore:
         try:
             etags = self._tables.write_batch(TABLE, writes)
         except (ConflictError, TransientError):
-            claims = (self._claim(c, slot, known.get(c.key), claim_id) for c in chunk)
-            return [claim for claim in claims if claim is not None]
+            return self._claim_each(chunk, slot, known, claim_id)
         return [
             SlotClaim(connection, text, etag, known.get(connection.key))
             for connection, etag in zip(chunk, etags, strict=True)
         ]
+
+    def _claim_each(
+        self,
+        chunk: Sequence[Connection],
+        slot: datetime,
+        known: Mapping[str, dict[str, Any]],
+        claim_id: str,
+    ) -> list[SlotClaim]:
+        """Claim connections one by one; a failure carries the claims won before it.
+
+        Raises:
+            PartialClaimError: when storage failed part-way, with what was claimed until then.
+        """
+        won: list[SlotClaim] = []
+        for connection in chunk:
+            try:
+                claim = self._claim(connection, slot, known.get(connection.key), claim_id)
+            except TransientError as error:
+                raise PartialClaimError(str(error), won) from error
+            if claim is not None:
+                won.append(claim)
+        return won
 
     def _claim(
         self,

@@ -9,11 +9,12 @@ there are.
 
 Stage 2, :meth:`SyncPlanner.fan_out_page` (queue ``sync-fanout``, scaled out by the host): reads
 one page of at most :data:`PAGE_SIZE` due connections (``active``, or ``error`` to retry them)
-of the span's tenants, in key order, with one query however many tenants the page crosses. When
-more remain it first sends the same message with the page's continuation token under ``"page"``,
-so the next page runs on another instance while this one works. It then claims the slot for
-each connection of the page and sends one sync job ``{"kind", "tenant", "user", "slot"}`` per
-claim won, concurrently, to its kind's queue (``mail-sync`` or ``calendar-sync``). A fleet of
+of the span's tenants, in key order, with one query however many tenants the page crosses. It
+claims the slot for each connection of the page and sends one sync job ``{"kind", "tenant",
+"user", "slot"}`` per claim won, concurrently, to its kind's queue (``mail-sync`` or
+``calendar-sync``). When more remain it then sends the same message with the page's
+continuation token under ``"page"``: only once the page is done, so a page retried five times
+passes its successor on once, not five times (which would multiply with every page). A fleet of
 small tenants thus costs two queries (connections, claims) per 1,000 connections, not per
 tenant: a page of Table Storage holds at most 1,000 entities, and the service may end one early
 where the range crosses a partition boundary it serves from another server.
@@ -29,26 +30,27 @@ A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
 :meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the span, slot and
 counts, and a ``sync.fanoutPoisoned`` entry in the audit log of each tenant with due connections
 on that page (actor ``system``, outcome ``failed``, reason ``job_poisoned``) with that tenant's
-due connections, which get no job in that slot, and the deliveries it went through. The next
-slot fans out again from the start.
+due connections, which get no job in that slot, and the deliveries it went through. It then
+passes the page's successor on, so the rest of the span still runs in that slot.
 
 Known limitations: if the worker dies between claiming and sending, those connections get no
-job in that slot and are picked up by the next one; a span whose stage 1 message could not be
-sent (the timer raises) waits for the next slot too. A poisoned page's count of due connections
-is read when the poison is handled, so it counts the page as it is then, including connections
-whose jobs an earlier attempt did send; a page that cannot be read then is audited, uncounted,
-in every tenant of its span. A page that failed because it could not be read never sent its
-successor, so the pages after it go uncounted and unaudited. A tenant indexed after stage 1 ran
-is fanned out in that slot only when its key falls inside a span's range. A page that fails
-after passing its successor on passes it on again with each retry; the copies find their
-connections claimed and send nothing, at the cost of their two queries each. The next slot's
+job in that slot and are picked up by the next one, and so does a connection whose claim was
+written but whose answer was lost when re-reading it failed too (a failed claim gives back
+every claim it knows it won, so the page's retry sends those); a span whose stage 1 message
+could not be sent (the timer raises) waits for the next slot too. A poisoned page's count of
+due connections is read when the poison is handled, so it counts the page as it is then,
+including connections whose jobs an earlier attempt did send; a page that cannot be read then
+is audited, uncounted, in every tenant of its span. A page that failed because it could not be
+read never sent its successor, so the pages after it miss that slot, uncounted and unaudited.
+A tenant indexed after stage 1 ran is fanned out in that slot only when its key falls inside a
+span's range. A page waits for the one before it, so a span's pages run one after another
+(about 100 pages for a 100,000-connection tenant); the spans run side by side. The next slot's
 message, sent up to one period early by a timer whose clock runs fast, is taken as it is, so
 its connections get that slot's job early and none when the slot begins.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -221,11 +223,13 @@ class SyncPlanner:
             )
             return FanoutResult(due=0, sent=0, more=False)
         connections, following = self._page(job)
-        if following is not None:
-            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
-
         claims = self._connections.claim_slots(connections, job.slot)
         self._send_jobs(job, claims)
+
+        # Passed on only once this page is done: a page that failed and is retried must not
+        # pass it on again with each delivery, or every page would multiply the next ones.
+        if following is not None:
+            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
 
         result = FanoutResult(due=len(connections), sent=len(claims), more=following is not None)
         logger.info(
@@ -246,21 +250,35 @@ class SyncPlanner:
 
         Each tenant with due connections on the page gets an entry with its own count; when the
         page cannot be read, or holds none, each tenant of the span gets one without a count.
+        A readable page with more after it passes the next page on, so the rest of its span
+        still gets this slot's jobs.
 
         Returns:
             The counts logged: ``attempts``, and ``due`` (the whole page's) when it can be read.
 
         Raises:
             InvalidJobError: when the message is not a fan-out job; nothing is recorded.
+            TransientError: when storage fails; the warning is logged first.
         """
         job = FanoutJob.parse(raw_job)
         counts = {"attempts": MAX_DEQUEUE_COUNT}
-        due: Counter[str] = Counter()
-        # The page token itself may be why it failed; the entries then go without a count.
-        with contextlib.suppress(InvalidJobError):
-            due = Counter(connection.tenant_id for connection in self._page(job)[0])
-            counts["due"] = due.total()
         ids = {**_span_ids(job), "slot": slot_text(job.slot), "message_id": message_id}
+        due: Counter[str] = Counter()
+        following: str | None = None
+        try:
+            connections, following = self._page(job)
+        except InvalidJobError:
+            # The page token itself may be why it failed; the entries then go without a count.
+            pass
+        except TransientError:
+            logger.warning(
+                "sync fan-out page poisoned; its connections miss this slot",
+                extra={**ids, **counts, "continued": job.page is not None},
+            )
+            raise
+        else:
+            due = Counter(connection.tenant_id for connection in connections)
+            counts["due"] = due.total()
         logger.warning(
             "sync fan-out page poisoned; its connections miss this slot",
             extra={**ids, **counts, "continued": job.page is not None},
@@ -281,6 +299,9 @@ class SyncPlanner:
                     reason="job_poisoned",
                     counts=entry_counts,
                 )
+        # Last, so a retry of this handler after a failed audit write passes it on only once.
+        if following is not None:
+            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
         return counts
 
     def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:

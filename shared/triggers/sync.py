@@ -38,7 +38,7 @@ def sync_fanout_worker(msg: func.QueueMessage) -> None:
     """Queue ``sync-fanout``: enqueue the sync jobs of one page of a span of tenants.
 
     The message is ``{"kind": "fanout", "tenant": ..., "lastTenant"?: ..., "slot": ...,
-    "page"?: ...}`` as base64 text. A page with more after it first enqueues its successor.
+    "page"?: ...}`` as base64 text. A page with more after it then enqueues its successor.
     Sync jobs that could not be sent make it raise, so the host retries the message (already
     claimed connections are skipped) and, after ``maxDequeueCount`` attempts, moves it to
     ``sync-fanout-poison``, where ``sync_fanout_poison`` records it.

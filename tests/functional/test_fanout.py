@@ -17,7 +17,15 @@ from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, deco
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import TransientError
-from shared.sync.connections import ACTIVE, ERROR, MAIL, REAUTH_REQUIRED, TABLE, ConnectionStore
+from shared.sync.connections import (
+    ACTIVE,
+    ERROR,
+    MAIL,
+    REAUTH_REQUIRED,
+    SLOT_PREFIX,
+    TABLE,
+    ConnectionStore,
+)
 from shared.sync.planner import SyncPlanner
 
 if TYPE_CHECKING:
@@ -439,3 +447,43 @@ def test_claims_of_users_beyond_the_basic_plane_are_read_back(
 
     # THEN both are found
     assert sorted(known) == sorted(connection.key for connection in connections)
+
+
+class OnceFailingReads(TableEntityStore):
+    """A TableEntityStore whose first point read of a slot claim fails, as a storage blip."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        super().__init__(service)
+        self.failed = False
+
+    def get(self, table: str, partition: str, row: str) -> dict[str, Any] | None:
+        if partition.startswith(SLOT_PREFIX) and not self.failed:
+            self.failed = True
+            raise TransientError("reading the claim failed")
+        return super().get(table, partition, row)
+
+
+def test_a_claim_failing_part_way_gives_back_what_it_won_so_the_retry_sends_all(
+    azurite: Azurite, tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """A storage failure in one shard's claims releases every other claim of that attempt."""
+    # GIVEN a tenant of 300, one of them claimed by another fan-out after this one read the
+    # claims, and a store whose first re-read of a claim fails (that shard's transaction meets
+    # the other claim, so its connections are claimed one by one, and the re-read fails)
+    tenant = seed(tables, store, [ACTIVE] * 300)
+    connections, _ = store.page_for_tenant(tenant, size=1000, token=None)
+    assert len(store.claim_slots(connections[:1], datetime.fromisoformat(SLOT))) == 1
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    flaky = StaleStore(OnceFailingReads(service), cast(Any, None), cast(Any, None))
+    job = {"kind": "fanout", "tenant": tenant, "slot": SLOT}
+
+    # WHEN stage 2 fails on that read, and the queue delivers the page again
+    with pytest.raises(TransientError):
+        planner(flaky, queue).fan_out_page(job)
+    retried = planner(flaky, queue).fan_out_page(job)
+
+    # THEN the retry sent the other 299, each once
+    jobs = mail_jobs(queue, {tenant})
+    assert retried.sent == 299
+    assert len(jobs) == 299
+    assert set(jobs.values()) == {1}

@@ -72,7 +72,7 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
     return {
         "fanout": FanoutJob(tenant, slot).as_message(),
         "fanout-page": FanoutJob(tenant, slot, page="eyJQSyI6ICJhYmNkIn0=").as_message(),
-        "fanout-span": FanoutJob(tenant, slot, last_tenant_id=user).as_message(),
+        "fanout-span": FanoutJob(tenant, slot, last_tenant_id=f"{tenant}-last").as_message(),
         "mail-from-fanout": _sync_job(claim(MAIL, tenant, user)),
         "calendar-from-fanout": _sync_job(claim(CALENDAR, tenant, user)),
         "mail-requeued": mail.as_message(),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from devstack.demo import TENANT_DOMAIN, _content, pick_companies, read_mail
+from devstack.demo import TENANT_DOMAIN, _clip, _content, pick_companies, read_mail
 
 MESSAGE = b"From: a@acme.example\r\nTo: alex@contoso.example\r\nSubject: x\r\n\r\nHi.\r\n"
 UNREADABLE = Path("/proc/self/mem")  # a regular file whose read fails with EIO
@@ -92,3 +92,14 @@ def test_content_takes_a_companies_file_with_contacts_in_every_form_the_api_take
     }
     assert "pat@initech.example" in senders
     assert companies == [company]
+
+
+def test_report_columns_mark_cut_text_with_an_ellipsis() -> None:
+    """A sender too wide for its column ends in an ellipsis, so a cut domain never reads whole."""
+    # GIVEN / WHEN
+    cut = _clip("priya.ivanova@initech.example.com", 28)
+
+    # THEN
+    assert cut == "priya.ivanova@initech.examp\u2026"
+    assert len(cut) == 28
+    assert _clip("ann@initech.example", 28) == "ann@initech.example"

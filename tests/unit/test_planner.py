@@ -508,3 +508,70 @@ def test_fan_out_page_gives_back_the_claims_of_jobs_a_raising_send_left_unsent()
     # THEN the mail jobs went out and kept their claims; the calendar claim was given back
     assert [j["user"] for j in queue.sent[MAIL_SYNC_QUEUE]] == ["a", "b"]
     assert [(c.connection.kind, c.connection.user_id) for c in store.released] == [(CALENDAR, "a")]
+
+
+class RefusingQueue(FakeQueue):
+    """A FakeQueue whose mail sends all fail, as if that queue refused every message."""
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        if queue == MAIL_SYNC_QUEUE:
+            return list(range(len(jobs)))
+        return super().send_each(queue, jobs)
+
+
+def test_a_page_failing_every_delivery_passes_its_successor_on_once_from_the_poison() -> None:
+    """Retries of a failing page send no successor; the poison handler passes it on, once."""
+    # GIVEN a tenant of 6 in pages of 2, and mail sends that always fail
+    store = FakeConnections({"t1": [connection("t1", f"u{i}") for i in range(6)]})
+    queue = RefusingQueue()
+    plan = planner(store, queue, page_size=2)
+    first = {"kind": "fanout", "tenant": "t1", "slot": SLOT}
+
+    # WHEN the first page fails on each of its deliveries
+    for _ in range(MAX_DEQUEUE_COUNT):
+        with pytest.raises(TransientError):
+            plan.fan_out_page(first)
+
+    # THEN no successor was sent and every claim was given back
+    assert queue.sent.get(FANOUT_QUEUE, []) == []
+    assert store.claimed == {}
+
+    # WHEN the poison handler records it
+    plan.record_poisoned(first, message_id="m-6")
+
+    # THEN it passed the second page on, exactly once
+    assert queue.sent[FANOUT_QUEUE] == [{**first, "page": "2"}]
+
+
+class UnreadableConnections(FakeConnections):
+    """FakeConnections whose pages cannot be read: storage is down."""
+
+    def due_page(
+        self, first: str, last: str, *, size: int, token: str | None
+    ) -> tuple[list[Connection], str | None]:
+        raise TransientError("querying connections failed")
+
+
+def test_record_poisoned_warns_before_a_storage_failure_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A poisoned page whose read fails is still logged, then the handler raises to retry."""
+    # GIVEN a store whose pages cannot be read
+    plan, _ = audited_planner(UnreadableConnections({"t1": [connection("t1", "a")]}))
+
+    # WHEN the poison handler runs
+    job = {"kind": "fanout", "tenant": "t1", "slot": SLOT}
+    with (
+        caplog.at_level(logging.WARNING, logger="shared.sync.planner"),
+        pytest.raises(TransientError),
+    ):
+        plan.record_poisoned(job, message_id="m-7")
+
+    # THEN the warning names the tenant, the slot and the attempts
+    [record] = caplog.records
+    assert (record.message, record.tenant, record.slot) == (
+        "sync fan-out page poisoned; its connections miss this slot",
+        "t1",
+        SLOT,
+    )
+    assert record.attempts == MAX_DEQUEUE_COUNT
