@@ -12,6 +12,10 @@ take (:func:`shared.adapters.tablelimits.table_key` never starts a key with ``~s
 
 - ``~tenants``: one row per tenant that ever had a connection, written with each consent; the
   fan-out timer lists this small partition instead of scanning every connection.
+- ``~passed|<slot>``: one row per fan-out page that passed its next page on in that slot,
+  keyed by the page and the page it passed on (:meth:`ConnectionStore.pass_on_once`), so a
+  retried or duplicated page passes it on once; the timer sweeps the rows of slots more than
+  an hour old.
 - ``~slot|<shard>``: one row per connection holding the last sync slot a job was enqueued for,
   keyed by the connection's id (:func:`connection_key`: its tenant's key, ``|``, its row key),
   so the claims of a page of connections, which the fan-out reads in key order across tenants,
@@ -81,6 +85,8 @@ JOB_POISONED = "job_poisoned"
 # NOTE: table_key() escapes "~" as "~7E" and hashes as "~h…", so these never meet a tenant's key.
 TENANT_INDEX = "~tenants"
 SLOT_PREFIX = "~slot|"
+PASSED_PREFIX = "~passed|"
+"""Partitions, one per slot, of the fan-out pages that passed their successor on."""
 CLAIM_ATTEMPTS = 3
 ROW_WRITE_ATTEMPTS = 3
 """Tries of a conditional write of a connection row (a rotated token cache, a move to
@@ -275,6 +281,34 @@ class ConnectionStore:
         for tenant_id in tenants:
             self.index_tenant(tenant_id)
         return len(tenants)
+
+    def pass_on_once(self, slot: datetime, page_id: str) -> bool:
+        """Record that a fan-out page passes its next page on; False when a copy already did.
+
+        Raises:
+            TransientError: when the record cannot be written; nothing was recorded.
+        """
+        row = {"PartitionKey": _passed_partition(slot), "RowKey": page_id, "passedAt": _now()}
+        try:
+            self._tables.create(TABLE, row)
+        except ConflictError:
+            return False
+        return True
+
+    def forget_passed(self, slot: datetime, page_id: str) -> None:
+        """Take back a page's record when its next page could not be sent after all."""
+        self._tables.delete(TABLE, _passed_partition(slot), page_id)
+
+    def sweep_passed(self, before: datetime) -> int:
+        """Delete the records of pages of slots before ``before``; return how many went."""
+        where = "PartitionKey ge @low and PartitionKey lt @high"
+        bounds = {"low": PASSED_PREFIX, "high": _passed_partition(before)}
+        keys = [
+            (str(row["PartitionKey"]), str(row["RowKey"]))
+            for row in self._tables.query(TABLE, where, bounds)
+        ]
+        self._tables.delete_batch(TABLE, keys)
+        return len(keys)
 
     def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
         """Claim ``slot`` for each connection; return the claims this call won.
@@ -676,6 +710,11 @@ def slot_partition(connection: Connection) -> str:
     digest = hashlib.sha256(connection.key.encode("utf-8")).digest()
     shard = int.from_bytes(digest[:4], "big") % SLOT_SHARDS
     return f"{SLOT_PREFIX}{shard:02x}"
+
+
+def _passed_partition(slot: datetime) -> str:
+    # UTC ISO times sort as they follow each other, escaped or not.
+    return PASSED_PREFIX + table_key(slot_text(slot))
 
 
 def _is_connection_row(row: Mapping[str, Any]) -> bool:

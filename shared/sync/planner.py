@@ -12,9 +12,11 @@ one page of at most :data:`PAGE_SIZE` due connections (``active``, or ``error`` 
 of the span's tenants, in key order, with one query however many tenants the page crosses. It
 claims the slot for each connection of the page and sends one sync job ``{"kind", "tenant",
 "user", "slot"}`` per claim won, concurrently, to its kind's queue (``mail-sync`` or
-``calendar-sync``). When more remain it then sends the same message with the page's
-continuation token under ``"page"``: only once the page is done, so a page retried five times
-passes its successor on once, not five times (which would multiply with every page). A fleet of
+``calendar-sync``). When more remain it first sends the same message with the page's
+continuation token under ``"page"``, so the next page runs on another instance while this one
+works, and records that it did (:meth:`ConnectionStore.pass_on_once`): a page retried five
+times, or sent twice by a timer that fired twice, passes its next page on once, where passing it
+on at each delivery would multiply the pages after it with every page of the span. A fleet of
 small tenants thus costs two queries (connections, claims) per 1,000 connections, not per
 tenant: a page of Table Storage holds at most 1,000 entities, and the service may end one early
 where the range crosses a partition boundary it serves from another server.
@@ -31,7 +33,8 @@ A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
 counts, and a ``sync.fanoutPoisoned`` entry in the audit log of each tenant with due connections
 on that page (actor ``system``, outcome ``failed``, reason ``job_poisoned``) with that tenant's
 due connections, which get no job in that slot, and the deliveries it went through. It then
-passes the page's successor on, so the rest of the span still runs in that slot.
+passes the page's successor on if no delivery did, so the rest of the span still runs in that
+slot.
 
 Known limitations: if the worker dies between claiming and sending, those connections get no
 job in that slot and are picked up by the next one, and so does a connection whose claim was
@@ -41,20 +44,22 @@ could not be sent (the timer raises) waits for the next slot too. A poisoned pag
 due connections is read when the poison is handled, so it counts the page as it is then,
 including connections whose jobs an earlier attempt did send; a page that cannot be read then
 is audited, uncounted, in every tenant of its span. A page that failed because it could not be
-read never sent its successor, so the pages after it miss that slot, uncounted and unaudited.
-A tenant indexed after stage 1 ran is fanned out in that slot only when its key falls inside a
-span's range. A page waits for the one before it, so a span's pages run one after another
-(about 100 pages for a 100,000-connection tenant); the spans run side by side. The next slot's
+read never sent its successor, so the pages after it miss that slot, uncounted and unaudited,
+and so do they when a worker dies between recording and sending the successor. A tenant
+indexed after stage 1 ran is fanned out in that slot only when its key falls inside a span's
+range. The next slot's
 message, sent up to one period early by a timer whose clock runs fast, is taken as it is, so
 its connections get that slot's job early and none when the slot begins.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.queues import (
@@ -84,6 +89,8 @@ JOB_QUEUES = {MAIL: MAIL_SYNC_QUEUE, CALENDAR: CALENDAR_SYNC_QUEUE}
 """The queue each kind of connection's sync jobs go to."""
 PAGE_SIZE = 1000
 """Connections per stage 2 invocation: one Table Storage query page."""
+PASSED_KEPT = timedelta(hours=1)
+"""How long the records of pages passed on are kept: a message is retried well within it."""
 SPAN_TENANTS = 50
 """Tenants per stage 1 message. Fewer spans mean fewer, fuller pages; more spans mean more
 chains of pages running side by side, so the last page is sent sooner."""
@@ -136,6 +143,15 @@ class FanoutJob:
         if self.last_tenant_id is not None:
             message["lastTenant"] = self.last_tenant_id
         return message if self.page is None else {**message, "page": self.page}
+
+    def passing_id(self, following: str) -> str:
+        """Name this page passing ``following`` on: the same for every copy of its message.
+
+        Copies that read the page with other rows in it (connections added or gone between
+        them) pass another page on, and are named apart.
+        """
+        text = json.dumps([*self.span, self.page or "", following])
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def next_page(self, token: str) -> FanoutJob:
         """Return the job for the page after this one."""
@@ -204,7 +220,19 @@ class SyncPlanner:
             "sync fan-out planned",
             extra={"slot": slot_text(slot), "tenants": len(tenants), "spans": sent},
         )
+        self._sweep(slot)
         return sent
+
+    def _sweep(self, slot: datetime) -> None:
+        """Delete the records of pages passed on more than an hour ago; a failure only warns."""
+        try:
+            swept = self._connections.sweep_passed(slot - PASSED_KEPT)
+        except TransientError:
+            logger.warning(
+                "sync fan-out could not sweep its page records", extra={"slot": slot_text(slot)}
+            )
+            return
+        logger.info("sync fan-out page records swept", extra={"swept": swept})
 
     def fan_out_page(self, raw_job: Mapping[str, Any]) -> FanoutResult:
         """Stage 2: enqueue one sync job per due connection of one page, once per slot.
@@ -223,13 +251,11 @@ class SyncPlanner:
             )
             return FanoutResult(due=0, sent=0, more=False)
         connections, following = self._page(job)
+        if following is not None:
+            self._pass_on(job, following)
+
         claims = self._connections.claim_slots(connections, job.slot)
         self._send_jobs(job, claims)
-
-        # Passed on only once this page is done: a page that failed and is retried must not
-        # pass it on again with each delivery, or every page would multiply the next ones.
-        if following is not None:
-            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
 
         result = FanoutResult(due=len(connections), sent=len(claims), more=following is not None)
         logger.info(
@@ -299,9 +325,8 @@ class SyncPlanner:
                     reason="job_poisoned",
                     counts=entry_counts,
                 )
-        # Last, so a retry of this handler after a failed audit write passes it on only once.
         if following is not None:
-            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
+            self._pass_on(job, following)
         return counts
 
     def _page(self, job: FanoutJob) -> tuple[list[Connection], str | None]:
@@ -326,6 +351,24 @@ class SyncPlanner:
                 extra={**_span_ids(job), "skipped": len(found) - len(runnable)},
             )
         return runnable, following
+
+    def _pass_on(self, job: FanoutJob, following: str) -> None:
+        """Send the page after this one, unless a delivery or copy of this page already did.
+
+        A page retried five times, or sent twice by a timer that fired twice, would otherwise
+        pass it on each time, and the copies would multiply with every page of the span.
+
+        Raises:
+            TransientError: when it could not be sent; the record is taken back first.
+        """
+        passing = job.passing_id(following)
+        if not self._connections.pass_on_once(job.slot, passing):
+            return
+        try:
+            self._queue.send(FANOUT_QUEUE, job.next_page(following).as_message())
+        except TransientError:
+            self._connections.forget_passed(job.slot, passing)
+            raise
 
     def _send_jobs(self, job: FanoutJob, claims: Sequence[SlotClaim]) -> None:
         """Send one sync job per claim; give back the claims of every job that was not sent.

@@ -13,7 +13,13 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, decode_job
+from shared.adapters.queues import (
+    FANOUT_QUEUE,
+    MAIL_SYNC_QUEUE,
+    MAX_DEQUEUE_COUNT,
+    JobQueue,
+    decode_job,
+)
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import TransientError
@@ -487,3 +493,37 @@ def test_a_claim_failing_part_way_gives_back_what_it_won_so_the_retry_sends_all(
     assert retried.sent == 299
     assert len(jobs) == 299
     assert set(jobs.values()) == {1}
+
+
+class RefusingQueue(JobQueue):
+    """A JobQueue whose mail sends all fail, as if that queue refused every message."""
+
+    def __init__(self, inner: JobQueue) -> None:
+        super().__init__(inner._service)
+
+    def send_each(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[int]:
+        if queue == MAIL_SYNC_QUEUE:
+            return list(range(len(jobs)))
+        return super().send_each(queue, jobs)
+
+
+def test_a_page_failing_every_delivery_passes_the_next_page_on_once(
+    tables: TableEntityStore, store: ConnectionStore, queue: JobQueue
+) -> None:
+    """Five failed deliveries and the poison handler leave one copy of the next page, not five."""
+    # GIVEN a tenant of 8 in pages of 2, and a mail queue that refuses every job
+    tenant = seed(tables, store, [ACTIVE] * 8)
+    plan = planner(store, RefusingQueue(queue), page_size=2)
+    first = {"kind": "fanout", "tenant": tenant, "slot": SLOT}
+
+    # WHEN the first page fails on each delivery, then lands in the poison queue
+    for _ in range(MAX_DEQUEUE_COUNT):
+        with pytest.raises(TransientError):
+            plan.fan_out_page(first)
+    plan.record_poisoned(first, message_id="m-1")
+
+    # THEN one message waits on sync-fanout: the second page
+    waiting = receive_all(queue, FANOUT_QUEUE)
+    assert len(waiting) == 1
+    assert waiting[0]["tenant"] == tenant
+    assert waiting[0]["page"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -49,6 +49,7 @@ class FakeConnections:
     tenants: dict[str, list[Connection]] = field(default_factory=dict)
     claimed: dict[tuple[str, str, str], str] = field(default_factory=dict)
     released: list[SlotClaim] = field(default_factory=list)
+    passed: set[tuple[datetime, str]] = field(default_factory=set)
 
     def list_indexed_tenants(
         self, first: str | None = None, last: str | None = None
@@ -71,6 +72,20 @@ class FakeConnections:
         page = [c for c in rows[start : start + size] if c.state in (ACTIVE, ERROR)]
         following = str(start + size) if start + size < len(rows) else None
         return page, following
+
+    def pass_on_once(self, slot: datetime, page_id: str) -> bool:
+        if (slot, page_id) in self.passed:
+            return False
+        self.passed.add((slot, page_id))
+        return True
+
+    def forget_passed(self, slot: datetime, page_id: str) -> None:
+        self.passed.discard((slot, page_id))
+
+    def sweep_passed(self, before: datetime) -> int:
+        old = {entry for entry in self.passed if entry[0] < before}
+        self.passed -= old
+        return len(old)
 
     def claim_slots(self, connections: Sequence[Connection], slot: datetime) -> list[SlotClaim]:
         won = []
@@ -519,28 +534,56 @@ class RefusingQueue(FakeQueue):
         return super().send_each(queue, jobs)
 
 
-def test_a_page_failing_every_delivery_passes_its_successor_on_once_from_the_poison() -> None:
-    """Retries of a failing page send no successor; the poison handler passes it on, once."""
+def test_a_page_failing_every_delivery_passes_its_successor_on_once() -> None:
+    """Retries of a failing page, and its poison handler, send its successor only once."""
     # GIVEN a tenant of 6 in pages of 2, and mail sends that always fail
     store = FakeConnections({"t1": [connection("t1", f"u{i}") for i in range(6)]})
     queue = RefusingQueue()
     plan = planner(store, queue, page_size=2)
     first = {"kind": "fanout", "tenant": "t1", "slot": SLOT}
 
-    # WHEN the first page fails on each of its deliveries
+    # WHEN the first page fails on each of its deliveries, then is recorded as poisoned
     for _ in range(MAX_DEQUEUE_COUNT):
         with pytest.raises(TransientError):
             plan.fan_out_page(first)
-
-    # THEN no successor was sent and every claim was given back
-    assert queue.sent.get(FANOUT_QUEUE, []) == []
-    assert store.claimed == {}
-
-    # WHEN the poison handler records it
     plan.record_poisoned(first, message_id="m-6")
 
-    # THEN it passed the second page on, exactly once
+    # THEN the second page was passed on exactly once, and every claim was given back
     assert queue.sent[FANOUT_QUEUE] == [{**first, "page": "2"}]
+    assert store.claimed == {}
+
+
+def test_a_duplicated_page_passes_its_successor_on_once() -> None:
+    """Two timer runs for one slot send two copies of a span; only one passes the next page on."""
+    # GIVEN a tenant of 4 in pages of 2, fanned out twice for the slot
+    store = FakeConnections({"t1": [connection("t1", f"u{i}") for i in range(4)]})
+    queue = FakeQueue()
+    plan = planner(store, queue, page_size=2)
+    plan.fan_out()
+    plan.fan_out()
+    copies = queue.sent.pop(FANOUT_QUEUE)
+
+    # WHEN both copies of the first page run
+    for copy in copies:
+        plan.fan_out_page(copy)
+
+    # THEN one successor is waiting, and the first page's jobs went out once
+    assert queue.sent[FANOUT_QUEUE] == [{**copies[0], "page": "2"}]
+    assert [j["user"] for j in queue.sent[MAIL_SYNC_QUEUE]] == ["u0", "u1"]
+
+
+def test_stage_one_sweeps_the_page_records_of_slots_an_hour_old() -> None:
+    """The timer deletes what pages recorded more than an hour before its slot, and no more."""
+    # GIVEN records of a slot 70 minutes old and of one 50 minutes old
+    store = FakeConnections({"t1": [connection("t1", "a")]})
+    slot = datetime.fromisoformat(SLOT)
+    store.passed = {(slot - timedelta(minutes=70), "old"), (slot - timedelta(minutes=50), "new")}
+
+    # WHEN stage 1 runs
+    planner(store, FakeQueue()).fan_out()
+
+    # THEN only the older one is gone
+    assert store.passed == {(slot - timedelta(minutes=50), "new")}
 
 
 class UnreadableConnections(FakeConnections):
