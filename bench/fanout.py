@@ -26,6 +26,7 @@ placeholders where real sealed caches are a few KB; stage 2 does not read them.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import multiprocessing
@@ -430,3 +431,60 @@ def _print_table(plan: Plan, results: list[SizeResult]) -> None:
             f"{r.ratio:.2f}x",
         )
         print(" | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fan-out benchmark alone.
+
+    ``python -m bench.fanout [--quick] [--sizes N ...] [--runs R] [--budget S] [--out PATH]``:
+    ``--sizes`` and ``--runs`` measure other sizes or more runs than ``make bench`` has time
+    for (the 100,000 size three times takes about 12 minutes here), within ``--budget`` seconds.
+    """
+    plan, out = read_command_line(argv)
+    run_fanout_bench(plan, out)
+    return 0
+
+
+def read_command_line(argv: list[str] | None) -> tuple[Plan, Path]:
+    """Return the plan and the JSON path the command line asks for.
+
+    Raises:
+        SystemExit: with argparse's message naming the option, when a value is not a count.
+    """
+    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the quick plan: 500 and 1,500")
+    parser.add_argument("--sizes", type=_positive, nargs="+", help="connection counts to run")
+    parser.add_argument("--runs", type=_positive, help="runs per size (standard plan: 3)")
+    parser.add_argument("--budget", type=_positive, help="seconds for all sizes (standard: 420)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "fanout.json",
+        help="where to write the JSON result (default: bench/results/fanout.json)",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else STANDARD
+    if args.sizes or args.runs or args.budget:
+        plan = Plan(
+            sizes=tuple(args.sizes or plan.sizes),
+            runs=args.runs or plan.runs,
+            name="custom",
+            budget_s=args.budget or plan.budget_s,
+        )
+    return plan, args.out
+
+
+def _positive(text: str) -> int:
+    """Read a command-line count that must be a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a whole number above zero, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
