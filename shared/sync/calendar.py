@@ -63,8 +63,9 @@ from shared.matching.addresses import event_participants
 from shared.matching.companies import classify
 from shared.rules.store import EVENT_RECORDS, DecisionLog, Drop, RuleStore
 from shared.sync.connections import CALENDAR, Connection
+from shared.sync.eventrows import KeptEvent
 from shared.sync.eventrules import check_event, event_rules
-from shared.sync.eventstore import EventDeletedError, KeptEvent
+from shared.sync.eventstore import EventDeletedError
 from shared.sync.eventtimes import event_times, occurrence_anchor
 from shared.sync.jobs import (
     ConnectionJob,
