@@ -34,7 +34,7 @@ from shared.adapters.queues import (
 )
 from shared.power.purge import parse_message, purge_message
 from shared.sending.outbox import outbox_job, parse_job
-from shared.sync.calendar import CalendarJob
+from shared.sync.calendarjob import CalendarJob
 from shared.sync.connections import CALENDAR, MAIL, Connection, SlotClaim
 from shared.sync.fanoutjob import FanoutJob, sync_job
 from shared.sync.leases import WAITER
