@@ -12,7 +12,7 @@
 - **Purge**: everything synced from one mailbox (or calendar) goes, as a queued job
   (:mod:`shared.power.purge`); emails other users also hold stay, without this user. Mail
   received before the purge does not sync again from that mailbox, nor do events created in
-  that calendar before it (see :mod:`shared.sync.calendar`).
+  that calendar before it (see :mod:`shared.sync.eventkeeper`).
 
 Every user may use them on their own data; on another user of the tenant only with the
 ``powerToolsOnOthers`` workflow (admins always have it). The target must be a registered user

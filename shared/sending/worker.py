@@ -3,9 +3,9 @@
 Each delivery of an ``outbox`` job resumes from the state its row records:
 
 - ``queued``: an automatic email first waits out do-not-disturb hours and the sender's daily
-  limit (see below); then the row notes that a draft is asked for, the draft is created
-  (``POST /me/messages``) carrying the outbox id in an ``x-outbox-id`` header, and its id is
-  recorded as ``draftCreated``. A reply to an email the sender holds is drafted with
+  limit (see :mod:`shared.sending.pacing`); then the row notes that a draft is asked for, the
+  draft is created (``POST /me/messages``) carrying the outbox id in an ``x-outbox-id`` header,
+  and its id is recorded as ``draftCreated``. A reply to an email the sender holds is drafted with
   ``createReply`` on their copy, so it joins the thread. A resumed delivery that finds the
   note looks for that draft in Drafts first, so a crash right after Graph made it leaves no
   second draft.
@@ -24,25 +24,18 @@ and deletes its draft. Throttling puts
 the job back on the queue after ``Retry-After``; other transient failures let the host retry,
 and a job that keeps failing lands in ``outbox-poison``, whose worker marks it ``failed``.
 
-Automatic emails: the daily limit counts per local day in the sender's mailbox time zone
-(``GET /me/mailboxSettings``), in ``sendcounts``; an email over it waits until the next local
-midnight. Do-not-disturb hours delay it until the window ends, in the sender's zone or, when the
-tenant keeps them in the recipient's, in the zone of the first recipient who is a company
-contact with a ``timeZone``. Both delays are queue visibility delays (at most 7 days), so
-nothing is dropped. Manual emails ignore both.
+Graph, the tenant's settings and tokens come in through the protocols of
+:mod:`shared.sending.ports`.
 
-Known limitations: a slot of the daily limit, once taken, stays taken when the email later
-fails. With recipients in several zones, only the first known one decides the window. A
-connection consented without ``MailboxSettings.Read`` counts days in UTC. An email whose sender
-must consent again fails at once instead of waiting for the new consent. An upload session cut
-short starts over.
+Known limitations: an email whose sender must consent again fails at once instead of waiting
+for the new consent. An upload session cut short starts over.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.queues import OUTBOX_QUEUE
 from shared.adapters.tablelimits import table_key
@@ -73,105 +66,24 @@ from shared.sending.outbox import (
     parse_job,
     payload_name,
 )
-from shared.sending.schedule import (
-    RECIPIENT,
-    delay_seconds,
-    local_day,
-    next_day_start,
-    quiet_until,
-)
+from shared.sending.pacing import SendPacer
 from shared.sync.connections import MAIL, connection_key
-from shared.sync.eventtimes import zone_of
 from shared.sync.leases import MailboxGate
 from shared.sync.store import email_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
 
     from shared.adapters.blobs import BlobBodyStore
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import Entity, TableEntityStore
-    from shared.directory.model import Tenant
+    from shared.sending.ports import SendGraph, TenantSettings, TokenSource
 
 logger = logging.getLogger(__name__)
-
-SEND_COUNTS = "sendcounts"
-"""Internet header every draft carries with its outbox id, so a lost draft id can be found."""
-COUNT_ATTEMPTS = 5
-
-
-class SendGraph(Protocol):
-    """The Graph calls of sending (:class:`shared.adapters.graphsend.GraphSendClient`)."""
-
-    def create_draft(self, token: str, message: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a draft."""
-        ...
-
-    def find_draft(self, token: str, header: str, value: str) -> dict[str, Any] | None:
-        """Find the draft carrying an internet header."""
-        ...
-
-    def create_reply(
-        self, token: str, original_id: str, message: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """Create a reply draft."""
-        ...
-
-    def get_message(self, token: str, message_id: str) -> dict[str, Any]:
-        """Read a message's folder and draft flag."""
-        ...
-
-    def attachment_count(self, token: str, message_id: str) -> int:
-        """Count a draft's attachments."""
-        ...
-
-    def add_inline_attachment(
-        self, token: str, message_id: str, name: str, content_type: str, content: bytes
-    ) -> None:
-        """Attach a small file."""
-        ...
-
-    def upload_attachment(
-        self, token: str, message_id: str, name: str, content_type: str, content: bytes
-    ) -> None:
-        """Attach a large file through an upload session."""
-        ...
-
-    def send(self, token: str, message_id: str) -> None:
-        """Send a draft."""
-        ...
-
-    def delete_message(self, token: str, message_id: str) -> None:
-        """Delete a draft."""
-        ...
-
-    def mailbox_time_zone(self, token: str) -> str:
-        """Return the mailbox's time zone name."""
-        ...
-
-
-class TenantSettings(Protocol):
-    """Where the tenant's sending settings come from."""
-
-    def get_tenant(self, tenant_id: str) -> Tenant | None:
-        """Return a tenant's settings."""
-        ...
-
-    def contact_time_zone(self, tenant_id: str, addresses: Sequence[str]) -> str | None:
-        """Return the time zone of the first address that is a known contact with one."""
-        ...
 
 
 class CancelledError(SyncError):
     """Raised inside the worker when the item was cancelled while a step ran."""
-
-
-class TokenSource(Protocol):
-    """Gives a delegated Graph token for a user's mail connection."""
-
-    def __call__(self, tenant_id: str, user_id: str, *, force_refresh: bool = False) -> str:
-        """Return a token, refreshed from the refresh token when ``force_refresh``."""
-        ...
 
 
 class OutboxWorker:
@@ -195,8 +107,15 @@ class OutboxWorker:
         self._queue = queue
         self._graph = graph
         self._tokens = tokens
-        self._settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._pacer = SendPacer(
+            tables=tables,
+            queue=queue,
+            graph=graph,
+            settings=settings,
+            clock=self._clock,
+            save=self._save,
+        )
 
     def run(self, message: Mapping[str, Any]) -> None:
         """Work one delivery of an outbox job from the state its row records.
@@ -264,7 +183,8 @@ class OutboxWorker:
         email: OutgoingEmail | None = None
         if row["state"] == OutboxState.QUEUED:
             email = self._email(tenant_id, row)
-            if row.get("kind") == Kind.AUTOMATIC and self._postpone(tenant_id, row, token, email):
+            automatic = row.get("kind") == Kind.AUTOMATIC
+            if automatic and self._pacer.postpone(tenant_id, row, token, email):
                 return
             row = self._create_draft(tenant_id, row, token, email)
         if row["state"] == OutboxState.DRAFT_CREATED:
@@ -346,73 +266,6 @@ class OutboxWorker:
         self._blobs.delete(payload_name(tenant_id, str(row["RowKey"])))
         extra = {"outbox_id": row["RowKey"], "attachments": row.get("attachmentCount", 0)}
         logger.info("outbox item sent", extra=extra)
-
-    def _postpone(self, tenant_id: str, row: Entity, token: str, email: OutgoingEmail) -> bool:
-        tenant = self._settings.get_tenant(tenant_id)
-        if tenant is None:
-            return False
-        now, zone = self._clock(), self._zone(token)
-        until = quiet_until(
-            now, self._quiet_zone(tenant_id, email, tenant, zone), tenant.do_not_disturb
-        )
-        if until is not None:
-            self._later(tenant_id, row, now, until, "doNotDisturb")
-            return True
-        if row.get("countedDay"):
-            return False
-        day = local_day(now, zone)
-        if not self._reserve(tenant_id, str(row["userId"]), day, tenant.daily_automatic_limit):
-            self._later(tenant_id, row, now, next_day_start(now, zone), "dailyLimit")
-            return True
-        row.update(self._save(row, {"countedDay": day, "waitingFor": ""}))
-        return False
-
-    def _quiet_zone(self, tenant_id: str, email: OutgoingEmail, tenant: Tenant, sender: Any) -> Any:
-        """Return the zone do-not-disturb hours are kept in: a recipient's when so set and known.
-
-        With ``timeZone: recipient``, the first ``to`` (then ``cc``) recipient that is a known
-        contact with a time zone decides; without one, the sender's mailbox zone does.
-        """
-        window = tenant.do_not_disturb
-        if window is None or window.zone_of != RECIPIENT:
-            return sender
-        addresses = [a.address for a in (*email.to, *email.cc)]
-        name = self._settings.contact_time_zone(tenant_id, addresses)
-        # NOTE: zone_of() reads a missing name as UTC, so no name must keep the sender's zone.
-        return (zone_of(name) if name else None) or sender
-
-    def _zone(self, token: str) -> Any:
-        try:
-            name = self._graph.mailbox_time_zone(token)
-        except ReauthRequiredError:
-            logger.warning("mailbox settings not readable; counting days in UTC")
-            name = "UTC"
-        return zone_of(name) or UTC
-
-    def _later(
-        self, tenant_id: str, row: Entity, now: datetime, until: datetime, reason: str
-    ) -> None:
-        delay = delay_seconds(now, until)
-        changes = {"notBefore": until.isoformat(timespec="seconds"), "waitingFor": reason}
-        self._save(row, changes)
-        self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, str(row["RowKey"])), delay_s=delay)
-        logger.info("outbox item postponed", extra={"outbox_id": row["RowKey"], "delay_s": delay})
-
-    def _reserve(self, tenant_id: str, user_id: str, day: str, limit: int) -> bool:
-        partition, key = table_key(tenant_id), table_key(user_id, day)
-        for _ in range(COUNT_ATTEMPTS):
-            counter = self._tables.get(SEND_COUNTS, partition, key)
-            count = int(counter.get("count") or 0) if counter else 0
-            if count >= limit:
-                return False
-            entity = {"PartitionKey": partition, "RowKey": key, "count": count + 1}
-            try:
-                self._tables.update(SEND_COUNTS, entity, etag=counter[ETAG] if counter else None)
-            except ConflictError:
-                continue
-            return True
-        message = f"the daily count of user {user_id} kept changing"
-        raise TransientError(message)
 
     def _save(self, row: Entity, changes: Mapping[str, Any]) -> Entity:
         """Rewrite the row with its ETag; a cancel that landed first raises CancelledError."""

@@ -1,109 +1,52 @@
 """Where kept calendar events live: one record per meeting occurrence in a tenant, its holders.
 
-Tables:
-
-- ``events``: one row per meeting occurrence, keyed by the SHA-256 of the tenant, the series'
-  (or single event's) ``iCalUId``, the occurrence's original start (a date for all-day series)
-  and the organiser's address, so the copies of one meeting in many attendees' calendars are one
-  record, an occurrence moved to another time stays the same record, and an invitation that
-  reuses a meeting's uid under another organiser never merges into it (nor gives its holder a
-  say over it). An event without ``iCalUId`` is keyed
-  per calendar by its id, never merged. Partitions: the tenant plus the key's first two digits.
-- ``eventholders``: one row per (event, user) whose calendar holds it.
-- ``calendaritems``: per connection, Graph event id to event key, start, series master id and
-  the id of the last full round that saw it (for reconciling a window and a series).
-- ``calendarseries``: per connection, what a series master says (``iCalUId``, subject,
-  organiser, attendees, cancelled, all-day, its zone and location, when it was created), so
-  occurrences that come without them are matched, timed and keyed through it.
-- ``companyevents``: per (tenant, company), one summary row per event, latest start first.
-- ``eventtombstones``: what a user or admin deleted, so it never syncs back: one row per event
-  key (the meeting occurrence in the tenant, in the event's partition) and one per calendar item
-  of every holder (its Graph id, in a ``~i|<connection>`` partition), so neither another
-  attendee's copy nor the holder's own item (even moved to another time) comes back.
-
-Known limitations: at most :data:`MAX_ATTENDEES` attendees are kept per event (the count is
-kept whole); the event body is not stored, only its preview. An invitation forged to name the
-real organiser as well as the uid and start still merges: the organiser field of an invitation
-is not authenticated.
+:class:`EventStore` writes the rows laid out in :mod:`shared.sync.eventrows` (events, holders,
+calendar items, series, the company index and tombstones) and reads them back for sync, the
+read API and the power tools. Table Storage has no transaction across tables, so the writes
+keep an order: a save checks the event's tombstones before and after its writes and undoes
+them when a deletion landed in between; a deletion writes its tombstones first, so repeating it
+after a crash finishes the job; a purge batch deletes the item row it walks last, so a purge
+killed in between finds it again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.errors import SyncError
-from shared.matching.addresses import parse_address
+from shared.sync.eventrows import (
+    EVENTS,
+    HOLDERS,
+    INDEX,
+    ITEM_TOMBSTONE_PREFIX,
+    ITEMS,
+    MAX_ATTENDEES,
+    SERIES,
+    SUBJECT_CHARS,
+    TOMBSTONES,
+    KeptEvent,
+    companies_of,
+    event_key,
+    event_partition,
+    event_row,
+    index_row_key,
+    series_fingerprint,
+    stamp,
+    summary_row,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping
 
     from shared.adapters.tables import Entity, TableEntityStore
-    from shared.sync.eventtimes import EventTimes
-
-EVENTS = "events"
-HOLDERS = "eventholders"
-ITEMS = "calendaritems"
-SERIES = "calendarseries"
-INDEX = "companyevents"
-TOMBSTONES = "eventtombstones"
-ITEM_TOMBSTONE_PREFIX = "~i|"
-MAX_ATTENDEES = 100
-SUBJECT_CHARS = 1024
-_NEVER = 9_999_999_999
 
 
 class EventDeletedError(SyncError):
     """Raised when an event to save was deleted in the product: it must not come back."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeptEvent:
-    """An event to store: its identity, times, what it says and the companies it belongs to."""
-
-    item_id: str
-    series_uid: str
-    anchor: str
-    kind: str
-    times: EventTimes
-    subject: str
-    organizer: Mapping[str, str]
-    attendees: Sequence[Mapping[str, str]]
-    cancelled: bool
-    company_ids: frozenset[str]
-    series_master_id: str = ""
-    location: str = ""
-
-
-def event_key(
-    tenant_id: str, uid: str, anchor: str, connection: str, item_id: str, *, organizer: str = ""
-) -> str:
-    """Return the tenant-wide key of an event occurrence (per calendar when it has no uid).
-
-    The organiser's address is part of it: every genuine copy of a meeting names the same
-    organiser, while an invitation that only reuses a meeting's ``iCalUId`` (which every invitee
-    can read in its .ics) and names someone else stays a record of its own.
-    """
-    if not uid:
-        scope = f"item\n{connection}\n{item_id}"
-    else:
-        scope = f"ical\n{tenant_id}\n{uid}\n{anchor}\n{_organizer_address(organizer)}"
-    return hashlib.sha256(scope.encode("utf-8")).hexdigest()
-
-
-def _organizer_address(address: str) -> str:
-    parsed = parse_address(address) if address else None
-    return parsed.address if parsed else address.strip().casefold()
-
-
-def event_partition(tenant_id: str, key: str) -> str:
-    """Return the partition of an event: the tenant spread over 256 shards."""
-    return table_key(tenant_id, key[:2])
 
 
 class EventStore:
@@ -137,16 +80,16 @@ class EventStore:
             raise EventDeletedError(msg)
         partition = event_partition(tenant_id, key)
         existing = self._tables.get(EVENTS, partition, key)
-        old_companies = _companies(existing)
+        old_companies = companies_of(existing)
         companies = event.company_ids | old_companies
-        row = _event_row(tenant_id, key, event, companies)
+        row = event_row(tenant_id, key, event, companies)
         self._tables.upsert(EVENTS, row, replace=True)
         if existing is not None and existing.get("sortTime") != row["sortTime"]:
             self._drop_index(tenant_id, key, str(existing["sortTime"]), old_companies)
-        summary = _summary(key, row)
+        summary = summary_row(key, row)
         for company_id in sorted(companies):
             index = {"PartitionKey": table_key(tenant_id, company_id)}
-            index["RowKey"] = _index_key(str(row["sortTime"]), key)
+            index["RowKey"] = index_row_key(str(row["sortTime"]), key)
             self._tables.upsert(INDEX, {**index, **summary})
         self._link(
             tenant_id=tenant_id,
@@ -231,7 +174,7 @@ class EventStore:
             "RowKey": table_key(event.item_id),
             "itemId": event.item_id,
             "eventKey": key,
-            "start": _stamp(event.times.start),
+            "start": stamp(event.times.start),
             "seriesMasterId": event.series_master_id,
             "roundId": round_id,
         }
@@ -351,7 +294,7 @@ class EventStore:
             "originalStartTimeZone": str(master.get("originalStartTimeZone") or "")[:256],
             "location": json.dumps(master.get("location") or {})[:SUBJECT_CHARS],
             "createdDateTime": str(master.get("createdDateTime") or ""),
-            "fingerprint": _fingerprint(master),
+            "fingerprint": series_fingerprint(master),
         }
         self._tables.upsert(SERIES, row, replace=True)
         return row
@@ -375,7 +318,7 @@ class EventStore:
         self, tenant_id: str, key: str, sort_time: str, companies: frozenset[str]
     ) -> None:
         for company_id in companies:
-            index_key = _index_key(sort_time, key)
+            index_key = index_row_key(sort_time, key)
             self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
 
     def _delete_event(self, tenant_id: str, key: str) -> None:
@@ -383,62 +326,5 @@ class EventStore:
         row = self._tables.get(EVENTS, partition, key)
         if row is None:
             return
-        self._drop_index(tenant_id, key, str(row["sortTime"]), _companies(row))
+        self._drop_index(tenant_id, key, str(row["sortTime"]), companies_of(row))
         self._tables.delete(EVENTS, partition, key)
-
-
-def _event_row(tenant_id: str, key: str, event: KeptEvent, companies: frozenset[str]) -> Entity:
-    times = event.times
-    attendees = [dict(a) for a in event.attendees]
-    return {
-        "PartitionKey": event_partition(tenant_id, key),
-        "RowKey": key,
-        "tenantId": tenant_id,
-        "iCalUId": event.series_uid[:1024],
-        "anchor": event.anchor,
-        "type": event.kind,
-        "subject": event.subject[:SUBJECT_CHARS],
-        "organizer": json.dumps(dict(event.organizer)),
-        "attendees": json.dumps(attendees[:MAX_ATTENDEES]),
-        "attendeeCount": len(attendees),
-        "location": event.location[:SUBJECT_CHARS],
-        "isAllDay": times.all_day,
-        "start": _stamp(times.start),
-        "end": _stamp(times.end),
-        "startDate": times.start_date.isoformat() if times.start_date else "",
-        "endDate": times.end_date.isoformat() if times.end_date else "",
-        "timeZone": times.zone[:256],
-        "isCancelled": event.cancelled,
-        "companyIds": json.dumps(sorted(companies)),
-        "sortTime": _stamp(times.start),
-    }
-
-
-def _summary(key: str, row: Entity) -> Entity:
-    names = (
-        "iCalUId", "type", "subject", "organizer", "isAllDay", "start", "end", "startDate",
-        "endDate", "timeZone", "isCancelled", "attendeeCount", "location",
-    )  # fmt: skip
-    return {"eventKey": key, **{name: row[name] for name in names}}
-
-
-def _companies(row: Entity | None) -> frozenset[str]:
-    if row is None:
-        return frozenset()
-    return frozenset(json.loads(row.get("companyIds") or "[]"))
-
-
-def _fingerprint(master: Mapping[str, Any]) -> str:
-    text = json.dumps(master, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _index_key(sort_time: str, key: str) -> str:
-    # Latest start first; dates outside 1970..2286 are clamped to keep the order lexical.
-    moment = datetime.fromisoformat(sort_time.replace("Z", "+00:00"))
-    seconds = min(max(int(moment.timestamp()), 0), _NEVER)
-    return f"{_NEVER - seconds:010d}|{key}"

@@ -4,8 +4,8 @@ Stage 1, :meth:`SyncPlanner.fan_out` (timer ``sync_fanout``, every 10 minutes): 
 that have connections, one small index partition, in key order, and sends one ``{"kind":
 "fanout", "tenant", "lastTenant"?, "slot"}`` message per span of up to :data:`SPAN_TENANTS`
 consecutive tenants (``tenant`` the first, ``lastTenant`` the last, left out when it is the
-first) to ``sync-fanout``. It reads no connection, so it takes seconds however many connections
-there are.
+first) to ``sync-fanout`` (the messages are described in :mod:`shared.sync.fanoutjob`). It
+reads no connection, so it takes seconds however many connections there are.
 
 Stage 2, :meth:`SyncPlanner.fan_out_page` (queue ``sync-fanout``, scaled out by the host): reads
 one page of at most :data:`PAGE_SIZE` due connections (``active``, or ``error`` to retry them)
@@ -54,24 +54,16 @@ its connections get that slot's job early and none when the slot begins.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.queues import (
-    CALENDAR_SYNC_QUEUE,
-    FANOUT_QUEUE,
-    MAIL_SYNC_QUEUE,
-    MAX_DEQUEUE_COUNT,
-)
-from shared.adapters.tablelimits import key_order, table_key
+from shared.adapters.queues import FANOUT_QUEUE, MAX_DEQUEUE_COUNT
 from shared.audit.log import SYSTEM_ACTOR, Action, Outcome
 from shared.errors import InvalidJobError, TransientError, ValidationError
-from shared.sync.connections import CALENDAR, MAIL, MAX_SLOT_AHEAD
+from shared.sync.connections import MAX_SLOT_AHEAD
+from shared.sync.fanoutjob import FanoutJob, FanoutResult, jobs_by_queue, sync_job
 from shared.sync.jobs import is_id
 from shared.sync.schedule import parse_slot, slot_of, slot_text
 
@@ -84,9 +76,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FANOUT = "fanout"
-JOB_QUEUES = {MAIL: MAIL_SYNC_QUEUE, CALENDAR: CALENDAR_SYNC_QUEUE}
-"""The queue each kind of connection's sync jobs go to."""
 PAGE_SIZE = 1000
 """Connections per stage 2 invocation: one Table Storage query page."""
 PASSED_KEPT = timedelta(hours=1)
@@ -94,82 +83,6 @@ PASSED_KEPT = timedelta(hours=1)
 SPAN_TENANTS = 50
 """Tenants per stage 1 message. Fewer spans mean fewer, fuller pages; more spans mean more
 chains of pages running side by side, so the last page is sent sooner."""
-
-
-@dataclass(frozen=True, slots=True)
-class FanoutJob:
-    """A stage 2 message: enqueue the sync jobs of one page of a span of tenants for one slot."""
-
-    tenant_id: str
-    slot: datetime
-    page: str | None = None
-    last_tenant_id: str | None = None
-    """The span's last tenant; ``None`` when the span is ``tenant_id`` alone."""
-
-    @classmethod
-    def parse(cls, job: Mapping[str, Any]) -> FanoutJob:
-        """Read a fan-out job from its queue JSON.
-
-        Raises:
-            InvalidJobError: naming the field that is missing or malformed.
-        """
-        if job.get("kind") != FANOUT:
-            msg = f"kind: must be {FANOUT!r}"
-            raise InvalidJobError(msg)
-        tenant, last, page = job.get("tenant"), job.get("lastTenant"), job.get("page")
-        if not isinstance(tenant, str) or not tenant:
-            msg = "tenant: must be a non-empty string"
-            raise InvalidJobError(msg)
-        if last is not None and (not isinstance(last, str) or not last):
-            msg = "lastTenant: must be a non-empty string when present"
-            raise InvalidJobError(msg)
-        if page is not None and (not isinstance(page, str) or not page):
-            msg = "page: must be a non-empty string when present"
-            raise InvalidJobError(msg)
-        if last is not None and key_order(table_key(last)) < key_order(table_key(tenant)):
-            msg = "lastTenant: must sort at or after tenant, as stage 1 sends spans"
-            raise InvalidJobError(msg)
-        last = None if last == tenant else last
-        return cls(tenant, parse_slot(job.get("slot")), page, last)
-
-    @property
-    def span(self) -> tuple[str, str]:
-        """The first and last tenant of the span."""
-        return self.tenant_id, self.last_tenant_id or self.tenant_id
-
-    def as_message(self) -> dict[str, Any]:
-        """Return the job as queue JSON."""
-        message = {"kind": FANOUT, "tenant": self.tenant_id, "slot": slot_text(self.slot)}
-        if self.last_tenant_id is not None:
-            message["lastTenant"] = self.last_tenant_id
-        return message if self.page is None else {**message, "page": self.page}
-
-    def passing_id(self, following: str) -> str:
-        """Name this page passing ``following`` on: the same for every copy of its message.
-
-        Copies that read the page with other rows in it (connections added or gone between
-        them) pass another page on, and are named apart.
-        """
-        text = json.dumps([*self.span, self.page or "", following])
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-    def next_page(self, token: str) -> FanoutJob:
-        """Return the job for the page after this one."""
-        return FanoutJob(self.tenant_id, self.slot, token, self.last_tenant_id)
-
-
-@dataclass(frozen=True, slots=True)
-class FanoutResult:
-    """What one stage 2 invocation did."""
-
-    due: int
-    sent: int
-    more: bool
-
-    @property
-    def skipped(self) -> int:
-        """Due connections already claimed for this slot (or a later one)."""
-        return self.due - self.sent
 
 
 class SyncPlanner:
@@ -377,10 +290,10 @@ class SyncPlanner:
             TransientError: when some jobs were not sent, so the queue retries the page.
         """
         unsent: list[SlotClaim] = []
-        groups = list(_by_queue(claims).items())
+        groups = list(jobs_by_queue(claims).items())
         for position, (queue, group) in enumerate(groups):
             try:
-                failed = self._queue.send_each(queue, [_sync_job(claim) for claim in group])
+                failed = self._queue.send_each(queue, [sync_job(claim) for claim in group])
             except Exception:
                 # Nothing of this group or the ones after it went out: none keeps its claim.
                 later = [claim for _, rest in groups[position:] for claim in rest]
@@ -407,23 +320,6 @@ def _span_ids(job: FanoutJob) -> dict[str, str]:
     """Return the ids a log line names a stage 2 job by: its first and last tenant."""
     first, last = job.span
     return {"tenant": first, "last_tenant": last}
-
-
-def _by_queue(claims: Sequence[SlotClaim]) -> dict[str, list[SlotClaim]]:
-    groups: dict[str, list[SlotClaim]] = {}
-    for claim in claims:
-        groups.setdefault(JOB_QUEUES[claim.connection.kind], []).append(claim)
-    return groups
-
-
-def _sync_job(claim: SlotClaim) -> dict[str, Any]:
-    connection = claim.connection
-    return {
-        "kind": connection.kind,
-        "tenant": connection.tenant_id,
-        "user": connection.user_id,
-        "slot": claim.slot,
-    }
 
 
 def _utcnow() -> datetime:

@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.adapters.queues import CALENDAR_SYNC_POISON_QUEUE, CALENDAR_SYNC_QUEUE, decode_job
 from shared.errors import InvalidJobError
-from shared.sync.calendar import CalendarJob
+from shared.sync.calendarjob import CalendarJob
 from shared.sync.connections import CALENDAR
 from shared.triggers._http import caller_of, handled, json_object, json_response, query_int
 from shared.wiring import services

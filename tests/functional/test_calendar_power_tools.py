@@ -12,7 +12,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from devstack.simulator.faults import FaultRule
-from shared.sync.eventstore import HOLDERS, event_partition
+from shared.sync.eventrows import HOLDERS, event_partition
 from tests.functional.conftest import Tenant
 from tests.functional.test_calendar_sync import at, connected, graph_time, meeting
 from tests.functional.test_mail_sync import message

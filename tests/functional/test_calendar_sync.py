@@ -11,7 +11,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.settings import Settings
 from shared.sync.calendar import CalendarSyncService
-from shared.sync.eventstore import HOLDERS, event_partition
+from shared.sync.eventrows import HOLDERS, event_partition
 from shared.wiring import Services
 from tests.functional.conftest import Tenant
 

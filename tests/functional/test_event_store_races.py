@@ -12,15 +12,8 @@ from azure.data.tables import TableServiceClient
 
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
-from shared.sync.eventstore import (
-    INDEX,
-    ITEM_TOMBSTONE_PREFIX,
-    ITEMS,
-    TOMBSTONES,
-    EventDeletedError,
-    EventStore,
-    KeptEvent,
-)
+from shared.sync.eventrows import INDEX, ITEM_TOMBSTONE_PREFIX, ITEMS, TOMBSTONES, KeptEvent
+from shared.sync.eventstore import EventDeletedError, EventStore
 from shared.sync.eventtimes import EventTimes
 
 if TYPE_CHECKING:

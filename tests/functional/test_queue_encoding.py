@@ -34,11 +34,11 @@ from shared.adapters.queues import (
 )
 from shared.power.purge import parse_message, purge_message
 from shared.sending.outbox import outbox_job, parse_job
-from shared.sync.calendar import CalendarJob
+from shared.sync.calendarjob import CalendarJob
 from shared.sync.connections import CALENDAR, MAIL, Connection, SlotClaim
+from shared.sync.fanoutjob import FanoutJob, sync_job
 from shared.sync.leases import WAITER
 from shared.sync.mail import MailJob
-from shared.sync.planner import FanoutJob, _sync_job
 from shared.sync.schedule import parse_slot, slot_of
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def every_job(tenant: str, user: str) -> dict[str, Mapping[str, Any]]:
         "fanout": FanoutJob(tenant, slot).as_message(),
         "fanout-page": FanoutJob(tenant, slot, page="eyJQSyI6ICJhYmNkIn0=").as_message(),
         "fanout-span": FanoutJob(tenant, slot, last_tenant_id=f"{tenant}-last").as_message(),
-        "mail-from-fanout": _sync_job(claim(MAIL, tenant, user)),
-        "calendar-from-fanout": _sync_job(claim(CALENDAR, tenant, user)),
+        "mail-from-fanout": sync_job(claim(MAIL, tenant, user)),
+        "calendar-from-fanout": sync_job(claim(CALENDAR, tenant, user)),
         "mail-requeued": mail.as_message(),
         "calendar-requeued": calendar.as_message(),
         "mail-waiter": {**mail.as_message(), WAITER: uuid.uuid4().hex},

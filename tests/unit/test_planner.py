@@ -30,7 +30,8 @@ from shared.sync.connections import (
     ConnectionStore,
     SlotClaim,
 )
-from shared.sync.planner import SPAN_TENANTS, FanoutJob, SyncPlanner
+from shared.sync.fanoutjob import FanoutJob
+from shared.sync.planner import SPAN_TENANTS, SyncPlanner
 from shared.sync.schedule import slot_text
 from tests.unit.fakes import FakeTables
 
