@@ -158,7 +158,7 @@ class OutboxWorker:
             self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, item_id), delay_s=delay)
             logger.info("outbox job throttled", extra={"outbox_id": item_id, "delay_s": delay})
         except CancelledError:
-            self._cancelled(tenant_id, item_id, token)
+            self._cancelled(tenant_id, item_id)
         except GraphRequestError as error:
             self._fail(tenant_id, item_id, token, error.code)
         except (ReauthRequiredError, AccessTokenRejectedError) as error:
@@ -279,7 +279,7 @@ class OutboxWorker:
             raise
         return updated
 
-    def _cancelled(self, tenant_id: str, item_id: str, token: str) -> None:
+    def _cancelled(self, tenant_id: str, item_id: str) -> None:
         self._blobs.delete(payload_name(tenant_id, item_id))
         logger.info("outbox item cancelled while in flight", extra={"outbox_id": item_id})
 

@@ -24,7 +24,7 @@ Tables:
 :class:`shared.sync.eventstore.EventStore` writes and reads these rows.
 
 Known limitations: at most :data:`MAX_ATTENDEES` attendees are kept per event (the count is
-kept whole); the event body is not stored, only its preview. An invitation forged to name the
+kept whole); the event body is not stored. An invitation forged to name the
 real organiser as well as the uid and start still merges: the organiser field of an invitation
 is not authenticated.
 """
@@ -35,7 +35,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.adapters.tablelimits import table_key
 from shared.matching.addresses import parse_address
@@ -144,12 +144,6 @@ def companies_of(row: Entity | None) -> frozenset[str]:
     if row is None:
         return frozenset()
     return frozenset(json.loads(row.get("companyIds") or "[]"))
-
-
-def series_fingerprint(master: Mapping[str, Any]) -> str:
-    """Return the SHA-256 of everything a series master says, as its series row records it."""
-    text = json.dumps(master, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def stamp(moment: datetime) -> str:

@@ -34,7 +34,6 @@ from shared.sync.eventrows import (
     event_partition,
     event_row,
     index_row_key,
-    series_fingerprint,
     stamp,
     summary_row,
 )
@@ -201,6 +200,9 @@ class EventStore:
     def unlink(self, *, tenant_id: str, user_id: str, connection: str, item_id: str) -> bool:
         """Forget that a calendar held an event; delete the event when no holder is left.
 
+        The item row goes last, so an unlink stopped part way (a crash, a storage failure) is
+        finished by the next one, which still finds the item.
+
         Returns:
             True when the calendar held the item (it is gone from the calendar now).
         """
@@ -208,14 +210,14 @@ class EventStore:
         if item is None:
             return False
         key = str(item["eventKey"])
-        self._tables.delete(ITEMS, connection, table_key(item_id))
         others = [
             row for row in self.items_for_key(connection, key) if str(row.get("itemId")) != item_id
         ]
         if not others:
             self._tables.delete(HOLDERS, event_partition(tenant_id, key), table_key(key, user_id))
-        if not self.holders(tenant_id, key):
-            self._delete_event(tenant_id, key)
+            if not self.holders(tenant_id, key):
+                self._delete_event(tenant_id, key)
+        self._tables.delete(ITEMS, connection, table_key(item_id))
         return True
 
     def items_for_key(self, connection: str, key: str) -> list[Entity]:
@@ -294,7 +296,6 @@ class EventStore:
             "originalStartTimeZone": str(master.get("originalStartTimeZone") or "")[:256],
             "location": json.dumps(master.get("location") or {})[:SUBJECT_CHARS],
             "createdDateTime": str(master.get("createdDateTime") or ""),
-            "fingerprint": series_fingerprint(master),
         }
         self._tables.upsert(SERIES, row, replace=True)
         return row

@@ -32,6 +32,13 @@ class _HookedTables(TableEntityStore):
             self.hook = None
             run()
 
+    def delete(self, table: str, partition: str, row: str, *, etag: str | None = None) -> None:
+        if self.hook is not None and self.hook[0] == "delete " + table:
+            _, run = self.hook
+            self.hook = None
+            run()
+        super().delete(table, partition, row, etag=etag)
+
 
 @pytest.fixture(scope="module")
 def store(azurite: Azurite) -> tuple[EventStore, _HookedTables]:
@@ -103,3 +110,38 @@ def test_an_event_deleted_while_a_copy_is_saved_is_undone_and_stays_deleted(
         assert stone["eventKey"] == key
     assert events.is_deleted(tenant, key)
     assert list(tables.list_partition(ITEMS, "conn-ann")) == []
+
+
+class _StoppedError(Exception):
+    """The worker stopped part way through an unlink."""
+
+
+def _stop() -> None:
+    raise _StoppedError
+
+
+@pytest.mark.parametrize("stopped_at", ["eventholders", "events"])
+def test_an_unlink_stopped_part_way_is_finished_by_the_next(
+    store: tuple[EventStore, _HookedTables], stopped_at: str
+) -> None:
+    """An unlink that stops before deleting the holder or the event leaves the item to retry."""
+    events, tables = store
+    # GIVEN Ann's stored copy of a meeting no one else holds
+    tenant, uid, calendar = str(uuid.uuid4()), f"uid-{uuid.uuid4()}", f"conn-{uuid.uuid4()}"
+    key, _ = events.save(
+        tenant_id=tenant, user_id="ann", connection=calendar, event=_copy("a1", uid), round_id="r"
+    )
+
+    # WHEN her unlink stops just before one of its deletes, then runs again
+    tables.hook = ("delete " + stopped_at, _stop)
+    with pytest.raises(_StoppedError):
+        events.unlink(tenant_id=tenant, user_id="ann", connection=calendar, item_id="a1")
+    assert events.item(calendar, "a1") is not None
+    again = events.unlink(tenant_id=tenant, user_id="ann", connection=calendar, item_id="a1")
+
+    # THEN the second finishes it: no item, holder, event or index row is left
+    assert again is True
+    assert events.item(calendar, "a1") is None
+    assert events.holders(tenant, key) == []
+    assert events.get_event(tenant, key) is None
+    assert list(tables.list_partition(INDEX, table_key(tenant, "acme"))) == []
