@@ -81,9 +81,9 @@ from shared.sending.schedule import (
     quiet_until,
 )
 from shared.sync.connections import MAIL, connection_key
+from shared.sync.emailrows import email_key
 from shared.sync.eventtimes import zone_of
 from shared.sync.leases import MailboxGate
-from shared.sync.store import email_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -12,7 +12,7 @@ from shared.sync.connections import (
     Connection,
     slot_partition,
 )
-from shared.sync.store import email_key, email_partition
+from shared.sync.emailrows import email_key, email_partition
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 PARTITION_TARGET = 2_000
