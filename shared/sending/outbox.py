@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from shared.directory.service import DirectoryService
     from shared.read.service import ReadService
     from shared.sending.message import OutgoingEmail
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
 
 logger = logging.getLogger(__name__)
 

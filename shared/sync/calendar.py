@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from shared.matching.companies import CompanyIndex
     from shared.rules.engine import CompiledRules
     from shared.rules.model import Rule
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
     from shared.sync.eventstore import EventStore
     from shared.sync.leases import MailboxGate
 
