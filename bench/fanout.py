@@ -56,7 +56,8 @@ from shared.adapters.queues import (
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import TransientError
-from shared.sync.connections import ACTIVE, MAIL, TABLE, ConnectionStore
+from shared.sync.connections import ACTIVE, MAIL, TABLE
+from shared.sync.connectionstore import ConnectionStore
 from shared.sync.planner import SyncPlanner
 
 if TYPE_CHECKING:

@@ -52,7 +52,8 @@ from shared.adapters.tables import TableEntityStore
 from shared.audit.log import AuditLog
 from shared.power.purge import PurgeJobs, PurgeState
 from shared.sync.connections import MAIL, connection_key
-from shared.sync.store import EMAILS, HOLDERS, INBOX, INDEX, ITEMS, EmailStore
+from shared.sync.emailrows import EMAILS, HOLDERS, INBOX, INDEX, ITEMS
+from shared.sync.store import EmailStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -6,7 +6,7 @@ version that sealed it, so values sealed before still open; workers seal with th
 once their cached copy of the current one expires (five minutes at most).
 
 ``rebuild-tenant-index`` scans the connections table and indexes the tenant of every connection
-(:meth:`shared.sync.connections.ConnectionStore.rebuild_tenant_index`), for connections stored
+(:meth:`shared.sync.fleet.FleetIndex.rebuild_tenant_index`), for connections stored
 before the fan-out's tenant index existed: the fan-out only visits indexed tenants. Running it
 again changes nothing.
 

@@ -42,7 +42,8 @@ from shared.sending.outbox import OutboxService
 from shared.sending.worker import OutboxWorker
 from shared.settings import Settings
 from shared.sync.calendar import CalendarSyncService
-from shared.sync.connections import CALENDAR, MAIL, ConnectionStore, connection_key
+from shared.sync.connections import CALENDAR, MAIL, connection_key
+from shared.sync.connectionstore import ConnectionStore
 from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
 from shared.sync.notices import ReauthNotifier

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import TableEntityStore
     from shared.adapters.tokens import MsalTokenClient
     from shared.directory.service import DirectoryService
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
 
 logger = logging.getLogger(__name__)
 

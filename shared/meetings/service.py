@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from shared.directory.service import DirectoryService
     from shared.matching.addresses import Address
     from shared.sync.calendar import CalendarSyncService
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from shared.power.purge import PurgeJob, PurgeJobs
     from shared.read.events import EventReadService
     from shared.read.service import ReadService
-    from shared.sync.connections import Connection, ConnectionStore
+    from shared.sync.connections import Connection
+    from shared.sync.connectionstore import ConnectionStore
     from shared.sync.eventstore import EventStore
     from shared.sync.store import EmailStore
 

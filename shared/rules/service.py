@@ -33,7 +33,7 @@ from shared.rules.validation import (
     switches_json,
 )
 from shared.sync.connections import MAIL, connection_key
-from shared.sync.store import email_key
+from shared.sync.emailrows import email_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

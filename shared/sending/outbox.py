@@ -31,7 +31,7 @@ from shared.adapters.tables import ETAG
 from shared.errors import ConflictError, InvalidJobError, NotFoundError, ValidationError
 from shared.sending.message import Kind, encode_email, parse_email
 from shared.sync.connections import ACTIVE, MAIL
-from shared.sync.store import HOLDERS, email_partition
+from shared.sync.emailrows import HOLDERS, email_partition
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from shared.directory.service import DirectoryService
     from shared.read.service import ReadService
     from shared.sending.message import OutgoingEmail
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
 
 logger = logging.getLogger(__name__)
 

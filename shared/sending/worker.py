@@ -68,8 +68,8 @@ from shared.sending.outbox import (
 )
 from shared.sending.pacing import SendPacer
 from shared.sync.connections import MAIL, connection_key
+from shared.sync.emailrows import email_key
 from shared.sync.leases import MailboxGate
-from shared.sync.store import email_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from shared.directory.service import DirectoryService
     from shared.matching.companies import CompanyIndex
     from shared.rules.engine import CompiledRules
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
     from shared.sync.eventstore import EventStore
     from shared.sync.leases import MailboxGate
 

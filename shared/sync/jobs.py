@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from shared.adapters.queues import JobQueue
     from shared.adapters.tables import TableEntityStore
     from shared.directory.service import DirectoryService
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
 
 logger = logging.getLogger(__name__)
 

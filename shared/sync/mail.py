@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import Entity, TableEntityStore
     from shared.directory.service import DirectoryService
     from shared.matching.companies import CompanyIndex
-    from shared.sync.connections import ConnectionStore
+    from shared.sync.connectionstore import ConnectionStore
     from shared.sync.leases import MailboxGate
     from shared.sync.store import EmailStore
 

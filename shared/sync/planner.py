@@ -22,7 +22,7 @@ tenant: a page of Table Storage holds at most 1,000 entities, and the service ma
 where the range crosses a partition boundary it serves from another server.
 
 One job per connection per slot (BR-15): the claim is a conditional write per connection (see
-:meth:`shared.sync.connections.ConnectionStore.claim_slots`), spread over shard partitions and
+:meth:`shared.sync.slotclaims.SlotClaims.claim_slots`), spread over shard partitions and
 written in transactions of up to 100 claims of one partition. A second timer run, a replayed
 fan-out message or a duplicated page finds the slot claimed and sends nothing. A mail job that
 could not be sent has its claim released, and the stage 2 message raises so the queue retries
@@ -62,17 +62,19 @@ from typing import TYPE_CHECKING, Any
 from shared.adapters.queues import FANOUT_QUEUE, MAX_DEQUEUE_COUNT
 from shared.audit.log import SYSTEM_ACTOR, Action, Outcome
 from shared.errors import InvalidJobError, TransientError, ValidationError
-from shared.sync.connections import MAX_SLOT_AHEAD
 from shared.sync.fanoutjob import FanoutJob, FanoutResult, jobs_by_queue, sync_job
 from shared.sync.jobs import is_id
 from shared.sync.schedule import parse_slot, slot_of, slot_text
+from shared.sync.slotclaims import MAX_SLOT_AHEAD
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from shared.adapters.queues import JobQueue
     from shared.audit.log import AuditLog
-    from shared.sync.connections import Connection, ConnectionStore, SlotClaim
+    from shared.sync.connections import Connection
+    from shared.sync.connectionstore import ConnectionStore
+    from shared.sync.slotclaims import SlotClaim
 
 logger = logging.getLogger(__name__)
 

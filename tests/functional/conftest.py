@@ -15,8 +15,8 @@ from azure.data.tables import TableServiceClient
 from devstack.stack import LocalStack
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
-from shared.sync.connections import SLOT_PREFIX, SLOT_SHARDS
 from shared.sync.connections import TABLE as CONNECTIONS
+from shared.sync.slotclaims import SLOT_PREFIX, SLOT_SHARDS
 
 
 @pytest.fixture(scope="session")

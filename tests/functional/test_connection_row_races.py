@@ -23,15 +23,8 @@ from shared.adapters.tables import TableEntityStore
 from shared.adapters.tokens import AccessToken, Grant
 from shared.consent.crypto import Sealed, TokenCipher
 from shared.errors import ReauthRequiredError
-from shared.sync.connections import (
-    MAIL,
-    REAUTH_REQUIRED,
-    REVOKED,
-    TABLE,
-    Connection,
-    ConnectionStore,
-    Folder,
-)
+from shared.sync.connections import MAIL, REAUTH_REQUIRED, REVOKED, TABLE, Connection, Folder
+from shared.sync.connectionstore import ConnectionStore
 from tests.unit.fakes import FakeSecrets
 
 KEY_NAME = "token-encryption-key"

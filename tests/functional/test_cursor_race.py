@@ -21,7 +21,8 @@ from shared.adapters.graph import DeltaPage
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import DeltaCursorExpiredError
-from shared.sync.connections import MAIL, Connection, ConnectionStore, Folder
+from shared.sync.connections import MAIL, Connection, Folder
+from shared.sync.connectionstore import ConnectionStore
 from shared.sync.folderwalk import PageBudget
 from shared.sync.jobs import CursorTakenError
 from shared.sync.mail import CURSORS, MailSyncService, _Round

@@ -14,7 +14,8 @@ from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.matching.addresses import parse_address
-from shared.sync.store import EMAILS, INDEX, EmailStore, email_key, email_partition
+from shared.sync.emailrows import EMAILS, INDEX, email_key, email_partition
+from shared.sync.store import EmailStore
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite

@@ -23,16 +23,10 @@ from shared.adapters.queues import (
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.errors import TransientError
-from shared.sync.connections import (
-    ACTIVE,
-    ERROR,
-    MAIL,
-    REAUTH_REQUIRED,
-    SLOT_PREFIX,
-    TABLE,
-    ConnectionStore,
-)
+from shared.sync.connections import ACTIVE, ERROR, MAIL, REAUTH_REQUIRED, TABLE
+from shared.sync.connectionstore import ConnectionStore
 from shared.sync.planner import SyncPlanner
+from shared.sync.slotclaims import SLOT_PREFIX
 
 if TYPE_CHECKING:
     from devstack.azurite import Azurite

@@ -13,7 +13,8 @@ from azure.data.tables import TableServiceClient
 from devstack.stack import ROOT, LocalStack
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
-from shared.sync.connections import MAIL, TABLE, TENANT_INDEX
+from shared.sync.connections import MAIL, TABLE
+from shared.sync.fleet import TENANT_INDEX
 
 pytestmark = pytest.mark.stack
 

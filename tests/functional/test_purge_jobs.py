@@ -23,7 +23,8 @@ from shared.power import purge
 from shared.power.purge import PurgeJobs
 from shared.settings import Settings
 from shared.sync.connections import MAIL, connection_key
-from shared.sync.store import EMAILS, INDEX, EmailStore, email_partition
+from shared.sync.emailrows import EMAILS, INDEX, email_partition
+from shared.sync.store import EmailStore
 from shared.wiring import Services
 from tests.functional.test_mail_sync import message as graph_message
 from tests.functional.test_sync_resilience import connected

@@ -35,11 +35,12 @@ from shared.adapters.queues import (
 from shared.power.purge import parse_message, purge_message
 from shared.sending.outbox import outbox_job, parse_job
 from shared.sync.calendarjob import CalendarJob
-from shared.sync.connections import CALENDAR, MAIL, Connection, SlotClaim
+from shared.sync.connections import CALENDAR, MAIL, Connection
 from shared.sync.fanoutjob import FanoutJob, sync_job
 from shared.sync.leases import WAITER
 from shared.sync.mail import MailJob
 from shared.sync.schedule import parse_slot, slot_of
+from shared.sync.slotclaims import SlotClaim
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -12,7 +12,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devstack.simulator import FaultRule
-from shared.sync.store import email_partition
+from shared.sync.emailrows import email_partition
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
 

@@ -12,7 +12,7 @@ from shared.adapters.tablelimits import MAX_STRING_BYTES, key_is_valid, string_f
 from shared.errors import ValidationError
 from shared.matching.addresses import Address, parse_address
 from shared.sync.connections import connection_key
-from shared.sync.store import (
+from shared.sync.emailrows import (
     EMAILS,
     HOLDERS,
     INBOX,
@@ -20,11 +20,9 @@ from shared.sync.store import (
     ITEM_TOMBSTONE_PREFIX,
     ITEMS,
     TOMBSTONES,
-    EmailDeletedError,
-    EmailStore,
-    KeptMessage,
     email_key,
 )
+from shared.sync.store import EmailDeletedError, EmailStore, KeptMessage
 from tests.unit.fakes import FakeBlobs, FakeTables
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

@@ -6,13 +6,9 @@ import uuid
 from collections import Counter
 
 from shared.adapters.tablelimits import table_key
-from shared.sync.connections import (
-    MAIL,
-    SLOT_SHARDS,
-    Connection,
-    slot_partition,
-)
-from shared.sync.store import email_key, email_partition
+from shared.sync.connections import MAIL, Connection
+from shared.sync.emailrows import email_key, email_partition
+from shared.sync.slotclaims import SLOT_SHARDS, slot_partition
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 PARTITION_TARGET = 2_000

@@ -20,19 +20,12 @@ from shared.adapters.queues import (
 from shared.adapters.tables import TableEntityStore
 from shared.audit.log import AuditLog
 from shared.errors import InvalidJobError, TransientError, ValidationError
-from shared.sync.connections import (
-    ACTIVE,
-    CALENDAR,
-    ERROR,
-    MAIL,
-    REAUTH_REQUIRED,
-    Connection,
-    ConnectionStore,
-    SlotClaim,
-)
+from shared.sync.connections import ACTIVE, CALENDAR, ERROR, MAIL, REAUTH_REQUIRED, Connection
+from shared.sync.connectionstore import ConnectionStore
 from shared.sync.fanoutjob import FanoutJob
 from shared.sync.planner import SPAN_TENANTS, SyncPlanner
 from shared.sync.schedule import slot_text
+from shared.sync.slotclaims import SlotClaim
 from tests.unit.fakes import FakeTables
 
 NOW = datetime(2025, 6, 1, 12, 17, 3, tzinfo=UTC)

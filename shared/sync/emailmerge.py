@@ -1,0 +1,103 @@
+"""One ``emails`` row for all copies of an email, and none shared with a look-alike.
+
+Every mailbox that holds an email has its own copy of it, and the copies of a tenant share one
+row, keyed by the ``internetMessageId``. Holders syncing at the same moment all write that row,
+so each write is conditional on the row it read, and a writer that loses the race reads again
+and merges. Anyone on a thread can read a Message-ID (replies carry it in ``In-Reply-To``), so a
+message that reuses one with another sender or sent time is refused the row
+(:class:`LookAlikeError`); the store then keeps it apart, keyed by its mailbox item, as it keeps
+a message without a Message-ID.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.adapters.tables import ETAG
+from shared.errors import ConflictError, SyncError, TransientError
+from shared.sync.emailrows import EMAILS, EmailRows, copy_fingerprint, email_partition, email_row
+from shared.sync.jobs import instant
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from shared.adapters.tables import Entity
+    from shared.matching.addresses import Address
+
+SAVE_ATTEMPTS = 5
+
+
+class LookAlikeError(SyncError):
+    """Raised inside the store when a message reuses the Message-ID of a different email."""
+
+
+class EmailMerging(EmailRows):
+    """Writes the shared row of an email, merging the copies of its holders."""
+
+    def _write_email(
+        self,
+        tenant_id: str,
+        key: str,
+        message: Mapping[str, Any],
+        *,
+        participants: Sequence[Address],
+        company_ids: frozenset[str],
+        copies_only: bool = True,
+    ) -> tuple[Entity | None, Entity]:
+        """Write an email row, merging with a copy another mailbox's worker writes at once.
+
+        The first writer creates the row; every later one replaces it only if unchanged since
+        it read it, keeping the first sort time and every company either copy matched. A lost
+        race re-reads and merges again, so two holders syncing one email at the same moment
+        leave one row, one sort time and so one index row per company.
+
+        A stored row is only merged with a copy of the same email: same sender and sent time
+        (:func:`copy_fingerprint`). A message that merely reuses its Message-ID is refused, so
+        it can neither overwrite the row nor make its holder one of the email's. ``copies_only``
+        is False for a row keyed by the mailbox item itself, which only that item writes.
+
+        Returns:
+            The row as it was before (``None`` when this write created it), and as written.
+
+        Raises:
+            TransientError: when the row kept changing under this writer.
+        """
+        partition = email_partition(tenant_id, key)
+        existing = self._tables.get(EMAILS, partition, key)
+        fingerprint = copy_fingerprint(message)
+        for _ in range(SAVE_ATTEMPTS):
+            if copies_only and existing and existing.get("fingerprint", fingerprint) != fingerprint:
+                msg = f"email {key} is held by another email with the same Message-ID"
+                raise LookAlikeError(msg)
+            sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
+            row = email_row(
+                tenant_id,
+                key,
+                message,
+                participants=participants,
+                companies=company_ids | self._company_ids(existing),
+                sort_time=sort_time,
+                fingerprint=fingerprint,
+            )
+            entity = self._overflow(tenant_id, key, row)
+            try:
+                if existing is None:
+                    self._tables.create(EMAILS, entity)
+                else:
+                    self._tables.update(EMAILS, entity, etag=existing[ETAG])
+            except ConflictError:
+                existing = self._tables.get(EMAILS, partition, key)
+                continue
+            return existing, row
+        msg = f"email {key} changed under every attempt to save it"
+        raise TransientError(msg)
+
+
+def _sort_time(message: Mapping[str, Any]) -> str:
+    """Order by when the mailbox received it: the sender chooses the sent date, not Exchange.
+
+    A date in the future is clamped to now, so no message can pin itself to the top.
+    """
+    moment = instant(message.get("receivedDateTime") or message.get("sentDateTime"))
+    return min(moment, datetime.now(UTC)).isoformat(timespec="seconds")
