@@ -6,9 +6,9 @@ bounded batches, re-queueing itself after :data:`BATCHES_PER_RUN` batches. The w
 connection's sync lease while it works (:meth:`MailboxGate.hold_connection`), so no sync job of
 that mailbox stores anything meanwhile; a purge that finds a sync running tries again
 :data:`BUSY_RETRY_S` later, and the sync jobs after it drop what the mailbox received before the
-purge was asked for. Each item is
-released in an order that survives a kill anywhere (see :meth:`EmailStore.release`): the item
-row the worker walks goes last, so a redelivered job finds what is left and finishes it. A job
+purge was asked for. Each batch is released in an order that survives a kill anywhere (see
+:meth:`shared.sync.emaillinks.EmailLinks.release_batch`): the item rows the worker walks go
+last, so a redelivered job finds what is left and finishes it. A job
 that keeps failing lands in ``purge-poison``, whose worker marks it ``failed``.
 
 Jobs live in ``purgejobs``, in the tenant's partition: one row per job, and one pointer row per

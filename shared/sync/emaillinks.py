@@ -84,10 +84,6 @@ class EmailLinks(EmailRows):
     def _tombstoned(self, tenant_id: str, key: str) -> bool:
         return self._tables.get(TOMBSTONES, email_partition(tenant_id, key), key) is not None
 
-    def _item_tombstoned(self, connection: str, item_id: str) -> bool:
-        partition = ITEM_TOMBSTONE_PREFIX + connection
-        return self._tables.get(TOMBSTONES, partition, table_key(item_id)) is not None
-
     def deleted_items(self, connection: str, item_ids: Sequence[str]) -> set[str]:
         """Return which of a mailbox's items carry a tombstone, with one partition query."""
         if not item_ids:
@@ -114,9 +110,13 @@ class EmailLinks(EmailRows):
         items = self.mailbox_items(connection, size=size)
         doomed: list[str] = []
         holder_keys: list[tuple[str, str]] = []
-        for item in items:
-            key = str(item["emailKey"])
-            others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
+        for key in dict.fromkeys(str(item["emailKey"]) for item in items):
+            holders = self.holders(tenant_id, key)
+            if not any(h.get("userId") == user_id for h in holders):
+                # Another item of this mailbox (the same email in a second folder) released
+                # it in an earlier batch: only this item row is left to delete, and no count.
+                continue
+            others = [h for h in holders if h.get("userId") != user_id]
             if not others:
                 doomed.append(key)
             holder_keys.append((email_partition(tenant_id, key), table_key(key, user_id)))

@@ -84,11 +84,6 @@ class FleetIndex:
         found = [connection_from_row(row) for row in rows if _is_connection_row(row)]
         return found, following
 
-    def list_active(self) -> Iterator[Connection]:
-        """Yield every active connection of every tenant."""
-        for row in self._tables.query(TABLE, "state eq @state", {"state": ACTIVE}):
-            yield connection_from_row(row)
-
     def list_indexed_tenants(
         self, first: str | None = None, last: str | None = None
     ) -> Iterator[str]:

@@ -610,3 +610,31 @@ def test_save_page_with_one_email_twice_writes_its_index_rows_once():
     assert len(tables.rows(ITEMS)) == 2
     assert len(tables.rows(INDEX)) == 1
     assert len(tables.rows(INBOX)) == 1
+
+
+@pytest.mark.parametrize("batch", [1, 10])
+def test_purging_one_email_held_in_two_folders_counts_it_once(batch: int) -> None:
+    """A copy sent to oneself sits in two folders: a purge removes and counts the email once."""
+    # GIVEN Alice's mailbox holding one email as two items, in Inbox and in Sent Items
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    assert _save(store, _message("m1", parentFolderId="inbox-id"))
+    _save(store, _message("m2", parentFolderId="sent-id"))
+    assert len(tables.rows(EMAILS)) == 1
+    assert len(tables.rows(ITEMS)) == 2
+
+    # WHEN her mailbox is purged in batches of the given size until no item is left
+    totals: dict[str, int] = {}
+    more = True
+    while more:
+        counts, more = store.release_batch(
+            tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, size=batch
+        )
+        for name, count in counts.items():
+            totals[name] = totals.get(name, 0) + count
+
+    # THEN the email, its holder and both items are gone, and it is counted removed once
+    assert totals == {"removed": 1}
+    assert tables.rows(EMAILS) == []
+    assert tables.rows(HOLDERS) == []
+    assert tables.rows(ITEMS) == []
