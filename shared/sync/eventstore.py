@@ -264,7 +264,9 @@ class EventStore:
                 partition = event_partition(tenant_id, key)
                 self._tables.delete(HOLDERS, partition, table_key(key, user_id))
             self._tables.delete(ITEMS, connection, str(row["RowKey"]))
-            counts["keptShared" if others else "removed"] += 1
+            if not mine:
+                # Counted with the calendar's last item of the event, not once per item.
+                counts["keptShared" if others else "removed"] += 1
         if not rows:
             for series in list(self._tables.list_partition(SERIES, connection)):
                 self._tables.delete(SERIES, connection, str(series["RowKey"]))
