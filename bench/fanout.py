@@ -29,59 +29,32 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import statistics
 import tempfile
 import time
-import uuid
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
 
+from bench.fanoutinstances import INSTANCES, Timing, at, time_fanout
+from bench.fanoutseed import seed_connections
 from devstack.azurite import Azurite, start_azurite
-from shared.adapters.queues import (
-    BATCH_SIZE,
-    FANOUT_QUEUE,
-    MAIL_SYNC_QUEUE,
-    JobQueue,
-    decode_job,
-    encode_job,
-)
-from shared.adapters.tablelimits import table_key
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, JobQueue, encode_job
 from shared.adapters.tables import TableEntityStore
-from shared.errors import TransientError
-from shared.sync.connections import ACTIVE, MAIL, TABLE
+from shared.sync.connections import MAIL, TABLE
 from shared.sync.connectionstore import ConnectionStore
 from shared.sync.planner import SyncPlanner
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-    from ctypes import c_int
-    from multiprocessing.process import BaseProcess
-    from multiprocessing.synchronize import Event, Lock
-
-TENANT_SIZE = 100
-BIG_TENANT_SHARE = 10
-INSTANCES = 2
-"""Host instances running stage 2, each a process of its own: one per core here."""
-STAGE_TWO_ATTEMPTS = 5
-HOLD_S = 600
-"""Seconds a taken batch stays hidden: an instance here runs its batch's pages one after another,
-where the host runs them at once and keeps renewing their visibility while they run."""
 KEEP_ALIVE_S = 120
 """Seconds Azurite keeps an idle connection: longer than any pause between a client's requests."""
-SEED_PROCESSES = 2
-SEED_WORKERS = 4
 PLAIN_SAMPLE = 5_000
 """Messages the plain loop sends per run: its rate is steady, so a sample measures it."""
 PLAIN_QUEUE = "bench-plain"
-TOKEN_CACHE = "x" * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,20 +82,6 @@ class Budget:
         """Tell whether a run of ``size`` still leaves time for one run of each later size."""
         projected = self.per_connection_s * (size + sum(later_sizes) * 1.2)
         return time.monotonic() + projected < self.deadline
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """One timed run of one method."""
-
-    messages: int
-    seconds: float
-    retries: int = 0
-
-    @property
-    def per_second(self) -> float:
-        """Messages enqueued per second of wall time."""
-        return self.messages / self.seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +143,7 @@ def _measure_size(
     store = ConnectionStore(tables, cast("Any", None), cast("Any", None))
 
     started = time.perf_counter()
-    tenants = _seed(azurite.connection_string, size)
+    tenants = seed_connections(azurite.connection_string, size)
     seed_seconds = time.perf_counter() - started
     print(f"seeded {size:,} connections in {len(tenants):,} tenants in {seed_seconds:.1f} s")
 
@@ -197,8 +156,8 @@ def _measure_size(
             break
         started = time.monotonic()
         slot = base + timedelta(minutes=10 * run)
-        planner = SyncPlanner(store, jobs, clock=functools.partial(_at, slot))
-        fanouts.append(_time_fanout(azurite.connection_string, planner, jobs, slot, size))
+        planner = SyncPlanner(store, jobs, clock=functools.partial(at, slot))
+        fanouts.append(time_fanout(azurite.connection_string, planner, jobs, slot, size))
         plains.append(_time_plain(queues, f"{PLAIN_QUEUE}-{run}", min(size, PLAIN_SAMPLE)))
         budget.per_connection_s = (time.monotonic() - started) / size
         print(
@@ -207,175 +166,6 @@ def _measure_size(
             f"plain loop {plains[-1].seconds:.1f} s for {plains[-1].messages:,} messages"
         )
     return _summarise(size, len(tenants), seed_seconds, fanouts, plains)
-
-
-def _at(moment: datetime) -> datetime:
-    return moment
-
-
-def _seed(connection_string: str, size: int) -> list[str]:
-    """Write ``size`` connection rows and index their tenants, from SEED_PROCESSES processes.
-
-    Seeding is not timed, and batching rows costs the client more CPU than Azurite, so the
-    tenants are split over processes, each writing on SEED_WORKERS threads.
-    """
-    big = size // BIG_TENANT_SHARE
-    counts = [big] + [TENANT_SIZE] * ((size - big) // TENANT_SIZE)
-    counts[-1] += size - sum(counts)
-    tenants = [(str(uuid.uuid4()), count) for count in counts]
-    # The big tenant first, so no process is left with it at the end.
-    parts = [tenants[first::SEED_PROCESSES] for first in range(SEED_PROCESSES)]
-    with ProcessPoolExecutor(max_workers=SEED_PROCESSES) as pool:
-        list(pool.map(_seed_part, [connection_string] * SEED_PROCESSES, parts))
-    return [tenant for tenant, _ in tenants]
-
-
-def _seed_part(connection_string: str, tenants: list[tuple[str, int]]) -> None:
-    tables = TableEntityStore(TableServiceClient.from_connection_string(connection_string))
-    store = ConnectionStore(tables, cast("Any", None), cast("Any", None))
-
-    def seed_tenant(tenant: tuple[str, int]) -> None:
-        rows = [_connection_row(tenant[0], f"user-{i:06d}") for i in range(tenant[1])]
-        tables.upsert_batch(TABLE, rows)
-        store.index_tenant(tenant[0])
-
-    with ThreadPoolExecutor(max_workers=SEED_WORKERS) as pool:
-        list(pool.map(seed_tenant, tenants))
-
-
-def _connection_row(tenant: str, user: str) -> dict[str, Any]:
-    return {
-        "PartitionKey": table_key(tenant),
-        "RowKey": table_key(user, MAIL),
-        "tenantId": tenant,
-        "userId": user,
-        "kind": MAIL,
-        "state": ACTIVE,
-        "upn": f"{user}@bench.example",
-        "homeAccountId": f"{user}.{tenant}",
-        "scopes": '["Mail.Read"]',
-        "folders": "[]",
-        "tokenCache": TOKEN_CACHE,
-        "tokenKeyVersion": "bench",
-    }
-
-
-def _time_fanout(
-    connection_string: str, planner: SyncPlanner, jobs: JobQueue, slot: datetime, size: int
-) -> Timing:
-    """Time stage 1 and every stage 2 message, run by INSTANCES processes, for one slot.
-
-    The instance processes start and build their clients before the clock starts, as warm
-    host instances would have; the fan-out's time runs from stage 1 until the last of them
-    finds the queue empty with no page in flight.
-    """
-    queued = jobs.approximate_length(MAIL_SYNC_QUEUE)
-    context = multiprocessing.get_context("spawn")
-    shared = Rendezvous(
-        context.Event(),
-        context.Lock(),
-        context.Value("i", 0, lock=False),
-        context.Value("i", 0, lock=False),
-    )
-    args = (connection_string, slot.isoformat(), shared)
-    instances = [
-        context.Process(target=_instance, args=args, daemon=True) for _ in range(INSTANCES)
-    ]
-    for instance in instances:
-        instance.start()
-    try:
-        # Each instance says it is ready by adding one to busy, then waits for go.
-        _wait_for(lambda: shared.busy.value == INSTANCES, instances)
-        shared.busy.value = 0
-        started = time.perf_counter()
-        planner.fan_out()
-        shared.go.set()
-        for instance in instances:
-            instance.join()
-        seconds = time.perf_counter() - started
-    finally:
-        for instance in instances:
-            instance.kill()
-
-    if any(instance.exitcode != 0 for instance in instances):
-        message = "a stage 2 instance failed; see its traceback above"
-        raise RuntimeError(message)
-    sent = jobs.approximate_length(MAIL_SYNC_QUEUE) - queued
-    if sent != size:
-        message = f"fan-out sent {sent} mail jobs for {size} connections"
-        raise RuntimeError(message)
-    return Timing(sent, seconds, shared.retries.value)
-
-
-def _wait_for(ready: Callable[[], bool], instances: Sequence[BaseProcess]) -> None:
-    deadline = time.monotonic() + 120
-    while not ready():
-        if time.monotonic() > deadline or any(i.exitcode is not None for i in instances):
-            message = "stage 2 instances did not start"
-            raise RuntimeError(message)
-        time.sleep(0.05)
-
-
-@dataclass(frozen=True, slots=True)
-class Rendezvous:
-    """What the instance processes share: the start signal, and pages in flight under a lock."""
-
-    go: Event
-    lock: Lock
-    busy: c_int
-    retries: c_int
-
-
-def _instance(connection_string: str, slot: str, shared: Rendezvous) -> None:
-    """One host instance: take batches off ``sync-fanout`` and run stage 2 until all is done.
-
-    A page in flight may still send its successor, so an instance stops only when a receive,
-    made under the shared lock, finds nothing while no instance holds a page. As the host's
-    queue would, a message whose run raised TransientError is run again (at most
-    STAGE_TWO_ATTEMPTS times); its retry claims and sends only what is left.
-    """
-    tables = TableEntityStore(TableServiceClient.from_connection_string(connection_string))
-    jobs = JobQueue(QueueServiceClient.from_connection_string(connection_string))
-    store = ConnectionStore(tables, cast("Any", None), cast("Any", None))
-    moment = datetime.fromisoformat(slot)
-    planner = SyncPlanner(store, jobs, clock=functools.partial(_at, moment))
-    client = jobs._client(FANOUT_QUEUE)
-    with shared.lock:
-        shared.busy.value += 1
-    shared.go.wait()
-    while True:
-        with shared.lock:
-            batch = list(
-                client.receive_messages(
-                    messages_per_page=BATCH_SIZE,
-                    max_messages=BATCH_SIZE,
-                    visibility_timeout=HOLD_S,
-                )
-            )
-            if not batch and shared.busy.value == 0:
-                return
-            shared.busy.value += len(batch)
-        if not batch:
-            time.sleep(0.02)
-            continue
-        for message in batch:
-            failed = _run_page(planner, decode_job(message.content))
-            client.delete_message(message)
-            with shared.lock:
-                shared.busy.value -= 1
-                shared.retries.value += failed
-
-
-def _run_page(planner: SyncPlanner, job: dict[str, Any]) -> int:
-    """Run one stage 2 message until it succeeds; return how many attempts failed."""
-    for attempt in range(STAGE_TWO_ATTEMPTS):
-        try:
-            planner.fan_out_page(job)
-        except TransientError:
-            continue
-        return attempt
-    message = f"stage 2 failed {STAGE_TWO_ATTEMPTS} times for {job}"
-    raise RuntimeError(message)
 
 
 def _time_plain(queues: QueueServiceClient, name: str, size: int) -> Timing:
