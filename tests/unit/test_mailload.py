@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devstack.mailheaders import FALLBACK_DATETIME
 from devstack.mailload import (
-    FALLBACK_DATETIME,
     LoadFailure,
     MailLoadError,
     graph_message_from_eml,
