@@ -1,11 +1,12 @@
 """Benchmark of the two-stage sync fan-out against a real Azurite.
 
 For each size it seeds that many active mail connection rows across many tenants (one tenant
-holds a tenth of them, so it is split into pages; the rest sit in tenants of 100), in batched
-transactions from :data:`SEED_PROCESSES` processes. Each run then takes a new slot and runs the
-product's fan-out end to end: stage 1 (:meth:`SyncPlanner.fan_out`) in this process, and every
-stage 2 message it leads to (:meth:`SyncPlanner.fan_out_page`) in :data:`INSTANCES` processes
-standing in for host instances, each taking batches of :data:`BATCH_SIZE` messages off
+holds a tenth of them, so it is split into pages; the rest sit in tenants of 100, the last
+taking what is left over), in batched transactions from several processes
+(:mod:`bench.fanoutseed`). Each run then takes a new slot and runs the product's fan-out end to
+end (:mod:`bench.fanoutinstances`): stage 1 (:meth:`SyncPlanner.fan_out`) in this process, and
+every stage 2 message it leads to (:meth:`SyncPlanner.fan_out_page`) in processes standing in
+for host instances, each taking batches of the host's ``batchSize`` messages off
 ``sync-fanout`` as the host does (two: one per core of this machine, which Azurite shares; on
 Azure the host scales out to as many instances as there are pages). The same run times a plain
 loop that sends messages of the same shape one by one with ``send_message`` in one process: all

@@ -107,8 +107,7 @@ def time_fanout(
         started = time.perf_counter()
         planner.fan_out()
         shared.go.set()
-        for instance in instances:
-            instance.join()
+        _join(instances)
         seconds = time.perf_counter() - started
     finally:
         for instance in instances:
@@ -122,6 +121,15 @@ def time_fanout(
         message = f"fan-out sent {sent} mail jobs for {size} connections"
         raise RuntimeError(message)
     return Timing(sent, seconds, shared.retries.value)
+
+
+def _join(instances: Sequence[BaseProcess]) -> None:
+    """Wait until every instance has ended, or one has failed: the others would wait forever
+    for the pages it held, so they are stopped by the caller and the run reported failed."""
+    while any(instance.is_alive() for instance in instances):
+        if any(instance.exitcode not in (None, 0) for instance in instances):
+            return
+        time.sleep(0.05)
 
 
 def _wait_for(ready: Callable[[], bool], instances: Sequence[BaseProcess]) -> None:

@@ -15,7 +15,7 @@ regional subdomains and an IDN domain written in both Unicode and punycode form.
 in office hours within the requested number of days before ``now``.
 
 Known limitations:
-    Replies quote only the message they answer, not the whole thread.
+    Replies quote nothing: only their References header carries the thread.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fan-out benchmark's command line: sizes and runs beyond ``make bench``'s budget."""
+"""The fan-out benchmark's command line, and its wait for the stage 2 instances."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.fanout import QUICK, STANDARD, read_command_line
+from bench.fanoutinstances import _join
 
 
 def test_no_options_is_the_standard_plan() -> None:
@@ -50,3 +51,23 @@ def test_a_count_that_is_not_above_zero_is_refused_naming_the_option(
     error = capsys.readouterr().err
     assert "--runs" in error
     assert "whole number above zero" in error
+
+
+class _Process:
+    """A stand-in for an instance process: alive until it has an exit code."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+
+def test_the_wait_ends_when_one_instance_fails_while_another_still_runs() -> None:
+    """A failed instance ends the wait: the other would wait forever for its pages."""
+    running, failed = _Process(None), _Process(1)
+
+    _join([running, failed])  # type: ignore[list-item]
+
+    assert running.is_alive()
+
