@@ -70,4 +70,3 @@ def test_the_wait_ends_when_one_instance_fails_while_another_still_runs() -> Non
     _join([running, failed])  # type: ignore[list-item]
 
     assert running.is_alive()
-
