@@ -26,9 +26,12 @@ from shared.errors import (
     ConsentError,
     ForbiddenError,
     NotFoundError,
+    ThrottledError,
+    TransientError,
     ValidationError,
 )
 from shared.sync.connections import DUE_STATES, KINDS, MAIL, Connection, Folder
+from shared.sync.defaultfolders import DEFAULT_FOLDERS, look_up_default_folders
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -45,7 +48,6 @@ logger = logging.getLogger(__name__)
 STATES = "consentstates"
 STATE_TTL = timedelta(minutes=10)
 STATE_ROW = "state"
-DEFAULT_FOLDERS = ("inbox", "sentitems")
 MAX_FOLDERS = 50
 
 
@@ -167,11 +169,20 @@ class ConsentService:
         return row
 
     def _default_folders(self, connection: Connection) -> Connection:
-        token = self._connections.access_token(connection)
-        folders = []
-        for name in DEFAULT_FOLDERS:
-            found = self._graph.get_folder(token, name)
-            folders.append(Folder(str(found["id"]), str(found.get("displayName", name))))
+        """Choose Inbox and Sent Items; when Graph fails, leave it to the first sync job.
+
+        The grant is stored and the authorisation code spent by now, so failing the callback
+        would only ask the user to consent again for nothing.
+        """
+        try:
+            token = self._connections.access_token(connection)
+            folders = look_up_default_folders(self._graph, token)
+        except (ThrottledError, TransientError) as error:
+            logger.warning(
+                "default folders not looked up at consent; the first sync job will",
+                extra={"user": connection.user_id, "error_type": type(error).__name__},
+            )
+            return connection
         return self._connections.set_folders(connection, folders)
 
     def list_folders(self, caller: Caller) -> list[dict[str, Any]]:

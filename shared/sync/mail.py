@@ -1,7 +1,9 @@
 """The mail sync worker: one job syncs one connection's chosen folders through Graph delta.
 
-Per folder, the stored cursor is followed (a ``nextLink`` left by an interrupted round first,
-else the last ``deltaLink``), or a first round starts with the tenant's backfill window. Each
+A connection with no folder chosen (consent stored its grant but Graph failed the lookup of
+the default folders) gets Inbox and Sent Items chosen by its first job. Per folder, the stored
+cursor is followed (a ``nextLink`` left by an interrupted round first, else the last
+``deltaLink``), or a first round starts with the tenant's backfill window. Each
 page's kept messages are stored before the cursor moves past them, so a worker killed after any
 page resumes there. A job syncs as many folders at once as it holds request slots (up to 3),
 and reads each folder's next page while it stores the current one (see
@@ -45,6 +47,7 @@ from shared.rules.decide import decide
 from shared.rules.engine import CompiledRules
 from shared.rules.store import DecisionLog, Drop, RuleStore
 from shared.sync.connections import MAIL, Connection, Folder
+from shared.sync.defaultfolders import look_up_default_folders
 from shared.sync.folderwalk import PageBudget, prefetched, walk
 from shared.sync.jobs import (
     DEFAULT_BACKFILL_DAYS,
@@ -149,6 +152,11 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         self._decisions = DecisionLog(tables, self._rules)
 
     def _sync(self, job: MailJob, connection: Connection, token: str, slots: int) -> RoundStats:
+        if not connection.folders:
+            # Consent stores the grant before it looks the default folders up; when Graph failed
+            # that lookup, no folder was chosen yet, and syncing none would say nothing.
+            folders = look_up_default_folders(self._graph, token)
+            connection = self._connections.set_folders(connection, folders)
         work = _Round(
             connection=connection,
             token=token,

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from devstack.simulator import FaultRule
 from shared.sync.explain import explain
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
@@ -142,3 +143,28 @@ def test_explain_falls_back_to_the_error_then_to_a_generic_text() -> None:
     assert unknown is not None
     assert "graph_418" in unknown.summary
     assert explain(None) is None
+
+
+def test_consent_whose_folder_lookup_fails_still_syncs_the_default_folders(
+    tenant: Tenant,
+) -> None:
+    """A consent whose Sent Items lookup Graph refuses still ends with Inbox synced."""
+    # GIVEN customer mail in the inbox, and Graph answering 503 to every try of Sent Items
+    upn = tenant.add_user("hal")
+    tenant.add_company("Acme", ["acme.example"])
+    tenant.stack.sim.load_messages(upn, "inbox", [message("a@acme.example", [upn], "hello")])
+    busy = {"error": {"code": "ServiceUnavailable", "message": "try later"}}
+    fault = FaultRule(r"/mailFolders/sentitems$", 503, service="graph", count=4, body=busy)
+    tenant.stack.sim.add_fault(fault)
+
+    # WHEN the user consents, Graph recovers, and a round runs
+    callback = tenant.stack.connect_mail(tenant.token(upn))
+    tenant.stack.sim.clear_faults()
+    tenant.sync()
+
+    # THEN consent succeeded, the round chose Inbox and Sent Items and stored the message
+    assert callback.status_code < 400, callback.text
+    [item] = tenant.stack.call("GET", "me/connections", tenant.token(upn)).json()["items"]
+    assert item["state"] == "active"
+    assert sorted(f["name"] for f in item["folders"]) == ["Inbox", "Sent Items"]
+    assert len(tenant.company_emails("Acme")) == 1

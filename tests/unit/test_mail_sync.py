@@ -93,6 +93,15 @@ class FakeConnections:
     def record_round(self, connection: Connection, stats: Mapping[str, Any]) -> None:
         self.rounds.append(stats)
 
+    def set_folders(self, connection: Connection, folders: list[Folder]) -> Connection:
+        self.connection = Connection(
+            **{
+                **{name: getattr(connection, name) for name in connection.__dataclass_fields__},
+                "folders": tuple(folders),
+            }
+        )
+        return self.connection
+
 
 @dataclass(frozen=True)
 class DeltaCall:
@@ -114,6 +123,13 @@ class FakeGraph:
     links: dict[tuple[str, str | None], DeltaPage | Exception] = field(default_factory=dict)
     calls: list[DeltaCall] = field(default_factory=list)
     before_page: Callable[[str, str | None], object] | None = None
+    folder_error: Exception | None = None
+
+    def get_folder(self, token: str, folder: str) -> dict[str, Any]:
+        if self.folder_error is not None:
+            raise self.folder_error
+        known = {"inbox": INBOX, "sentitems": SENT}[folder]
+        return {"id": known.folder_id, "displayName": known.name}
 
     def chain(self, folder_id: str, start: str | None, pages: list[list[dict[str, Any]]]) -> None:
         """Script a round from ``start``: pages joined by next links ending with a delta link."""
@@ -734,3 +750,33 @@ def test_mail_job_with_done_round_trips_through_message():
     assert job.done == ("inbox-id", "sent-id")
     assert job.as_message() == message
     assert MailJob.parse(JOB).as_message() == JOB
+
+
+def test_run_without_chosen_folders_looks_up_the_defaults_and_syncs_them():
+    """A connection consent left without folders gets Inbox and Sent Items, and syncs them."""
+    # GIVEN a connection stored without folders, and mail in Inbox and Sent Items
+    world = _world(_connection(folders=()))
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")]])
+    world.graph.chain(SENT.folder_id, None, [[_mail("m2")]])
+
+    # WHEN its job runs
+    stats = world.service.run(JOB)
+
+    # THEN the default folders are chosen for it and both are synced in this round
+    assert world.connections.connection is not None
+    assert world.connections.connection.folders == (INBOX, SENT)
+    assert sorted(world.emails.saved) == ["m1", "m2"]
+    assert stats is not None
+    assert stats.complete
+
+
+def test_run_without_chosen_folders_retries_when_the_lookup_fails():
+    """When Graph fails the lookup of the default folders, the job fails and nothing is recorded."""
+    # GIVEN a connection without folders, and Graph failing the folder lookup
+    world = _world(_connection(folders=()))
+    world.graph.folder_error = TransientError("Graph answered 503")
+
+    # WHEN its job runs THEN it raises for the queue to retry, and records no empty round
+    with pytest.raises(TransientError):
+        world.service.run(JOB)
+    assert world.connections.rounds == []
