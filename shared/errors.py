@@ -118,3 +118,11 @@ class InvalidJobError(SyncError):
 
 class SecretStoreError(SyncError):
     """Raised when Key Vault cannot give or keep a secret the product needs."""
+
+
+class SecretVersionUnavailableError(SecretStoreError):
+    """Raised when one version of a secret that still exists is gone or disabled in Key Vault."""
+
+
+class SealedValueUnreadableError(SecretStoreError):
+    """Raised when a sealed value will never open: its key version is gone, or it is forged."""

@@ -3,15 +3,18 @@
 ``rotate-token-key`` writes a new version of the token-encryption key (32 random bytes, base64)
 to the Key Vault secret named by ``TOKEN_KEY_SECRET_NAME``. Every sealed value records the key
 version that sealed it, so values sealed before still open; workers seal with the new version
-once their cached copy of the current one expires (five minutes at most).
+once their cached copy of the current one expires (five minutes at most). When the key was
+soft-deleted, the command recovers it with all its old versions before writing the new one; it
+never purges. If Key Vault refuses the recovery, it exits 1 saying what to do.
 
 ``rebuild-tenant-index`` scans the connections table and indexes the tenant of every connection
 (:meth:`shared.sync.fleet.FleetIndex.rebuild_tenant_index`), for connections stored
 before the fan-out's tenant index existed: the fan-out only visits indexed tenants. Running it
 again changes nothing.
 
-Known limitations: values sealed with an old version are not re-sealed, so an old version must
-stay enabled in Key Vault for as long as any of them is stored.
+Known limitations: values sealed with an old version are not re-sealed. An old version disabled
+or purged in Key Vault makes every connection whose token cache it sealed wait for its user to
+consent again (``reauth_required``, one notice each), so keep old versions enabled.
 """
 
 from __future__ import annotations

@@ -258,6 +258,11 @@ class Simulator:
             self.state.vault.delete_lag_s = delete_s
             self.state.vault.purge_lag_s = purge_s
 
+    def vault_enable(self, name: str, version: str, *, enabled: bool) -> None:
+        """Enable or disable one version; reading a disabled one answers 403 ``SecretDisabled``."""
+        with self.state.lock:
+            self.state.vault.enable(name, version, enabled=enabled)
+
     def vault_get(self, name: str) -> str:
         """Return the newest value of a live secret; raise ``VaultError`` when there is none."""
         with self.state.lock:

@@ -5,15 +5,18 @@ Like Key Vault, the store can lag (BR-13): for ``delete_lag_s`` after a delete, 
 409 ``ObjectIsBeingDeleted`` although the deleted secret can no longer be read. Both are 0 unless
 a test sets them.
 
+Reading a disabled version answers 403 ``Forbidden`` with inner code ``SecretDisabled``, as Key
+Vault does; a version is disabled or enabled again through the simulator's control helper.
+
 Known limitations: soft-deleted secrets are never purged by the passage of time, there is no
-purge protection switch, and updating a version's attributes (PATCH) is not supported.
+purge protection switch, and updating a version's attributes over REST (PATCH) is not supported.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 RECOVERABLE_DAYS = 90
@@ -126,7 +129,18 @@ class VaultStore:
         found = next((v for v in secret.versions if v.version == version), None)
         if found is None:
             raise _not_found(name + "/" + version)
+        if not found.enabled:
+            message = "Operation get is not allowed on a disabled secret."
+            raise VaultError(403, "Forbidden", message, "SecretDisabled")
         return secret, found
+
+    def enable(self, name: str, version: str, *, enabled: bool) -> None:
+        """Enable or disable one version of a live secret."""
+        secret = self.get(name)[0]
+        found = next((v for v in secret.versions if v.version == version), None)
+        if found is None:
+            raise _not_found(name + "/" + version)
+        secret.versions[secret.versions.index(found)] = replace(found, enabled=enabled)
 
     def live(self) -> list[Secret]:
         """Return every live secret."""

@@ -4,16 +4,19 @@ Key Vault throttles at a few thousand reads per ten seconds per vault, so a secr
 per worker process and kept for :data:`CACHE_TTL_S`; an older version (for a rotated key) is
 kept for the life of the process, since versions never change.
 
+A version that cannot be read while its secret still exists (purged, or disabled: Key Vault
+answers 403 ``SecretDisabled``) raises :class:`SecretVersionUnavailableError`, so a caller can
+tell a value sealed with it from a vault that is missing the whole secret.
+
 Writing a name whose secret was deleted meets soft delete (BR-13): Key Vault answers 409
 ``ObjectIsDeletedButRecoverable`` while the deleted secret is kept, and ``ObjectIsBeingDeleted``
-while a delete or a purge is still in progress, which can last 1-5 s after the purge returned.
-:meth:`KeyVaultSecretStore.set` purges the deleted secret and retries with a bounded backoff. It
-never recovers it: recovering would bring its old versions back, readable under the new one.
+while a delete, a purge or a recovery is still in progress. :meth:`KeyVaultSecretStore.set`
+recovers the deleted secret and then adds the new version, retrying with a bounded backoff. It
+never purges: the token key's old versions open the token caches sealed with them.
 
-Known limitations: a set purges a soft-deleted secret of the same name without asking, so a
-secret deleted on purpose to be recovered later is gone once the product writes its name again.
-Other worker processes keep serving a cached current version for up to :data:`CACHE_TTL_S`
-after a set, and old versions they already hold for the life of the process.
+Known limitations: other worker processes keep serving a cached current version for up to
+:data:`CACHE_TTL_S` after a set, and old versions they already hold for the life of the process
+(so a version disabled in Key Vault still opens there until the process recycles).
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
-from shared.errors import SecretStoreError, TransientError, ValidationError
+from shared.errors import (
+    SecretStoreError,
+    SecretVersionUnavailableError,
+    TransientError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,8 +48,10 @@ CACHE_TTL_S = 300.0
 NAME_PATTERN = re.compile(r"^[a-zA-Z][0-9a-zA-Z-]{0,126}$")
 """Key Vault names: 1-127 of ``0-9 a-z A-Z -``; newer docs also require a leading letter."""
 DELETED_CODES = frozenset({"ObjectIsDeletedButRecoverable", "ObjectIsBeingDeleted"})
+DISABLED_CODE = "SecretDisabled"
 SET_ATTEMPTS = 8
 MAX_BACKOFF_S = 2.0
+RECOVER_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,9 @@ class KeyVaultSecretStore:
         """Return one version of a secret.
 
         Raises:
-            SecretStoreError: when that version does not exist.
+            SecretVersionUnavailableError: when the secret exists but that version is gone or
+                disabled.
+            SecretStoreError: when the secret itself does not exist (deleted, or never set).
             TransientError: when Key Vault cannot be reached.
         """
         with self._lock:
@@ -98,12 +110,13 @@ class KeyVaultSecretStore:
         return secret
 
     def set(self, name: str, value: str) -> Secret:
-        """Store a new current version of a secret, purging a soft-deleted one of that name.
+        """Store a new current version of a secret, recovering a soft-deleted one of that name.
 
         Raises:
             ValidationError: when the name breaks Key Vault's naming rule.
             SecretStoreError: when the name stays blocked by a deleted secret through every
-                attempt, or the deleted secret may not be purged (purge protection, no right).
+                attempt, or the deleted secret may not be recovered (the message says what to
+                do).
             TransientError: when Key Vault cannot be reached.
         """
         check_name(name)
@@ -115,10 +128,13 @@ class KeyVaultSecretStore:
             if attempt == SET_ATTEMPTS:
                 break
             if blocked == "ObjectIsDeletedButRecoverable":
-                self._purge(name)
-            # Key Vault keeps refusing the name for a few seconds after a purge returned.
+                self._recover(name)
+            # Key Vault keeps refusing the name for a few seconds while a recovery completes.
             self._sleep(min(0.5 * attempt, MAX_BACKOFF_S))
-        msg = f"Key Vault secret {name!r} stayed deleted after {SET_ATTEMPTS} attempts; not stored"
+        msg = (
+            f"Key Vault secret {name!r} stayed deleted after {SET_ATTEMPTS} attempts; not stored. "
+            "Recover it in Key Vault (az keyvault secret recover) and run the command again"
+        )
         raise SecretStoreError(msg)
 
     def _try_set(self, name: str, value: str) -> Secret | str:
@@ -137,27 +153,28 @@ class KeyVaultSecretStore:
             raise TransientError(msg) from error
         return _secret(name, found)
 
-    def _purge(self, name: str) -> None:
+    def _recover(self, name: str) -> None:
+        """Start recovering a soft-deleted secret, with every version it had."""
         try:
-            self._client.purge_deleted_secret(name)
+            # The recovery runs on in Key Vault; waiting for it saves the set's next attempts.
+            self._client.begin_recover_deleted_secret(name).wait(timeout=RECOVER_WAIT_S)
         except ResourceNotFoundError:
-            # Purged already (by us a moment ago, or by another writer): the set is retried.
+            # Recovered or purged by someone else meanwhile: the set is simply tried again.
             return
         except HttpResponseError as error:
             if error.status_code == 409:
-                # Still being deleted: the next attempt sees it deleted and purges it then.
+                # Still being deleted or recovered: the next attempt looks again.
                 return
             msg = (
-                f"Key Vault refused to purge deleted secret {name!r} ({error.status_code}); "
-                "check purge protection and the app's purge permission"
+                f"Key Vault refused to recover deleted secret {name!r} ({error.status_code}); "
+                "give the app the right to recover secrets, or recover it yourself "
+                "(az keyvault secret recover), then run the command again"
             )
             raise SecretStoreError(msg) from error
         except AzureError as error:
-            msg = f"purging Key Vault secret {name!r} failed"
+            msg = f"recovering Key Vault secret {name!r} failed"
             raise TransientError(msg) from error
-        with self._lock:
-            for key in [k for k in self._versions if k[0] == name]:
-                del self._versions[key]
+        logger.info("deleted secret recovered before writing a new version")
 
     def _remember(self, name: str, secret: Secret) -> None:
         with self._lock:
@@ -168,12 +185,31 @@ class KeyVaultSecretStore:
         try:
             found = self._client.get_secret(name, version)
         except ResourceNotFoundError as error:
-            msg = f"Key Vault secret {name!r} does not exist"
+            if version is not None and self._exists(name):
+                msg = f"version {version!r} of Key Vault secret {name!r} no longer exists"
+                raise SecretVersionUnavailableError(msg) from error
+            msg = f"Key Vault secret {name!r} does not exist; recover it if it was deleted"
             raise SecretStoreError(msg) from error
+        except HttpResponseError as error:
+            if _inner_code(error) == DISABLED_CODE:
+                msg = f"version {version or 'current'!r} of Key Vault secret {name!r} is disabled"
+                if version is None:
+                    raise SecretStoreError(msg) from error
+                raise SecretVersionUnavailableError(msg) from error
+            msg = f"reading Key Vault secret {name!r} failed with {error.status_code}"
+            raise TransientError(msg) from error
         except AzureError as error:
             msg = f"reading Key Vault secret {name!r} failed"
             raise TransientError(msg) from error
         return _secret(name, found)
+
+    def _exists(self, name: str) -> bool:
+        """Tell whether a secret has a current version, so a missing version is its own fault."""
+        try:
+            self.get(name)
+        except SecretStoreError:
+            return False
+        return True
 
 
 def check_name(name: str) -> None:

@@ -4,6 +4,11 @@ The key is a Key Vault secret holding 32 random bytes in base64. Each sealed val
 secret version that sealed it, so the key can rotate: new writes use the current version and
 older values still open with theirs. The associated data binds a ciphertext to its row, so a
 sealed value copied onto another connection does not open.
+
+A value that will never open (its key version was purged or disabled in Key Vault, or the
+ciphertext is damaged or belongs to another row) raises :class:`SealedValueUnreadableError`,
+apart from a Key Vault that is unreachable or lacks the key altogether, which a retry or the
+operator can still fix.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.errors import SecretStoreError
+from shared.errors import (
+    SealedValueUnreadableError,
+    SecretStoreError,
+    SecretVersionUnavailableError,
+)
 
 if TYPE_CHECKING:
     from shared.adapters.keyvault import Secret
@@ -65,9 +74,16 @@ class TokenCipher:
         """Decrypt a sealed value.
 
         Raises:
-            SecretStoreError: when the value was not sealed for ``associated`` or is damaged.
+            SealedValueUnreadableError: when the value was not sealed for ``associated``, is
+                damaged, or its key version is gone or disabled.
+            SecretStoreError: when Key Vault lacks the key altogether or it is malformed.
+            TransientError: when Key Vault cannot be reached.
         """
-        secret = self._secrets.get_version(self._key_name, sealed.key_version)
+        try:
+            secret = self._secrets.get_version(self._key_name, sealed.key_version)
+        except SecretVersionUnavailableError as error:
+            msg = f"the key version that sealed this value is gone or disabled ({error})"
+            raise SealedValueUnreadableError(msg) from error
         try:
             raw = base64.b64decode(sealed.ciphertext, validate=True)
             plain = AESGCM(_key_bytes(secret, self._key_name)).decrypt(
@@ -75,7 +91,7 @@ class TokenCipher:
             )
         except (InvalidTag, binascii.Error, ValueError) as error:
             msg = "sealed value does not open with its recorded key"
-            raise SecretStoreError(msg) from error
+            raise SealedValueUnreadableError(msg) from error
         return plain.decode("utf-8")
 
 

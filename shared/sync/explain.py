@@ -81,6 +81,11 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         "was not finished.",
         _RECONNECT,
     ),
+    "token_cache_unreadable": Explanation(
+        "The stored permission for this connection can no longer be read, for example because "
+        "the key that protected it was removed.",
+        _RECONNECT,
+    ),
     "no_account": Explanation(
         "Microsoft's answer did not include your account, so the connection cannot reach your "
         "mailbox.",

@@ -7,6 +7,10 @@ again on the new ETag; when two workers refresh at the same moment the loser kee
 this run, and the winner's newer cache (whose refresh token is equally valid) stays stored; a
 revoke or a new consent meanwhile is never overwritten. A new consent seals a fresh cache
 (:meth:`shared.sync.connectionstore.ConnectionStore.save_grant`).
+
+A cache that will never open again (its key version purged or disabled in Key Vault, or the
+ciphertext not authentic) asks the user to consent again (``token_cache_unreadable``), the only
+way to a new grant; a Key Vault that is unreachable or lacks the key still fails the job.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.consent.crypto import Sealed
-from shared.errors import ConflictError, ReauthRequiredError
+from shared.errors import ConflictError, ReauthRequiredError, SealedValueUnreadableError
 from shared.sync.connections import ROW_WRITE_ATTEMPTS, TABLE
 
 if TYPE_CHECKING:
@@ -39,7 +43,8 @@ class ConnectionTokens:
         """Return a Graph access token for the connection, persisting a rotated cache.
 
         Raises:
-            ReauthRequiredError: when there is no usable grant and the user must consent again.
+            ReauthRequiredError: when there is no usable grant (none stored, or a sealed cache
+                that will never open) and the user must consent again.
         """
         row = self._tables.get(
             TABLE, table_key(connection.tenant_id), table_key(connection.user_id, connection.kind)
@@ -48,7 +53,15 @@ class ConnectionTokens:
             msg = "no_token"
             raise ReauthRequiredError(msg, "the connection holds no token")
         sealed = Sealed(str(row["tokenCache"]), str(row["tokenKeyVersion"]))
-        cache_json = self._cipher.open(sealed, connection.key)
+        try:
+            cache_json = self._cipher.open(sealed, connection.key)
+        except SealedValueUnreadableError as error:
+            logger.warning(
+                "token cache will never open; the user must consent again",
+                extra={"connection": connection.key, "key_version": sealed.key_version},
+            )
+            msg = "token_cache_unreadable"
+            raise ReauthRequiredError(msg, "the sealed token cache does not open") from error
         result = self._msal.access_token(
             cache_json, connection.home_account_id, connection.scopes, force_refresh=force_refresh
         )

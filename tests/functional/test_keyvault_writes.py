@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
@@ -58,35 +57,28 @@ def _name(prefix: str) -> str:
 
 
 @pytest.mark.usefixtures("lagging_vault")
-def test_set_after_delete_stores_the_new_value_and_leaves_the_old_unreadable(
+def test_set_after_delete_recovers_the_secret_and_never_purges(
     stack: LocalStack, client: SecretClient
 ) -> None:
-    """Set, soft delete, set again: the new value is stored and the old one is gone for good."""
-    # GIVEN a connection's secret, then deleted by "revoke access" (soft delete)
+    """Set, soft delete, set again: the secret is recovered with its versions, then added to."""
+    # GIVEN a token key with one version, then deleted by mistake (soft delete)
     store = KeyVaultSecretStore(client)
-    name = _name("rt-conn")
-    store.set(name, "RT_A")
+    name = _name("token-key")
+    first = store.set(name, "KEY_A")
     client.begin_delete_secret(name).wait()
 
-    # WHEN the user reconnects and the product writes the name again
-    written = store.set(name, "RT_B")
+    # WHEN the key is written again
+    written = store.set(name, "KEY_B")
 
-    # THEN it went through refusals and one purge
+    # THEN the deleted secret was recovered, never purged
     seen = [(r.method, r.path, r.status) for r in stack.sim.requests_seen() if name in r.path]
-    assert ("DELETE", f"/deletedsecrets/{name}", 204) in seen
-    assert seen.count(("PUT", f"/secrets/{name}", 409)) >= 2
+    assert ("POST", f"/deletedsecrets/{name}/recover", 200) in seen
+    assert not [hit for hit in seen if hit[0] == "DELETE" and "/deletedsecrets/" in hit[1]]
 
-    # AND the new value is current, through the cache and straight from Key Vault
+    # AND the new value is current, while the old version still reads
     assert store.get(name) == written
-    assert client.get_secret(name).value == "RT_B"
-
-    # AND the old value cannot be read by any means: no version, no deleted secret, no recovery
-    versions = [p.version for p in client.list_properties_of_secret_versions(name)]
-    assert [client.get_secret(name, v).value for v in versions] == ["RT_B"]
-    with pytest.raises(ResourceNotFoundError):
-        client.get_deleted_secret(name)
-    with pytest.raises(ResourceNotFoundError):
-        client.begin_recover_deleted_secret(name)
+    assert client.get_secret(name).value == "KEY_B"
+    assert client.get_secret(name, first.version).value == "KEY_A"
 
 
 @pytest.mark.parametrize("name", ["rt-jane.doe", "rt_conn_42"])

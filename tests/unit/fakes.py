@@ -19,7 +19,7 @@ import requests
 from shared.adapters.keyvault import Secret
 from shared.adapters.tablelimits import guard_entity
 from shared.adapters.tables import ETAG
-from shared.errors import ConflictError
+from shared.errors import ConflictError, SecretStoreError, SecretVersionUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,8 +46,22 @@ class FakeSecrets:
         return Secret(self._versions[name][version], version)
 
     def get_version(self, name: str, version: str) -> Secret:
-        """Return one version of a secret."""
+        """Return one version of a secret, refusing one removed as Key Vault would."""
+        if name not in self._current:
+            msg = f"secret {name!r} does not exist"
+            raise SecretStoreError(msg)
+        if version not in self._versions[name]:
+            msg = f"version {version!r} of secret {name!r} is gone or disabled"
+            raise SecretVersionUnavailableError(msg)
         return Secret(self._versions[name][version], version)
+
+    def remove_version(self, name: str, version: str) -> None:
+        """Make one version unreadable, as purging or disabling it in Key Vault does."""
+        del self._versions[name][version]
+
+    def delete(self, name: str) -> None:
+        """Remove the whole secret, as a soft delete in Key Vault does."""
+        del self._current[name]
 
 
 class FakeTables:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from shared.consent.crypto import NONCE_BYTES, Sealed, TokenCipher
-from shared.errors import SecretStoreError
+from shared.errors import SealedValueUnreadableError, SecretStoreError
 from tests.unit.fakes import FakeSecrets
 
 KEY_NAME = "token-encryption-key"
@@ -138,3 +138,42 @@ def test_token_cipher_refuses_key_that_is_not_32_bytes(value):
     # THEN the error names the secret and not its value
     assert KEY_NAME in str(caught.value)
     assert value not in str(caught.value)
+
+
+def test_token_cipher_open_with_a_removed_key_version_is_unreadable(secrets):
+    """A value whose key version was purged or disabled after a rotation will never open."""
+    # GIVEN a value sealed with v1, then the key rotated to v2 and v1 removed
+    cipher = TokenCipher(secrets, KEY_NAME)
+    sealed = cipher.seal("refresh-token", ROW)
+    secrets.set(KEY_NAME, "v2", KEY_V2)
+    secrets.remove_version(KEY_NAME, "v1")
+
+    # WHEN it is opened THEN it is unreadable for good, while new values still seal and open
+    with pytest.raises(SealedValueUnreadableError):
+        cipher.open(sealed, ROW)
+    assert cipher.open(cipher.seal("fresh", ROW), ROW) == "fresh"
+
+
+def test_token_cipher_open_tampered_value_is_unreadable(secrets):
+    """A value that fails authentication is unreadable for good, not a Key Vault failure."""
+    # GIVEN a sealed value with one byte changed
+    cipher = TokenCipher(secrets, KEY_NAME)
+    sealed = cipher.seal("refresh-token", ROW)
+    forged = replace(sealed, ciphertext=_flip_byte(sealed.ciphertext, NONCE_BYTES + 2))
+
+    # WHEN it is opened THEN it is unreadable
+    with pytest.raises(SealedValueUnreadableError):
+        cipher.open(forged, ROW)
+
+
+def test_token_cipher_open_without_the_key_is_not_unreadable(secrets):
+    """A vault missing the whole key (deleted by mistake) is an operator fault, not the value's."""
+    # GIVEN a sealed value, then the key deleted altogether
+    cipher = TokenCipher(secrets, KEY_NAME)
+    sealed = cipher.seal("refresh-token", ROW)
+    secrets.delete(KEY_NAME)
+
+    # WHEN it is opened THEN Key Vault's failure is raised, not an unreadable value
+    with pytest.raises(SecretStoreError) as raised:
+        cipher.open(sealed, ROW)
+    assert not isinstance(raised.value, SealedValueUnreadableError)

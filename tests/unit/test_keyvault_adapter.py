@@ -1,4 +1,4 @@
-"""Unit tests for KeyVaultSecretStore.set with a hand-written SecretClient fake."""
+"""Unit tests for KeyVaultSecretStore with a hand-written SecretClient fake."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ from azure.core.exceptions import (
 
 from shared.adapters.keyvault import (
     MAX_BACKOFF_S,
+    RECOVER_WAIT_S,
     SET_ATTEMPTS,
     KeyVaultSecretStore,
     check_name,
 )
-from shared.errors import SecretStoreError, TransientError, ValidationError
+from shared.errors import (
+    SecretStoreError,
+    SecretVersionUnavailableError,
+    TransientError,
+    ValidationError,
+)
 
 
 class _Response:
@@ -66,13 +72,26 @@ class _Stored:
 
 
 @dataclass
+class _Poller:
+    """The poller ``begin_recover_deleted_secret`` returns; waiting is instant here."""
+
+    waits: list[float | None]
+
+    def wait(self, timeout: float | None = None) -> None:
+        self.waits.append(timeout)
+
+
+@dataclass
 class FakeSecretClient:
     """SecretClient stand-in: ``set_secret`` answers from a script, then stores."""
 
     set_script: list[Exception] = field(default_factory=list)
-    purge_script: list[Exception | None] = field(default_factory=list)
+    recover_script: list[Exception | None] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     versions: dict[str, list[str]] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+    disabled: set[str] = field(default_factory=set)
+    waits: list[float | None] = field(default_factory=list)
 
     def set_secret(self, name: str, value: str) -> _Stored:
         self.calls.append("set")
@@ -82,18 +101,26 @@ class FakeSecretClient:
         return _Stored(value, _Properties(f"v{len(self.versions[name])}"))
 
     def purge_deleted_secret(self, name: str) -> None:
-        self.calls.append("purge")
-        answer = self.purge_script.pop(0) if self.purge_script else None
+        raise AssertionError("the store must never purge a deleted secret")
+
+    def begin_recover_deleted_secret(self, name: str) -> _Poller:
+        self.calls.append("recover")
+        answer = self.recover_script.pop(0) if self.recover_script else None
         if answer is not None:
             raise answer
+        return _Poller(self.waits)
 
     def get_secret(self, name: str, version: str | None = None) -> _Stored:
         self.calls.append("get")
-        values = self.versions[name]
-        return _Stored(values[-1], _Properties(f"v{len(values)}"))
-
-    def recover_deleted_secret(self, name: str) -> None:
-        raise AssertionError("the store must never recover a deleted secret")
+        values = self.versions.get(name)
+        if not values:
+            raise ResourceNotFoundError("no such secret")
+        version = version or f"v{len(values)}"
+        if version in self.gone or not 0 < int(version[1:]) <= len(values):
+            raise ResourceNotFoundError("no such version")
+        if version in self.disabled:
+            raise HttpResponseError(response=_Response(403, "Forbidden", "SecretDisabled"))
+        return _Stored(values[int(version[1:]) - 1], _Properties(version))
 
 
 def _store(client: FakeSecretClient) -> tuple[KeyVaultSecretStore, list[float]]:
@@ -117,9 +144,9 @@ def test_set_stores_and_the_cache_serves_the_new_version():
     assert "get" not in client.calls
 
 
-def test_set_on_a_deleted_name_purges_then_retries_with_backoff():
-    """A 409 deleted-but-recoverable purges the secret; 409s after the purge are waited out."""
-    # GIVEN a name soft-deleted, and Key Vault still refusing it twice after the purge
+def test_set_on_a_deleted_name_recovers_then_retries_with_backoff():
+    """A 409 deleted-but-recoverable recovers the secret (never purges) and then stores."""
+    # GIVEN a name soft-deleted, and Key Vault still refusing it twice while it recovers
     client = FakeSecretClient(
         set_script=[_conflict(DELETED), _conflict(BEING_DELETED), _conflict(BEING_DELETED)]
     )
@@ -128,34 +155,35 @@ def test_set_on_a_deleted_name_purges_then_retries_with_backoff():
     # WHEN the secret is set
     written = store.set("rt-conn-42", "RT_B")
 
-    # THEN it was purged once, retried with growing waits, and stored
+    # THEN it was recovered once (waiting for the recovery), retried with growing waits, stored
     assert written.value == "RT_B"
-    assert client.calls == ["set", "purge", "set", "set", "set"]
+    assert client.calls == ["set", "recover", "set", "set", "set"]
+    assert client.waits == [RECOVER_WAIT_S]
     assert sleeps == [0.5, 1.0, 1.5]
 
 
-def test_set_purges_again_when_a_delete_was_still_in_progress():
-    """A purge refused with 409 (delete still running) is tried again on the next attempt."""
-    # GIVEN a purge that first finds the delete still in progress
+def test_set_recovers_again_when_a_delete_was_still_in_progress():
+    """A recovery refused with 409 (delete still running) is tried again on the next attempt."""
+    # GIVEN a recovery that first finds the delete still in progress
     client = FakeSecretClient(
         set_script=[_conflict(DELETED), _conflict(DELETED)],
-        purge_script=[_conflict(BEING_DELETED), None],
+        recover_script=[_conflict(BEING_DELETED), None],
     )
     store, _ = _store(client)
 
     # WHEN the secret is set
     written = store.set("rt-conn-42", "RT_B")
 
-    # THEN it purged twice and succeeded
+    # THEN it recovered twice and succeeded
     assert written.value == "RT_B"
-    assert client.calls == ["set", "purge", "set", "purge", "set"]
+    assert client.calls == ["set", "recover", "set", "recover", "set"]
 
 
-def test_set_treats_an_already_purged_secret_as_purged():
-    """A purge answering 404 (another writer purged it) goes on to retry the set."""
-    # GIVEN a purge that finds nothing left to purge
+def test_set_goes_on_when_the_deleted_secret_is_already_back():
+    """A recovery answering 404 (another writer recovered it) goes on to retry the set."""
+    # GIVEN a recovery that finds nothing left to recover
     client = FakeSecretClient(
-        set_script=[_conflict(DELETED)], purge_script=[ResourceNotFoundError("gone")]
+        set_script=[_conflict(DELETED)], recover_script=[ResourceNotFoundError("gone")]
     )
     store, _ = _store(client)
 
@@ -170,22 +198,23 @@ def test_set_raises_when_the_conflict_never_clears():
     store, sleeps = _store(client)
 
     # WHEN the secret is set THEN it fails after a bounded number of attempts and waits
-    with pytest.raises(SecretStoreError, match="stayed deleted"):
+    with pytest.raises(SecretStoreError, match=r"stayed deleted.*az keyvault secret recover"):
         store.set("rt-conn-42", "RT_B")
     assert client.calls.count("set") == SET_ATTEMPTS
     assert len(sleeps) == SET_ATTEMPTS - 1
     assert max(sleeps) == MAX_BACKOFF_S
 
 
-def test_set_raises_when_purge_is_forbidden():
-    """A purge Key Vault forbids (purge protection, no right) fails the set; it never recovers."""
-    # GIVEN a vault that refuses the purge
-    client = FakeSecretClient(set_script=[_conflict(DELETED)], purge_script=[_http(403)])
+def test_set_raises_naming_what_to_do_when_recovery_is_forbidden():
+    """A recovery Key Vault forbids fails the set with what to do; it never purges instead."""
+    # GIVEN a vault that refuses the recovery
+    client = FakeSecretClient(set_script=[_conflict(DELETED)], recover_script=[_http(403)])
     store, _ = _store(client)
 
-    # WHEN the secret is set THEN it fails naming the purge
-    with pytest.raises(SecretStoreError, match="purge"):
+    # WHEN the secret is set THEN it fails naming the recovery and the command to run
+    with pytest.raises(SecretStoreError, match="recover"):
         store.set("rt-conn-42", "RT_B")
+    assert client.calls == ["set", "recover"]
 
 
 def test_set_other_conflict_is_not_retried():
@@ -194,10 +223,34 @@ def test_set_other_conflict_is_not_retried():
     client = FakeSecretClient(set_script=[_conflict("ObjectIsBeingRecovered")])
     store, _ = _store(client)
 
-    # WHEN the secret is set THEN it fails without purging
+    # WHEN the secret is set THEN it fails without recovering
     with pytest.raises(SecretStoreError):
         store.set("rt-conn-42", "RT_B")
     assert client.calls == ["set"]
+
+
+@pytest.mark.parametrize(("gone", "disabled"), [({"v1"}, set()), (set(), {"v1"})])
+def test_get_version_of_a_removed_or_disabled_version_is_unavailable(gone, disabled):
+    """A version purged or disabled while its secret exists raises the version's own error."""
+    # GIVEN a key rotated once, whose first version is then removed or disabled
+    client = FakeSecretClient(versions={"token-key": ["K1", "K2"]}, gone=gone, disabled=disabled)
+    store, _ = _store(client)
+
+    # WHEN the first version is read THEN it is unavailable, while the current one reads
+    with pytest.raises(SecretVersionUnavailableError):
+        store.get_version("token-key", "v1")
+    assert store.get_version("token-key", "v2").value == "K2"
+
+
+def test_get_version_of_a_missing_secret_is_not_a_version_fault():
+    """When the whole secret is missing (deleted by mistake), no single version is blamed."""
+    # GIVEN a vault without the key at all
+    store, _ = _store(FakeSecretClient())
+
+    # WHEN a version is read THEN it is a store error, not an unavailable version
+    with pytest.raises(SecretStoreError, match="recover it") as raised:
+        store.get_version("token-key", "v1")
+    assert not isinstance(raised.value, SecretVersionUnavailableError)
 
 
 @pytest.mark.parametrize(
