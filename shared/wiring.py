@@ -48,6 +48,7 @@ from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
 from shared.sync.notices import ReauthNotifier
 from shared.sync.planner import SyncPlanner
+from shared.sync.poisoned import PoisonedJobs
 from shared.sync.store import EmailStore
 
 if TYPE_CHECKING:
@@ -181,6 +182,11 @@ class Services:
     def planner(self) -> SyncPlanner:
         """The timer's fan-out."""
         return SyncPlanner(self.connections, self.queue, audit=self.audit)
+
+    @functools.cached_property
+    def poisoned_jobs(self) -> PoisonedJobs:
+        """The sweep of the sync poison queues."""
+        return PoisonedJobs(self.connections, self.queue)
 
     @functools.cached_property
     def mail_sync(self) -> MailSyncService:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import (
     QueueServiceClient,
     TextBase64DecodePolicy,
@@ -112,6 +113,7 @@ class JobQueue:
         self._service = service
         self._max_workers = max_workers
         self._clients: dict[str, QueueClient] = {}
+        self._raw_clients: dict[str, QueueClient] = {}
 
     def ensure_queues(self, names: Sequence[str] = QUEUES) -> None:
         """Create the given queues when they do not exist yet."""
@@ -157,6 +159,40 @@ class JobQueue:
             sent = list(pool.map(lambda text: _try_send(client, text), texts))
         return [position for position, ok in enumerate(sent) if not ok]
 
+    def receive_raw(self, queue: str, *, max_messages: int, hold_s: int) -> list[RawMessage]:
+        """Receive up to ``max_messages`` undecoded, each hidden for ``hold_s`` unless deleted.
+
+        Raises:
+            TransientError: when the queue cannot be read.
+        """
+        client = self._raw_clients.get(queue)
+        if client is None:
+            client = self._raw_clients[queue] = self._service.get_queue_client(queue)
+        try:
+            received = client.receive_messages(
+                messages_per_page=max_messages, visibility_timeout=hold_s, max_messages=max_messages
+            )
+            return [RawMessage(m.id, m.pop_receipt or "", str(m.content or "")) for m in received]
+        except AzureError as error:
+            msg = f"receiving from queue {queue} failed"
+            raise TransientError(msg) from error
+
+    def delete(self, queue: str, message: RawMessage) -> None:
+        """Delete a received message; one already gone counts as deleted.
+
+        Raises:
+            TransientError: when the queue cannot be written.
+        """
+        try:
+            self._service.get_queue_client(queue).delete_message(
+                message.message_id, message.pop_receipt
+            )
+        except ResourceNotFoundError:
+            return
+        except AzureError as error:
+            msg = f"deleting a message from queue {queue} failed"
+            raise TransientError(msg) from error
+
     def approximate_length(self, queue: str) -> int:
         """Return the queue's approximate message count."""
         properties = self._client(queue).get_queue_properties()
@@ -172,6 +208,15 @@ class JobQueue:
             )
             self._clients[queue] = client
         return client
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A queue message's text exactly as stored, with what deleting it takes."""
+
+    message_id: str
+    pop_receipt: str
+    text: str
 
 
 def _try_send(client: QueueClient, text: str) -> bool:

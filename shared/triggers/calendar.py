@@ -1,12 +1,10 @@
-"""Calendar: consent, the sync worker and its poison queue, a company's events, new meetings."""
+"""Calendar: consent, the sync worker, a company's events, new meetings."""
 
 import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import CALENDAR_SYNC_POISON_QUEUE, CALENDAR_SYNC_QUEUE, decode_job
-from shared.errors import InvalidJobError
-from shared.sync.calendarjob import CalendarJob
+from shared.adapters.queues import CALENDAR_SYNC_QUEUE, decode_job
 from shared.sync.connections import CALENDAR
 from shared.triggers._http import caller_of, handled, json_object, json_response, query_int
 from shared.wiring import services
@@ -60,28 +58,6 @@ def calendar_sync_worker(msg: func.QueueMessage) -> None:
     The message is ``{"kind": "calendar", "tenant": ..., "user": ..., "slot"?: ...}`` as base64
     text. The job completes, re-queues itself (budget used up, throttled, connection busy), or
     raises so the host retries it and, after ``maxDequeueCount`` attempts, moves it to
-    ``calendar-sync-poison``, where ``calendar_sync_poison`` marks the connection.
+    ``calendar-sync-poison``, where the ``sync_poison_sweep`` timer marks the connection.
     """
     services().calendar_sync.run(decode_job(msg.get_body()))
-
-
-@bp.function_name("calendar_sync_poison")
-@bp.queue_trigger(
-    arg_name="msg", queue_name=CALENDAR_SYNC_POISON_QUEUE, connection="AzureWebJobsStorage"
-)
-def calendar_sync_poison(msg: func.QueueMessage) -> None:
-    """Queue ``calendar-sync-poison``: mark the connection of a calendar job that kept failing.
-
-    A message that is not a calendar job is logged by its id and completed, never retried.
-    """
-    ids = {"message_id": msg.id, "dequeue_count": msg.dequeue_count}
-    try:
-        job = CalendarJob.parse(decode_job(msg.get_body()))
-    except InvalidJobError:
-        logger.warning("poisoned message is not a calendar job; dropped", extra=ids)
-        return
-    marked = services().connections.record_poisoned(job.tenant_id, job.user_id, CALENDAR)
-    logger.warning(
-        "poisoned calendar job recorded",
-        extra={**ids, "tenant": job.tenant_id, "user": job.user_id, "marked": marked},
-    )

@@ -2,18 +2,16 @@
 
 ``GET /api/admin/connections`` lists every connection of the caller's tenant (the ``tid`` claim,
 never a parameter) with its state, last round and explained last error, a page at a time.
-``mail_sync_poison`` consumes ``mail-sync-poison``: each job that failed ``maxDequeueCount``
-times moves its connection to ``error`` with ``lastError`` ``job_poisoned``.
+``sync_poison_sweep`` reads ``mail-sync-poison`` and ``calendar-sync-poison`` every minute: each
+job that failed ``maxDequeueCount`` times moves its connection to ``error`` with ``lastError``
+``job_poisoned`` (see :mod:`shared.sync.poisoned` for why this is a timer, not a queue trigger).
 """
 
 import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import MAIL_SYNC_POISON_QUEUE, decode_job
-from shared.errors import InvalidJobError
 from shared.sync.explain import admin_connection_view
-from shared.sync.mail import MailJob
 from shared.triggers._http import caller_of, handled, json_response, query_int
 from shared.wiring import services
 
@@ -23,6 +21,7 @@ bp = func.Blueprint()
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+POISON_SWEEP_SCHEDULE = "15 * * * * *"
 
 
 @bp.function_name("admin_connections")
@@ -43,24 +42,16 @@ def admin_connections(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body)
 
 
-@bp.function_name("mail_sync_poison")
-@bp.queue_trigger(
-    arg_name="msg", queue_name=MAIL_SYNC_POISON_QUEUE, connection="AzureWebJobsStorage"
+@bp.function_name("sync_poison_sweep")
+@bp.timer_trigger(
+    arg_name="timer", schedule=POISON_SWEEP_SCHEDULE, run_on_startup=False, use_monitor=False
 )
-def mail_sync_poison(msg: func.QueueMessage) -> None:
-    """Queue ``mail-sync-poison``: mark the connection of a job that kept failing.
+def sync_poison_sweep(timer: func.TimerRequest) -> None:
+    """Timer, every minute: record the jobs in ``mail-sync-poison`` and ``calendar-sync-poison``.
 
-    The message is a mail job as it was on ``mail-sync``. A message that is not one is logged by
-    its id and completed, never retried. A storage failure raises, so the host retries it.
+    Each message is read as stored (base64 as agreed, else plain JSON), recorded against its
+    connection when it names a valid tenant and user, logged by queue and id otherwise, and
+    deleted. A message that cannot be settled now is read again by a later run; a queue that
+    cannot be read fails this run only.
     """
-    ids = {"message_id": msg.id, "dequeue_count": msg.dequeue_count}
-    try:
-        job = MailJob.parse(decode_job(msg.get_body()))
-    except InvalidJobError:
-        logger.warning("poisoned message is not a mail job; dropped", extra=ids)
-        return
-    marked = services().connections.record_poisoned(job.tenant_id, job.user_id)
-    logger.warning(
-        "poisoned mail job recorded",
-        extra={**ids, "tenant": job.tenant_id, "user": job.user_id, "marked": marked},
-    )
+    services().poisoned_jobs.sweep()

@@ -70,6 +70,6 @@ def mail_sync_worker(msg: func.QueueMessage) -> None:
     The message is ``{"kind": "mail", "tenant": ..., "user": ..., "slot"?: ...}`` as base64
     text. The job completes, re-queues itself (budget used up, or throttled), or raises so the
     host retries it and, after ``maxDequeueCount`` attempts, moves it to ``mail-sync-poison``,
-    where ``mail_sync_poison`` marks the connection.
+    where the ``sync_poison_sweep`` timer marks the connection.
     """
     services().mail_sync.run(decode_job(msg.get_body()))

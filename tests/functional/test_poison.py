@@ -5,6 +5,7 @@ A mail or calendar job marks its connection; a fan-out page is logged and audite
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -30,10 +31,16 @@ def producer(tenant: Tenant) -> JobQueue:
 
 
 def poison(tenant: Tenant, *jobs: dict[str, Any], queue: str = MAIL_SYNC_POISON_QUEUE) -> None:
-    """Put jobs on a poison queue as the host does after the last attempt, and wait."""
+    """Put jobs on a poison queue as the host does after the last attempt, sweep, and wait."""
     sender = producer(tenant)
     for job in jobs:
         sender.send(queue, job)
+    sweep(tenant, queue)
+
+
+def sweep(tenant: Tenant, queue: str = MAIL_SYNC_POISON_QUEUE) -> None:
+    """Run the poison sweep now, rather than at its next minute, and wait for the queue."""
+    tenant.stack.run_function("sync_poison_sweep")
     tenant.stack.wait_idle(queues=(queue,))
 
 
@@ -204,3 +211,33 @@ def test_poisoned_fanout_page_is_logged_and_audited(tenant: Tenant) -> None:
     assert f"slot={slot} message_id=" in warned[0]
     assert f"attempts={MAX_DEQUEUE_COUNT} due=2" in warned[0]
     assert sum("poisoned message is not a fan-out job" in line for line in lines) == 2
+
+
+def test_plain_json_and_malformed_jobs_are_recorded_and_never_poisoned_again(
+    tenant: Tenant,
+) -> None:
+    """A plain JSON job (BR-14) or one with a bad field marks its connection; none goes further."""
+    # GIVEN two connected users, and in mail-sync-poison one plain JSON job (as the host copies a
+    # job it could not decode) and one base64 job with a malformed field, plus text naming nobody
+    upns = [tenant.add_user("pat"), tenant.add_user("quin")]
+    for upn in upns:
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    plain, bad = (
+        {"kind": "mail", "tenant": tenant.tenant_id, "user": tenant.users[u]} for u in upns
+    )
+    cs = tenant.stack.env["AzureWebJobsStorage"]
+    raw = QueueClient.from_connection_string(cs, MAIL_SYNC_POISON_QUEUE)
+    raw.send_message(json.dumps(plain))
+    raw.send_message("hello")
+    producer(tenant).send(MAIL_SYNC_POISON_QUEUE, {**bad, "done": "inbox"})
+
+    # WHEN the poison queue is swept
+    sweep(tenant)
+
+    # THEN both connections show the poisoned job, and nothing reached a second poison queue
+    for upn in upns:
+        shown = listed(tenant, upn)
+        assert (shown["state"], shown["lastError"]) == ("error", "job_poisoned")
+    again = QueueClient.from_connection_string(cs, f"{MAIL_SYNC_POISON_QUEUE}-poison")
+    assert _length(again) == 0
+    assert _length(raw) == 0
