@@ -56,6 +56,7 @@ _CALLBACK_PARAMETER_OF = {
     "replayed_state": "state",
     "expired_state": "state",
     "state_mismatch": "state",
+    "unreadable_state": "state",
 }
 
 

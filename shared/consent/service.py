@@ -26,6 +26,7 @@ from shared.errors import (
     ConsentError,
     ForbiddenError,
     NotFoundError,
+    SealedValueUnreadableError,
     ThrottledError,
     TransientError,
     ValidationError,
@@ -127,8 +128,8 @@ class ConsentService:
         """Finish consent from the authorisation response's query parameters.
 
         Raises:
-            ConsentError: when the state is missing, unknown, replayed, expired or foreign, or
-                consent was declined.
+            ConsentError: when the state is missing, unknown, replayed, expired, foreign or no
+                longer readable (its key version gone), or consent was declined.
         """
         state = params.get("state", "")
         if state and not params.get("code") and not params.get("error"):
@@ -136,9 +137,7 @@ class ConsentService:
             msg = "missing_code"
             raise ConsentError(msg, "the callback carries no authorisation code", field="code")
         row = self._claim_state(state)
-        flow = json.loads(
-            self._cipher.open(Sealed(str(row["flow"]), str(row["keyVersion"])), state)
-        )
+        flow = json.loads(self._open_flow(row, state))
         grant = self._msal.complete_flow(flow, dict(params))
         if (grant.tenant_id, grant.user_id) != (row["tenantId"], row["userId"]):
             msg = "wrong_user"
@@ -149,6 +148,16 @@ class ConsentService:
             connection = self._default_folders(connection)
         logger.info("consent completed", extra={"tenant": grant.tenant_id, "user": grant.user_id})
         return connection
+
+    def _open_flow(self, row: Mapping[str, Any], state: str) -> str:
+        """Open the sealed MSAL flow; one that will never open is a dead consent link."""
+        try:
+            return self._cipher.open(Sealed(str(row["flow"]), str(row["keyVersion"])), state)
+        except SealedValueUnreadableError as error:
+            msg = "unreadable_state"
+            raise ConsentError(
+                msg, "the consent link can no longer be read; start again"
+            ) from error
 
     def _claim_state(self, state: str) -> dict[str, Any]:
         if not state:
