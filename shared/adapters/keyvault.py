@@ -204,11 +204,18 @@ class KeyVaultSecretStore:
         return _secret(name, found)
 
     def _exists(self, name: str) -> bool:
-        """Tell whether a secret has a current version, so a missing version is its own fault."""
+        """Tell whether a secret has a current version, so a missing version is its own fault.
+
+        Key Vault is asked, not the cache: a secret deleted minutes ago must not make every
+        version it had look removed one by one.
+        """
         try:
-            self.get(name)
-        except SecretStoreError:
+            self._client.get_secret(name)
+        except ResourceNotFoundError:
             return False
+        except AzureError as error:
+            msg = f"reading Key Vault secret {name!r} failed"
+            raise TransientError(msg) from error
         return True
 
 

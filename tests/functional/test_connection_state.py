@@ -119,6 +119,7 @@ def test_admin_listing_shows_only_the_callers_tenant(tenant: Tenant) -> None:
         "job_poisoned",
         "no_token",
         "no_account",
+        "token_cache_unreadable",
         "throttled",
         "delta_reset_backoff",
     ],

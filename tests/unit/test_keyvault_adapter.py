@@ -298,3 +298,17 @@ def test_set_refuses_an_invalid_name_before_calling_key_vault():
     with pytest.raises(ValidationError):
         store.set("rt-jane.doe@customer.example", "RT")
     assert client.calls == []
+
+
+def test_get_version_after_the_secret_was_deleted_is_not_a_version_fault():
+    """A key deleted after it was cached still does not make its versions look removed."""
+    # GIVEN a key read once (so cached), then deleted in Key Vault
+    client = FakeSecretClient(versions={"token-key": ["K1", "K2"]})
+    store, _ = _store(client)
+    store.get("token-key")
+    del client.versions["token-key"]
+
+    # WHEN an old version is read THEN the missing secret is reported, not a removed version
+    with pytest.raises(SecretStoreError) as raised:
+        store.get_version("token-key", "v1")
+    assert not isinstance(raised.value, SecretVersionUnavailableError)
