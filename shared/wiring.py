@@ -23,7 +23,14 @@ from shared.adapters.graph import GraphMailClient
 from shared.adapters.graphcalendar import GraphCalendarClient
 from shared.adapters.graphsend import GraphSendClient
 from shared.adapters.keyvault import KeyVaultSecretStore
-from shared.adapters.queues import JobQueue
+from shared.adapters.queues import (
+    CALENDAR_SYNC_POISON_QUEUE,
+    FANOUT_POISON_QUEUE,
+    MAIL_SYNC_POISON_QUEUE,
+    OUTBOX_POISON_QUEUE,
+    PURGE_POISON_QUEUE,
+    JobQueue,
+)
 from shared.adapters.tables import TableEntityStore
 from shared.adapters.tokens import MsalTokenClient
 from shared.audit.log import AuditLog
@@ -48,7 +55,13 @@ from shared.sync.eventstore import EventStore
 from shared.sync.mail import MailSyncService
 from shared.sync.notices import ReauthNotifier
 from shared.sync.planner import SyncPlanner
-from shared.sync.poisoned import PoisonedJobs
+from shared.sync.poisoned import (
+    PoisonedJobs,
+    connection_handler,
+    fanout_handler,
+    outbox_handler,
+    purge_handler,
+)
 from shared.sync.store import EmailStore
 
 if TYPE_CHECKING:
@@ -185,8 +198,15 @@ class Services:
 
     @functools.cached_property
     def poisoned_jobs(self) -> PoisonedJobs:
-        """The sweep of the sync poison queues."""
-        return PoisonedJobs(self.connections, self.queue)
+        """The sweep of every poison queue, each with what records its jobs."""
+        handlers = {
+            MAIL_SYNC_POISON_QUEUE: connection_handler(self.connections, MAIL),
+            CALENDAR_SYNC_POISON_QUEUE: connection_handler(self.connections, CALENDAR),
+            FANOUT_POISON_QUEUE: fanout_handler(self.planner),
+            PURGE_POISON_QUEUE: purge_handler(self.purges),
+            OUTBOX_POISON_QUEUE: outbox_handler(self.outbox_worker),
+        }
+        return PoisonedJobs(handlers, self.queue)
 
     @functools.cached_property
     def mail_sync(self) -> MailSyncService:

@@ -9,7 +9,7 @@ that mailbox stores anything meanwhile; a purge that finds a sync running tries 
 purge was asked for. Each batch is released in an order that survives a kill anywhere (see
 :meth:`shared.sync.emaillinks.EmailLinks.release_batch`): the item rows the worker walks go
 last, so a redelivered job finds what is left and finishes it. A job
-that keeps failing lands in ``purge-poison``, whose worker marks it ``failed``.
+that keeps failing lands in ``purge-poison``, whose sweep marks it ``failed``.
 
 Jobs live in ``purgejobs``, in the tenant's partition: one row per job, and one pointer row per
 user and kind naming the job that is queued or running. The job row is written before the

@@ -22,7 +22,7 @@ sending never adds a fifth request in flight beside the mailbox's sync jobs; wit
 job is sent again a few seconds later. Graph refusing a step for good marks the item ``failed``
 and deletes its draft. Throttling puts
 the job back on the queue after ``Retry-After``; other transient failures let the host retry,
-and a job that keeps failing lands in ``outbox-poison``, whose worker marks it ``failed``.
+and a job that keeps failing lands in ``outbox-poison``, whose sweep marks it ``failed``.
 
 Graph, the tenant's settings and tokens come in through the protocols of
 :mod:`shared.sending.ports`.

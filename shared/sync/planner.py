@@ -28,13 +28,13 @@ fan-out message or a duplicated page finds the slot claimed and sends nothing. A
 could not be sent has its claim released, and the stage 2 message raises so the queue retries
 it; the retry claims and sends only what is left.
 
-A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where
-:meth:`SyncPlanner.record_poisoned` makes it visible: a WARNING log line with the span, slot and
-counts, and a ``sync.fanoutPoisoned`` entry in the audit log of each tenant with due connections
-on that page (actor ``system``, outcome ``failed``, reason ``job_poisoned``) with that tenant's
-due connections, which get no job in that slot, and the deliveries it went through. It then
-passes the page's successor on if no delivery did, so the rest of the span still runs in that
-slot.
+A stage 2 message that keeps failing lands in ``sync-fanout-poison``, where the poison sweep
+(:mod:`shared.sync.poisoned`) calls :meth:`SyncPlanner.record_poisoned` to make it visible: a
+WARNING log line with the span, slot and counts, and a ``sync.fanoutPoisoned`` entry in the
+audit log of each tenant with due connections on that page (actor ``system``, outcome
+``failed``, reason ``job_poisoned``) with that tenant's due connections, which get no job in
+that slot, and the deliveries it went through. It then passes the page's successor on if no
+delivery did, so the rest of the span still runs in that slot.
 
 Known limitations: if the worker dies between claiming and sending, those connections get no
 job in that slot and are picked up by the next one, and so does a connection whose claim was

@@ -1,18 +1,20 @@
-"""Sync jobs that kept failing, recorded against their connection (BR-14).
+"""Jobs that kept failing, recorded where their owner sees them (BR-14), whatever their encoding.
 
-The host moves a mail or calendar job that failed every delivery to ``mail-sync-poison`` or
-``calendar-sync-poison``. No queue trigger reads those queues: the host decodes a trigger's
-message as base64 before any code runs, so a job some producer sent as plain JSON would fail
-there too and end in a ``-poison-poison`` queue nobody watches. Instead a timer
-(:meth:`PoisonedJobs.sweep`) receives their text as stored and reads each message as well as it
-can: the agreed base64 encoding, else plain JSON. When the message names a tenant and a user by
-valid ids, the connection of the queue's kind moves to ``error`` with ``job_poisoned`` (whatever
-else in the job is malformed); otherwise a warning with the queue and message id is logged. The
-message is then deleted. Nothing here raises for a message: one whose connection cannot be
-written now stays hidden for :data:`HOLD_S` and is read again by a later sweep.
+The host moves a job that failed every delivery to ``<queue>-poison``. No queue trigger reads
+those queues: the host decodes a trigger's message as base64 before any code runs, so a job some
+producer sent as plain JSON would fail there too and end in a ``-poison-poison`` queue nobody
+watches. Instead a timer (:meth:`PoisonedJobs.sweep`) receives each poison queue's text as stored
+and reads every message as well as it can: the agreed base64 encoding, else plain JSON. The
+queue's :data:`PoisonHandler` then records it: a mail or calendar job moves the connection it
+names by valid tenant and user ids to ``error`` with ``job_poisoned`` (whatever else in the job
+is malformed, :func:`connection_handler`); a fan-out page, a purge or an outbox email is
+recorded by its own service. A message no handler can place is logged as a warning with the
+queue and message id only. Either way it is then deleted. Nothing here raises for a message:
+one whose record cannot be written now stays hidden for :data:`HOLD_S` and a later sweep reads
+it again.
 
-Known limitations: a message whose connection write keeps failing (storage down for good) is
-read again every sweep until its queue's retention (7 days) drops it, logged each time.
+Known limitations: a message whose record keeps failing (storage down for good) is read again
+every sweep until its queue's retention (7 days) drops it, logged each time.
 """
 
 from __future__ import annotations
@@ -20,26 +22,28 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from shared.adapters.queues import CALENDAR_SYNC_POISON_QUEUE, MAIL_SYNC_POISON_QUEUE, decode_job
+from shared.adapters.queues import decode_job
 from shared.errors import InvalidJobError, SyncError
-from shared.sync.connections import CALENDAR, MAIL
+from shared.power.purge import parse_message
 from shared.sync.jobs import is_id
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from shared.adapters.queues import JobQueue, RawMessage
+    from shared.power.purge import PurgeJobs
+    from shared.sending.worker import OutboxWorker
     from shared.sync.connectionstore import ConnectionStore
+    from shared.sync.planner import SyncPlanner
 
 logger = logging.getLogger(__name__)
 
-KIND_OF_QUEUE: Mapping[str, str] = {
-    MAIL_SYNC_POISON_QUEUE: MAIL,
-    CALENDAR_SYNC_POISON_QUEUE: CALENDAR,
-}
-"""The sync poison queues a sweep reads, and the kind of connection each one's jobs name."""
+PoisonHandler = Callable[[Mapping[str, Any], str], bool]
+"""Records one poisoned job (read from its message) by message id; False when it names nothing.
+
+A handler raises ``InvalidJobError`` or returns False for a job it cannot place, and raises
+another ``SyncError`` when its record cannot be written now."""
 BATCH = 32
 """Messages received at once: the most Storage Queues gives in one request."""
 MAX_BATCHES = 10
@@ -64,45 +68,85 @@ def read_job(text: str) -> dict[str, Any] | None:
     return None
 
 
-class PoisonedJobs:
-    """Sweeps the sync poison queues, recording each job against its connection."""
+def connection_handler(connections: ConnectionStore, kind: str) -> PoisonHandler:
+    """Return the handler of a sync poison queue: it marks the connection the job names."""
 
-    def __init__(self, connections: ConnectionStore, queue: JobQueue) -> None:
-        self._connections = connections
+    def record(job: Mapping[str, Any], message_id: str) -> bool:
+        tenant, user = job.get("tenant"), job.get("user")
+        if not (is_id(tenant) and is_id(user)):
+            return False
+        marked = connections.record_poisoned(str(tenant), str(user), kind)
+        extra = {"message_id": message_id, "tenant": tenant, "user": user, "marked": marked}
+        logger.warning("poisoned sync job recorded", extra={"kind": kind, **extra})
+        return True
+
+    return record
+
+
+def fanout_handler(planner: SyncPlanner) -> PoisonHandler:
+    """Return the handler of ``sync-fanout-poison``: a warning and audit entries per page."""
+
+    def record(job: Mapping[str, Any], message_id: str) -> bool:
+        planner.record_poisoned(job, message_id=message_id)
+        return True
+
+    return record
+
+
+def purge_handler(purges: PurgeJobs) -> PoisonHandler:
+    """Return the handler of ``purge-poison``: the purge it names is marked ``failed``."""
+
+    def record(job: Mapping[str, Any], message_id: str) -> bool:
+        parse_message(job)
+        purges.fail(job)
+        return True
+
+    return record
+
+
+def outbox_handler(worker: OutboxWorker) -> PoisonHandler:
+    """Return the handler of ``outbox-poison``: the email is marked ``failed``, its draft gone."""
+
+    def record(job: Mapping[str, Any], message_id: str) -> bool:
+        worker.fail(job)
+        return True
+
+    return record
+
+
+class PoisonedJobs:
+    """Sweeps the poison queues, giving each message to its queue's handler."""
+
+    def __init__(self, handlers: Mapping[str, PoisonHandler], queue: JobQueue) -> None:
+        self._handlers = handlers
         self._queue = queue
 
     def sweep(self) -> dict[str, int]:
-        """Settle the messages waiting in every sync poison queue; return counts by outcome.
+        """Settle the messages waiting in every poison queue; return counts by outcome.
 
         Raises:
             TransientError: when a queue cannot be read; the next sweep tries again.
         """
         counts = {"recorded": 0, "unreadable": 0, "left": 0}
-        for queue, kind in KIND_OF_QUEUE.items():
+        for queue, handler in self._handlers.items():
             for _ in range(MAX_BATCHES):
                 messages = self._queue.receive_raw(queue, max_messages=BATCH, hold_s=HOLD_S)
                 for message in messages:
-                    counts[self._settle(queue, kind, message)] += 1
+                    counts[self._settle(queue, handler, message)] += 1
                 if len(messages) < BATCH:
                     break
         if any(counts.values()):
-            logger.info("sync poison queues swept", extra=counts)
+            logger.info("poison queues swept", extra=counts)
         return counts
 
-    def _settle(self, queue: str, kind: str, message: RawMessage) -> str:
-        """Record one message against its connection and delete it; return the outcome."""
+    def _settle(self, queue: str, handler: PoisonHandler, message: RawMessage) -> str:
+        """Record one message and delete it; return the outcome."""
         ids = {"queue": queue, "message_id": message.message_id}
-        job = read_job(message.text) or {}
-        tenant, user = job.get("tenant"), job.get("user")
+        job = read_job(message.text)
         try:
-            if is_id(tenant) and is_id(user):
-                marked = self._connections.record_poisoned(str(tenant), str(user), kind)
-                outcome = "recorded"
-                extra = {**ids, "tenant": tenant, "user": user, "marked": marked}
-                logger.warning("poisoned sync job recorded", extra=extra)
-            else:
-                outcome = "unreadable"
-                logger.warning("poisoned message names no connection; dropped", extra=ids)
+            outcome = "recorded" if job is not None and _placed(handler, job, ids) else "unreadable"
+            if outcome == "unreadable":
+                logger.warning("poisoned message names nothing to record; dropped", extra=ids)
             self._queue.delete(queue, message)
         except SyncError as error:
             extra = {**ids, "error_type": type(error).__name__, "retry_in_s": HOLD_S}
@@ -111,3 +155,11 @@ class PoisonedJobs:
             )
             return "left"
         return outcome
+
+
+def _placed(handler: PoisonHandler, job: Mapping[str, Any], ids: Mapping[str, str]) -> bool:
+    """Give a job to its handler; False when the handler finds it names nothing."""
+    try:
+        return handler(job, ids["message_id"])
+    except InvalidJobError:
+        return False

@@ -58,6 +58,6 @@ def calendar_sync_worker(msg: func.QueueMessage) -> None:
     The message is ``{"kind": "calendar", "tenant": ..., "user": ..., "slot"?: ...}`` as base64
     text. The job completes, re-queues itself (budget used up, throttled, connection busy), or
     raises so the host retries it and, after ``maxDequeueCount`` attempts, moves it to
-    ``calendar-sync-poison``, where the ``sync_poison_sweep`` timer marks the connection.
+    ``calendar-sync-poison``, where the ``poison_sweep`` timer marks the connection.
     """
     services().calendar_sync.run(decode_job(msg.get_body()))

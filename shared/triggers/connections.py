@@ -1,10 +1,11 @@
-"""Connection state made visible: the admin listing, and poisoned mail jobs marked (BR-14).
+"""Connection state made visible: the admin listing, and the sweep of poisoned jobs (BR-14).
 
 ``GET /api/admin/connections`` lists every connection of the caller's tenant (the ``tid`` claim,
 never a parameter) with its state, last round and explained last error, a page at a time.
-``sync_poison_sweep`` reads ``mail-sync-poison`` and ``calendar-sync-poison`` every minute: each
-job that failed ``maxDequeueCount`` times moves its connection to ``error`` with ``lastError``
-``job_poisoned`` (see :mod:`shared.sync.poisoned` for why this is a timer, not a queue trigger).
+``poison_sweep`` reads every ``<queue>-poison`` queue each minute: a mail or calendar job that
+failed ``maxDequeueCount`` times moves its connection to ``error`` with ``lastError``
+``job_poisoned``; a fan-out page is logged and audited; a purge or an outbox email is marked
+``failed`` (see :mod:`shared.sync.poisoned` for why this is a timer, not queue triggers).
 """
 
 import logging
@@ -42,16 +43,16 @@ def admin_connections(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body)
 
 
-@bp.function_name("sync_poison_sweep")
+@bp.function_name("poison_sweep")
 @bp.timer_trigger(
     arg_name="timer", schedule=POISON_SWEEP_SCHEDULE, run_on_startup=False, use_monitor=False
 )
-def sync_poison_sweep(timer: func.TimerRequest) -> None:
-    """Timer, every minute: record the jobs in ``mail-sync-poison`` and ``calendar-sync-poison``.
+def poison_sweep(timer: func.TimerRequest) -> None:
+    """Timer, every minute: record the jobs that landed in any ``<queue>-poison`` queue.
 
-    Each message is read as stored (base64 as agreed, else plain JSON), recorded against its
-    connection when it names a valid tenant and user, logged by queue and id otherwise, and
-    deleted. A message that cannot be settled now is read again by a later run; a queue that
-    cannot be read fails this run only.
+    Each message is read as stored (base64 as agreed, else plain JSON), recorded where its owner
+    sees it when it names what it was for, logged by queue and id otherwise, and deleted. A
+    message that cannot be settled now is read again by a later run; a queue that cannot be
+    read fails this run only. Nothing it reads can land in a ``-poison-poison`` queue.
     """
     services().poisoned_jobs.sweep()

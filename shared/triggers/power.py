@@ -10,9 +10,8 @@ import logging
 import azure.functions as func
 
 from shared.access.auth import Caller
-from shared.adapters.queues import PURGE_POISON_QUEUE, PURGE_QUEUE, decode_job
+from shared.adapters.queues import PURGE_QUEUE, decode_job
 from shared.audit.log import Action, Outcome
-from shared.errors import InvalidJobError
 from shared.power.purge import PurgeJob
 from shared.sync.connections import CALENDAR, MAIL
 from shared.sync.explain import connection_view
@@ -154,18 +153,3 @@ def user_purge_status(req: func.HttpRequest) -> func.HttpResponse:
 def purge_worker(msg: func.QueueMessage) -> None:
     """Queue ``purge``: work through some batches of one purge job, then finish or re-queue."""
     services().purges.run(decode_job(msg.get_body()))
-
-
-@bp.function_name("purge_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=PURGE_POISON_QUEUE, connection="AzureWebJobsStorage")
-def purge_poison(msg: func.QueueMessage) -> None:
-    """Queue ``purge-poison``: mark a purge that kept failing as ``failed``.
-
-    A message that is not a purge job is logged by its id and completed, never retried.
-    """
-    try:
-        job = decode_job(msg.get_body())
-    except InvalidJobError:
-        logger.warning("poisoned message is not a purge job; dropped", extra={"id": msg.id})
-        return
-    services().purges.fail(job)

@@ -8,9 +8,8 @@ import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import OUTBOX_POISON_QUEUE, OUTBOX_QUEUE, decode_job
+from shared.adapters.queues import OUTBOX_QUEUE, decode_job
 from shared.audit.log import Action, Outcome
-from shared.errors import InvalidJobError
 from shared.triggers._http import caller_of, handled, json_object, json_response
 from shared.wiring import services
 
@@ -69,16 +68,3 @@ def outbox_worker(msg: func.QueueMessage) -> None:
     in ``outbox-poison``.
     """
     services().outbox_worker.run(decode_job(msg.get_body()))
-
-
-@bp.function_name("outbox_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=OUTBOX_POISON_QUEUE, connection="AzureWebJobsStorage")
-def outbox_poison(msg: func.QueueMessage) -> None:
-    """Queue ``outbox-poison``: mark an email that kept failing ``failed``, deleting its draft.
-
-    A message that is not an outbox job is logged by its id and completed, never retried.
-    """
-    try:
-        services().outbox_worker.fail(decode_job(msg.get_body()))
-    except InvalidJobError:
-        logger.warning("poisoned message is not an outbox job; dropped", extra={"id": msg.id})

@@ -1,4 +1,4 @@
-"""The sync timer (fan-out stage 1), the fan-out worker (stage 2), its poison queue, mail sync.
+"""The sync timer (fan-out stage 1), the fan-out worker (stage 2) and mail sync.
 
 ``SYNC_SCHEDULE`` is checked at import: a schedule that fires more than once per 10-minute slot
 (for example ``* */10 * * * *``, every second) stops the app from starting (BR-15).
@@ -8,8 +8,7 @@ import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import FANOUT_POISON_QUEUE, FANOUT_QUEUE, MAIL_SYNC_QUEUE, decode_job
-from shared.errors import InvalidJobError
+from shared.adapters.queues import FANOUT_QUEUE, MAIL_SYNC_QUEUE, decode_job
 from shared.sync.schedule import SYNC_PERIOD, require_at_most_once_per
 from shared.wiring import services
 
@@ -41,25 +40,9 @@ def sync_fanout_worker(msg: func.QueueMessage) -> None:
     "page"?: ...}`` as base64 text. A page with more after it then enqueues its successor.
     Sync jobs that could not be sent make it raise, so the host retries the message (already
     claimed connections are skipped) and, after ``maxDequeueCount`` attempts, moves it to
-    ``sync-fanout-poison``, where ``sync_fanout_poison`` records it.
+    ``sync-fanout-poison``, where the ``poison_sweep`` timer records it.
     """
     services().planner.fan_out_page(decode_job(msg.get_body()))
-
-
-@bp.function_name("sync_fanout_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=FANOUT_POISON_QUEUE, connection="AzureWebJobsStorage")
-def sync_fanout_poison(msg: func.QueueMessage) -> None:
-    """Queue ``sync-fanout-poison``: log and audit a fan-out page that kept failing.
-
-    The message is a fan-out job as it was on ``sync-fanout``. A message that is not one is
-    logged by its id and completed, never retried. A storage failure raises, so the host retries.
-    """
-    ids = {"message_id": msg.id, "dequeue_count": msg.dequeue_count}
-    try:
-        job = decode_job(msg.get_body())
-        services().planner.record_poisoned(job, message_id=msg.id or "")
-    except InvalidJobError:
-        logger.warning("poisoned message is not a fan-out job; dropped", extra=ids)
 
 
 @bp.function_name("mail_sync_worker")
@@ -70,6 +53,6 @@ def mail_sync_worker(msg: func.QueueMessage) -> None:
     The message is ``{"kind": "mail", "tenant": ..., "user": ..., "slot"?: ...}`` as base64
     text. The job completes, re-queues itself (budget used up, or throttled), or raises so the
     host retries it and, after ``maxDequeueCount`` attempts, moves it to ``mail-sync-poison``,
-    where the ``sync_poison_sweep`` timer marks the connection.
+    where the ``poison_sweep`` timer marks the connection.
     """
     services().mail_sync.run(decode_job(msg.get_body()))

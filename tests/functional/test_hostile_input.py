@@ -33,6 +33,7 @@ def test_connection_in_error_heals_on_next_round(tenant: Tenant) -> None:
     # GIVEN a connection whose job was poisoned
     upn = connected(tenant, "una", "Acme", "acme.example")
     _queue(tenant, "mail-sync-poison").send_message(_job(tenant, upn))
+    tenant.stack.run_function("poison_sweep")
     tenant.stack.wait_idle(queues=("mail-sync-poison",))
     assert last_round(tenant, upn)["state"] == "error"
 

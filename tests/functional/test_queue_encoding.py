@@ -178,7 +178,7 @@ def test_jobs_with_base64_ids_reach_the_hosts_workers_intact(stack: LocalStack) 
     sender.send(PURGE_QUEUE, jobs["purge"])
     sender.send(OUTBOX_QUEUE, jobs["outbox"])
     sender.send(MAIL_SYNC_POISON_QUEUE, jobs["mail-requeued"])
-    stack.run_function("sync_poison_sweep")
+    stack.run_function("poison_sweep")
     # Earlier tests may leave automatic emails waiting on the outbox queue for hours, so that
     # queue is never empty; its worker's log line is awaited instead.
     drained = tuple(q for q in PRODUCED if q != OUTBOX_QUEUE)

@@ -11,12 +11,23 @@ import pytest
 
 from shared.adapters.queues import (
     CALENDAR_SYNC_POISON_QUEUE,
+    FANOUT_POISON_QUEUE,
     MAIL_SYNC_POISON_QUEUE,
+    OUTBOX_POISON_QUEUE,
+    PURGE_POISON_QUEUE,
     RawMessage,
 )
-from shared.errors import TransientError
+from shared.errors import InvalidJobError, TransientError
 from shared.sync.connections import CALENDAR, MAIL
-from shared.sync.poisoned import BATCH, PoisonedJobs, read_job
+from shared.sync.poisoned import (
+    BATCH,
+    PoisonedJobs,
+    connection_handler,
+    fanout_handler,
+    outbox_handler,
+    purge_handler,
+    read_job,
+)
 
 TENANT, USER = "tenant-1", "user-1"
 JOB = {"kind": "mail", "tenant": TENANT, "user": USER}
@@ -61,7 +72,12 @@ class Connections:
 
 
 def _sweeper(queue: RawQueue, connections: Connections | None = None) -> PoisonedJobs:
-    return PoisonedJobs(connections or Connections(), queue)  # type: ignore[arg-type]
+    connections = connections or Connections()
+    handlers = {
+        MAIL_SYNC_POISON_QUEUE: connection_handler(connections, MAIL),  # type: ignore[arg-type]
+        CALENDAR_SYNC_POISON_QUEUE: connection_handler(connections, CALENDAR),  # type: ignore[arg-type]
+    }
+    return PoisonedJobs(handlers, queue)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -163,3 +179,46 @@ def test_read_job_reads_both_encodings_and_refuses_the_rest():
     assert read_job(json.dumps(JOB)) == JOB
     assert read_job("abcd") is None
     assert read_job(_b64("[1]")) is None
+
+
+@dataclass
+class Services:
+    """The fan-out planner, purge jobs and outbox worker, each recording what it was given."""
+
+    seen: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    def record_poisoned(self, job: dict[str, object], *, message_id: str) -> dict[str, int]:
+        if job.get("kind") != "fanout":
+            raise InvalidJobError("not a fan-out job")
+        self.seen.append(("fanout", job))
+        return {"attempts": 5}
+
+    def fail(self, job: dict[str, object]) -> None:
+        if job.get("kind") not in ("purge", "outbox"):
+            raise InvalidJobError("not an outbox job")
+        self.seen.append((str(job["kind"]), job))
+
+
+def test_sweep_gives_fanout_purge_and_outbox_jobs_to_their_services():
+    """Each poison queue's jobs go to the service that records them; foreign ones are dropped."""
+    # GIVEN one readable job in each of three poison queues (one as plain JSON), and junk
+    queue, services = RawQueue(), Services()
+    fanout = {"kind": "fanout", "tenant": TENANT, "slot": "2025-06-01T12:10:00+00:00"}
+    purge = {"kind": "purge", "tenant": TENANT, "job": "0" * 32}
+    outbox = {"kind": "outbox", "tenant": TENANT, "id": "item-1"}
+    queue.put(FANOUT_POISON_QUEUE, json.dumps(fanout), _b64(json.dumps(JOB)))
+    queue.put(PURGE_POISON_QUEUE, _b64(json.dumps(purge)), _b64(json.dumps({"kind": "purge"})))
+    queue.put(OUTBOX_POISON_QUEUE, _b64(json.dumps(outbox)), "hello")
+    handlers = {
+        FANOUT_POISON_QUEUE: fanout_handler(services),  # type: ignore[arg-type]
+        PURGE_POISON_QUEUE: purge_handler(services),  # type: ignore[arg-type]
+        OUTBOX_POISON_QUEUE: outbox_handler(services),  # type: ignore[arg-type]
+    }
+
+    # WHEN swept
+    counts = PoisonedJobs(handlers, queue).sweep()  # type: ignore[arg-type]
+
+    # THEN each service recorded its own job, the rest was dropped, and all were deleted
+    assert services.seen == [("fanout", fanout), ("purge", purge), ("outbox", outbox)]
+    assert counts == {"recorded": 3, "unreadable": 3, "left": 0}
+    assert len(queue.deleted) == 6
