@@ -173,6 +173,9 @@ class JobQueue:
                 messages_per_page=max_messages, visibility_timeout=hold_s, max_messages=max_messages
             )
             return [RawMessage(m.id, m.pop_receipt or "", str(m.content or "")) for m in received]
+        except ResourceNotFoundError:
+            # The host creates a poison queue when it first moves a message there.
+            return []
         except AzureError as error:
             msg = f"receiving from queue {queue} failed"
             raise TransientError(msg) from error

@@ -71,6 +71,8 @@ class Connection:
     last_error: str | None = None
     last_error_at: str | None = None
     purged_before: str | None = None
+    last_slot: str | None = None
+    """The fan-out slot of the last round completed; a second job for it is skipped."""
     """When the user last purged what was synced from this connection: nothing older syncs."""
 
     @property
@@ -108,6 +110,7 @@ def connection_from_row(row: Mapping[str, Any]) -> Connection:
         last_error=row.get("lastError") or None,
         last_error_at=row.get("lastErrorAt") or None,
         purged_before=row.get("purgedBefore") or None,
+        last_slot=row.get("lastSlot") or None,
     )
 
 

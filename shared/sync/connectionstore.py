@@ -36,6 +36,7 @@ from shared.sync.connections import (
     now_iso,
 )
 from shared.sync.fleet import FleetIndex
+from shared.sync.schedule import slot_text
 from shared.sync.slotclaims import SlotClaims
 from shared.sync.tokencache import ConnectionTokens
 
@@ -196,12 +197,16 @@ class ConnectionStore(FleetIndex, SlotClaims, ConnectionTokens):
         self._merge(connection, {"folders": json.dumps([[f.folder_id, f.name] for f in folders])})
         return _replace(connection, folders=tuple(folders))
 
-    def record_round(self, connection: Connection, stats: Mapping[str, Any]) -> None:
-        """Record a finished sync round: when, and what it kept and dropped.
+    def record_round(
+        self, connection: Connection, stats: Mapping[str, Any], *, slot: datetime | None = None
+    ) -> None:
+        """Record a finished sync round: when, what it kept and dropped, and the job's slot.
 
         A connection in ``error`` (its last job was poisoned) is ``active`` again.
         """
         changes = {"lastSyncAt": now_iso(), "lastRound": json.dumps(stats), "lastError": ""}
+        if slot is not None:
+            changes["lastSlot"] = slot_text(slot)
         if connection.state == ERROR and not self._revoked(connection):
             changes["state"] = ACTIVE
         self._merge(connection, changes)

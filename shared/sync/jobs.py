@@ -1,7 +1,10 @@
 """What every sync worker shares: its job message, admission to the mailbox, and its outcomes.
 
 A sync job names one connection (tenant, user, kind). :class:`ConnectionSyncRunner` runs it the
-same way for every kind: a job whose connection is not due ends at once; otherwise the job takes
+same way for every kind: a job whose connection is not due ends at once, and so does a second
+copy of a fan-out slot's job once the connection has completed that slot's round (``lastSlot``
+on its row; the queue client's retry of a send whose answer was lost can deliver a job twice,
+and continuations and retries carry their first job's slot); otherwise the job takes
 its connection and the mailbox's Graph request slots it asks for (:class:`MailboxGate`: one for
 a calendar job, up to :data:`shared.sync.leases.MAIL_SLOTS` for a mail job, as many as are
 free), reads the connection again, gets a delegated token (refreshed once when Graph refuses it)
@@ -35,6 +38,7 @@ from shared.errors import (
 from shared.matching.companies import CompanyIndex, CompanyMatchData
 from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, REVOKED, Connection
 from shared.sync.leases import MailboxGate
+from shared.sync.schedule import parse_slot, slot_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -85,6 +89,9 @@ class ConnectionJob:
 
     tenant_id: str
     user_id: str
+    slot: datetime | None = None
+    """The 10-minute slot the fan-out sent the job for; a job the product sent itself (a
+    continuation or a retry) carries its first job's slot, and one sent by hand none."""
     KIND: ClassVar[str] = ""
 
     @classmethod
@@ -102,7 +109,8 @@ class ConnectionJob:
                 "(letters, digits, hyphens)"
             )
             raise InvalidJobError(msg)
-        return cls(str(tenant), str(user), **cls._parse_fields(job))
+        slot = None if job.get("slot") is None else parse_slot(job.get("slot"))
+        return cls(str(tenant), str(user), slot, **cls._parse_fields(job))
 
     @classmethod
     def _parse_fields(cls, job: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +123,8 @@ class ConnectionJob:
 
     def as_message(self) -> dict[str, Any]:
         """Return the job as queue JSON."""
-        return {"kind": self.KIND, "tenant": self.tenant_id, "user": self.user_id}
+        message = {"kind": self.KIND, "tenant": self.tenant_id, "user": self.user_id}
+        return message if self.slot is None else {**message, "slot": slot_text(self.slot)}
 
 
 def is_id(value: Any) -> bool:
@@ -181,13 +190,16 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
 
     def _due(self, job: JobT) -> bool:
         connection = self._connections.get(job.tenant_id, job.user_id, self.kind)
-        if connection is not None and connection.state in DUE_STATES:
-            return True
-        logger.info(
-            "sync job skipped: connection not due",
-            extra={"kind": self.kind, "tenant": job.tenant_id, "user": job.user_id},
-        )
-        return False
+        ids = {"kind": self.kind, "tenant": job.tenant_id, "user": job.user_id}
+        if connection is None or connection.state not in DUE_STATES:
+            logger.info("sync job skipped: connection not due", extra=ids)
+            return False
+        if job.slot is not None and job.slot <= last_slot(connection):
+            # A second copy of a slot's job: a send whose answer was lost is sent again by the
+            # queue client's retry, so the fan-out may deliver one twice. Its round is done.
+            logger.info("sync job skipped: its slot's round is done", extra=ids)
+            return False
+        return True
 
     def _run_admitted(self, job: JobT, connection: Connection, slots: int) -> StatsT | None:
         try:
@@ -253,7 +265,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
     def _finish(self, job: JobT, connection: Connection, stats: StatsT) -> None:
         """Record a complete round, or send the job again to continue an incomplete one."""
         if stats.complete:
-            self._connections.record_round(connection, stats.as_record())
+            self._connections.record_round(connection, stats.as_record(), slot=job.slot)
         else:
             self._queue.send(self.queue_name, self._continuation(job, stats).as_message())
         logger.info(
@@ -330,6 +342,14 @@ def instant(value: Any) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
+        return EPOCH
+
+
+def last_slot(connection: Connection) -> datetime:
+    """Return the slot whose round the connection last completed; the epoch when none is known."""
+    try:
+        return parse_slot(connection.last_slot) if connection.last_slot else EPOCH
+    except InvalidJobError:
         return EPOCH
 
 

@@ -81,10 +81,15 @@ class Tenant:
         self.stack.wait_idle(queues=("sync-fanout", "mail-sync", "calendar-sync"))
 
     def forget_slot_claims(self) -> None:
-        """Delete the slot claims of this tenant's connections, in every shard."""
+        """Delete the slot claims of this tenant's connections, in every shard, and the slot of
+        their last round, so that the slot's jobs run again."""
         assert self.stack.azurite is not None
         service = TableServiceClient.from_connection_string(self.stack.azurite.connection_string)
         tables = TableEntityStore(service)
+        for row in list(tables.list_partition(CONNECTIONS, table_key(self.tenant_id))):
+            if row.get("lastSlot"):
+                keys = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+                tables.upsert(CONNECTIONS, {**keys, "lastSlot": ""})
         # A claim's row key is the connection's id: the tenant's key, "|", its row key.
         prefix = table_key(self.tenant_id) + "|"
         where = (

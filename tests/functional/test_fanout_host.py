@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from azure.data.tables import TableServiceClient
 
 from devstack.stack import LocalStack
+from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import TableEntityStore
+from shared.sync.connections import MAIL
+from shared.sync.connections import TABLE as CONNECTIONS
 from shared.sync.schedule import slot_of
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
@@ -61,3 +67,38 @@ def test_timer_twice_in_one_slot_syncs_each_connection_once(tenant: Tenant) -> N
     for upn in users:
         assert delta_requests(tenant, upn) - before[upn] == 2
     assert len(tenant.company_emails("Acme")) == 2
+
+
+def last_slot(tenant: Tenant, upn: str) -> str:
+    """The slot of the mail connection's last completed round, as its row records it."""
+    assert tenant.stack.azurite is not None
+    service = TableServiceClient.from_connection_string(tenant.stack.azurite.connection_string)
+    row = TableEntityStore(service).get(
+        CONNECTIONS, table_key(tenant.tenant_id), table_key(tenant.users[upn], MAIL)
+    )
+    assert row is not None
+    return str(row.get("lastSlot") or "")
+
+
+def test_a_second_copy_of_a_slots_job_is_skipped_once_its_round_is_done(tenant: Tenant) -> None:
+    """A slot's job delivered twice (a send retried after its answer was lost) runs one round."""
+    # GIVEN a connected user whose round ran through the fan-out for a slot
+    tenant.add_company("Acme", ["acme.example"])
+    upn = tenant.add_user("vic")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    tenant.sync()
+    slot = last_slot(tenant, upn)
+    assert slot
+    before = delta_requests(tenant, upn)
+    ids = {"kind": "mail", "tenant": tenant.tenant_id, "user": tenant.users[upn]}
+
+    # WHEN a second copy of that slot's job arrives, and then a job sent by hand (no slot)
+    tenant.stack.run_function("mail_sync_worker", json.dumps({**ids, "slot": slot}))
+    tenant.stack.wait_idle(queues=QUEUES)
+    after_copy = delta_requests(tenant, upn)
+    tenant.stack.run_function("mail_sync_worker", json.dumps(ids))
+    tenant.stack.wait_idle(queues=QUEUES)
+
+    # THEN the copy read nothing from Graph, while the job without a slot ran a round
+    assert after_copy == before
+    assert delta_requests(tenant, upn) - after_copy == 2

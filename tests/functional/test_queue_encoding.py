@@ -171,6 +171,7 @@ def test_jobs_with_base64_ids_reach_the_hosts_workers_intact(stack: LocalStack) 
     # WHEN the product's producer sends each to its real queue, and a mail job to the poison
     # queue as the host moves one there
     sender = producer(stack)
+    sender.ensure_queues([MAIL_SYNC_POISON_QUEUE])
     sender.send(FANOUT_QUEUE, jobs["fanout"])
     sender.send(MAIL_SYNC_QUEUE, jobs["mail-from-fanout"])
     sender.send(MAIL_SYNC_QUEUE, jobs["mail-waiter"])
@@ -243,3 +244,10 @@ def test_wire_text_is_base64_not_the_json_itself(stack: LocalStack) -> None:
     assert base64.b64decode(message.content, validate=True) == encode_job(job).encode()
     assert json.loads(decode_body(message.content, HOST_ENCODING)) == job
     raw.delete_queue()
+
+
+def test_a_poison_queue_not_created_yet_reads_as_empty(stack: LocalStack) -> None:
+    """The poison sweep may run before the host has moved anything to a poison queue."""
+    queue = producer(stack)
+
+    assert queue.receive_raw("never-poisoned-poison", max_messages=8, hold_s=30) == []

@@ -90,7 +90,9 @@ class FakeConnections:
     def record_error(self, connection: Connection, code: str, *, state: str | None = None) -> None:
         self.errors.append((code, state))
 
-    def record_round(self, connection: Connection, stats: Mapping[str, Any]) -> None:
+    def record_round(
+        self, connection: Connection, stats: Mapping[str, Any], *, slot: object = None
+    ) -> None:
         self.rounds.append(stats)
 
     def set_folders(self, connection: Connection, folders: list[Folder]) -> Connection:
