@@ -163,7 +163,7 @@ def _measure_size(
         budget.per_connection_s = (time.monotonic() - started) / size
         print(
             f"  run {run + 1}/{runs}: fan-out {fanouts[-1].seconds:.1f} s "
-            f"({fanouts[-1].retries} stage 2 retries), "
+            f"({fanouts[-1].retries} stage 2 retries, {fanouts[-1].copies} extra copies), "
             f"plain loop {plains[-1].seconds:.1f} s for {plains[-1].messages:,} messages"
         )
     return _summarise(size, len(tenants), seed_seconds, fanouts, plains)
@@ -200,7 +200,10 @@ def _summarise(
         plain_seconds=round(plain_s, 2),
         plain_per_second=round(plain_rate, 1),
         ratio=round(size / fanout_s / plain_rate, 2),
-        fanout_runs=[{"seconds": round(t.seconds, 2), "retries": t.retries} for t in fanouts],
+        fanout_runs=[
+            {"seconds": round(t.seconds, 2), "retries": t.retries, "copies": t.copies}
+            for t in fanouts
+        ],
         plain_runs=[{"seconds": round(t.seconds, 2)} for t in plains],
     )
 

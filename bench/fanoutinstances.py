@@ -55,6 +55,8 @@ class Timing:
     messages: int
     seconds: float
     retries: int = 0
+    copies: int = 0
+    """Jobs sent beyond one a connection."""
 
     @property
     def per_second(self) -> float:
@@ -117,10 +119,12 @@ def time_fanout(
         message = "a stage 2 instance failed; see its traceback above"
         raise RuntimeError(message)
     sent = jobs.approximate_length(MAIL_SYNC_QUEUE) - queued
-    if sent != size:
+    if sent < size:
         message = f"fan-out sent {sent} mail jobs for {size} connections"
         raise RuntimeError(message)
-    return Timing(sent, seconds, shared.retries.value)
+    # More than one a connection: sends the queue client retried after their answer was lost
+    # (the workers skip the copies). The rate counts connections, not messages.
+    return Timing(size, seconds, shared.retries.value, sent - size)
 
 
 def _join(instances: Sequence[BaseProcess]) -> None:
