@@ -11,12 +11,23 @@ a message without a Message-ID.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tables import ETAG
 from shared.errors import ConflictError, SyncError, TransientError
-from shared.sync.emailrows import EMAILS, EmailRows, copy_fingerprint, email_partition, email_row
+from shared.sync.emailrows import (
+    BLOB_SUFFIX,
+    EMAILS,
+    HOLDERS,
+    ITEMS,
+    OVERFLOW_FIELDS,
+    EmailRows,
+    copy_fingerprint,
+    email_partition,
+    email_row,
+)
 from shared.sync.jobs import instant
 
 if TYPE_CHECKING:
@@ -44,6 +55,7 @@ class EmailMerging(EmailRows):
         participants: Sequence[Address],
         company_ids: frozenset[str],
         copies_only: bool = True,
+        holder: Entity | None = None,
     ) -> tuple[Entity | None, Entity]:
         """Write an email row, merging with a copy another mailbox's worker writes at once.
 
@@ -56,6 +68,7 @@ class EmailMerging(EmailRows):
         (:func:`copy_fingerprint`). A message that merely reuses its Message-ID is refused, so
         it can neither overwrite the row nor make its holder one of the email's. ``copies_only``
         is False for a row keyed by the mailbox item itself, which only that item writes.
+        ``holder``, the saving user's holder row, is written before the email row.
 
         Returns:
             The row as it was before (``None`` when this write created it), and as written.
@@ -66,18 +79,26 @@ class EmailMerging(EmailRows):
         partition = email_partition(tenant_id, key)
         existing = self._tables.get(EMAILS, partition, key)
         fingerprint = copy_fingerprint(message)
+        linked = False
         for _ in range(SAVE_ATTEMPTS):
             if copies_only and existing and existing.get("fingerprint", fingerprint) != fingerprint:
+                if linked and holder is not None:
+                    self._unlink_stray(holder)
                 msg = f"email {key} is held by another email with the same Message-ID"
                 raise LookAlikeError(msg)
-            sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
-            row = email_row(
+            if holder is not None and not linked:
+                # NOTE: the holder row goes before the email row. A removal reads the email's
+                # ETag before its holders, so a holder it misses is one whose email write
+                # comes later and fails the removal's conditional delete (EmailLinks._claim).
+                self._tables.upsert(HOLDERS, holder)
+                linked = True
+            row = self._merged_row(
                 tenant_id,
                 key,
                 message,
+                existing,
                 participants=participants,
-                companies=company_ids | self._company_ids(existing),
-                sort_time=sort_time,
+                company_ids=company_ids,
                 fingerprint=fingerprint,
             )
             entity = self._overflow(tenant_id, key, row)
@@ -87,11 +108,54 @@ class EmailMerging(EmailRows):
                 else:
                     self._tables.update(EMAILS, entity, etag=existing[ETAG])
             except ConflictError:
+                if existing is None:
+                    self._drop_blobs_of(entity)
                 existing = self._tables.get(EMAILS, partition, key)
                 continue
             return existing, row
         msg = f"email {key} changed under every attempt to save it"
         raise TransientError(msg)
+
+    def _merged_row(
+        self,
+        tenant_id: str,
+        key: str,
+        message: Mapping[str, Any],
+        existing: Entity | None,
+        *,
+        participants: Sequence[Address],
+        company_ids: frozenset[str],
+        fingerprint: str,
+    ) -> Entity:
+        """Return the email row a copy writes: the stored one with its companies added."""
+        sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
+        row = email_row(
+            tenant_id,
+            key,
+            message,
+            participants=participants,
+            companies=company_ids | self._company_ids(existing),
+            sort_time=sort_time,
+            fingerprint=fingerprint,
+        )
+        # Blobs of a row created again after a removal get new names, so the removal's
+        # deletion of the old row's blobs cannot take the new row's.
+        row["generation"] = str(existing.get("generation", "")) if existing else uuid.uuid4().hex
+        return row
+
+    def _drop_blobs_of(self, entity: Entity) -> None:
+        """Delete the blobs a row that was never stored moved its fields to."""
+        for name in OVERFLOW_FIELDS:
+            blob_name = entity.get(name + BLOB_SUFFIX)
+            if blob_name:
+                self._blobs.delete(str(blob_name))
+
+    def _unlink_stray(self, holder: Entity) -> None:
+        """Delete a holder row written for an email a look-alike took first, unless held."""
+        where = "PartitionKey eq @pk and emailKey eq @key"
+        parameters = {"pk": holder["connection"], "key": holder["emailKey"]}
+        if not any(self._tables.query(ITEMS, where, parameters)):
+            self._tables.delete(HOLDERS, str(holder["PartitionKey"]), str(holder["RowKey"]))
 
 
 def _sort_time(message: Mapping[str, Any]) -> str:

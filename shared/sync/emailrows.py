@@ -117,6 +117,14 @@ class EmailRows:
             text = self._blobs.get_text(str(blob_name))
         return frozenset(json.loads(text or "[]"))
 
+    def _field(self, row: Entity, name: str) -> str:
+        """Return a string field of an email row, read from its blob if it moved."""
+        value = row.get(name)
+        blob_name = row.get(name + BLOB_SUFFIX)
+        if value is None and blob_name:
+            value = self._blobs.get_text(str(blob_name))
+        return str(value or "")
+
     def _overflow(self, tenant_id: str, key: str, row: Entity) -> Entity:
         """Move strings that break a table limit into blobs, largest first."""
         for name in OVERFLOW_FIELDS:
@@ -131,7 +139,9 @@ class EmailRows:
         return row
 
     def _to_blob(self, tenant_id: str, key: str, row: Entity, name: str) -> Entity:
-        blob_name = f"{table_key(tenant_id)}/{key}/{name}"
+        generation = row.get("generation")
+        folder = f"{key}/{generation}" if generation else key
+        blob_name = f"{table_key(tenant_id)}/{folder}/{name}"
         content_type = (
             "text/html" if name == "body" and row.get("bodyType") == "html" else "text/plain"
         )

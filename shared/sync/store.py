@@ -4,9 +4,11 @@
 :mod:`shared.sync.emailrows` (the tables, keys and rows), :mod:`shared.sync.emailmerge` (one row
 for all copies of an email, none shared with a look-alike), :mod:`shared.sync.emaillinks`
 (holders, mailbox items, tombstones, unlinking and deleting) and :mod:`shared.sync.emailreads`
-(the API's pages and whole emails). This module saves: each kept message of a page becomes the
-email row, its holder row, the mailbox item and the index rows, in that order, and a tombstone
-found after the writes undoes them, so a message deleted in the product never comes back.
+(the API's pages and whole emails). This module saves: each kept message of a page becomes its
+holder row, the email row, the mailbox item and the index rows, in that order, and a tombstone
+found after the writes undoes them, so a message deleted in the product never comes back. The
+holder goes before the email row so that a removal of another holder's copy running at the same
+moment either sees this holder or fails its conditional delete of the email row.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from shared.sync.emaillinks import EmailLinks
 from shared.sync.emailmerge import EmailMerging, LookAlikeError
 from shared.sync.emailreads import EmailReads
 from shared.sync.emailrows import (
-    HOLDERS,
     INBOX,
     INDEX,
     ITEMS,
@@ -58,7 +59,7 @@ class KeptMessage:
 
 @dataclass(frozen=True, slots=True)
 class _Staged:
-    """A kept message whose email and holder rows are written; its item and indexes follow."""
+    """A kept message whose holder and email rows are written; its item and indexes follow."""
 
     position: int
     key: str
@@ -107,7 +108,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         The page's item tombstones are read with one query of the connection's partition, its
         mailbox items, all in the connection's partition, go in one transaction, and its company
         and inbox index rows in one transaction per partition they share. The order
-        per message stays the crash-safe one (email, holder, mailbox item, indexes, then the
+        per message stays the crash-safe one (holder, email, mailbox item, indexes, then the
         re-check of the email's tombstone), a step at a time for the whole page, each step on
         :data:`SAVE_WORKERS` threads.
 
@@ -161,7 +162,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         deleted: set[str],
         position: int,
     ) -> _Staged:
-        """Write a kept message's email and holder rows; return its mailbox item to write.
+        """Write a kept message's holder and email rows; return its mailbox item to write.
 
         Raises:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
@@ -176,6 +177,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             if item_id in deleted or self._tombstoned(tenant_id, key):
                 msg = f"email {key} was deleted in the product"
                 raise EmailDeletedError(msg)
+            holder, item = self._links(tenant_id, user_id, connection, key, message)
             try:
                 existing, row = self._write_email(
                     tenant_id,
@@ -184,11 +186,11 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
                     participants=kept.participants,
                     company_ids=kept.company_ids,
                     copies_only=key != apart,
+                    holder=holder,
                 )
             except LookAlikeError:
                 continue
             break
-        item = self._link(tenant_id, user_id, connection, key, message)
         guard_entity(ITEMS, item)
         return _Staged(position, key, item_id, row, message, existing is None, item)
 
@@ -260,10 +262,10 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         msg = f"email {key} was deleted in the product while it was saved"
         raise EmailDeletedError(msg)
 
-    def _link(
+    def _links(
         self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
-    ) -> Entity:
-        """Write the holder row of a kept message; return its mailbox item row, not yet written."""
+    ) -> tuple[Entity, Entity]:
+        """Return the holder row and the mailbox item row of a kept message, not yet written."""
         item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
@@ -274,8 +276,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "itemId": item_id,
             "folderId": folder,
         }
-        self._tables.upsert(HOLDERS, holder)
-        return {
+        item = {
             "PartitionKey": connection,
             "RowKey": table_key(item_id),
             "emailKey": key,
@@ -283,3 +284,4 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "userId": user_id,
             "folderId": folder,
         }
+        return holder, item
