@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import ETAG
-from shared.errors import ConflictError
+from shared.errors import ConflictError, TransientError
+from shared.sync.emailmerge import SAVE_ATTEMPTS
 from shared.sync.emailrows import (
     BLOB_SUFFIX,
     EMAILS,
@@ -84,7 +85,7 @@ class EmailLinks(EmailRows):
             }
             self._tables.upsert(TOMBSTONES, item)
         row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
-        self._remove_emails(tenant_id, [row] if row else [], conditional=False)
+        self._remove_emails(tenant_id, [row] if row else [], remover=None)
         for holder in holders:
             self._tables.delete(ITEMS, str(holder["connection"]), table_key(str(holder["itemId"])))
             self._tables.delete(HOLDERS, email_partition(tenant_id, key), str(holder["RowKey"]))
@@ -134,7 +135,7 @@ class EmailLinks(EmailRows):
                 doomed.append(row)
         # The same order as one item's release, a step at a time for the whole batch: the
         # emails no one else holds, then this user's holder rows, then the item rows last.
-        kept = self._remove_emails(tenant_id, doomed, conditional=True)
+        kept = self._remove_emails(tenant_id, doomed, remover=user_id)
         holder_keys = [(email_partition(tenant_id, k), table_key(k, user_id)) for k in shared]
         self._tables.delete_batch(HOLDERS, holder_keys)
         self._tables.delete_batch(ITEMS, [(connection, str(item["RowKey"])) for item in items])
@@ -163,7 +164,7 @@ class EmailLinks(EmailRows):
         row, holders = self._claim(tenant_id, key)
         shared = any(h.get("userId") != user_id for h in holders)
         if row is not None and not shared:
-            shared = key in self._remove_emails(tenant_id, [row], conditional=True)
+            shared = key in self._remove_emails(tenant_id, [row], remover=user_id)
         self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
         self._tables.delete(ITEMS, connection, str(item["RowKey"]))
         return Release.KEPT_SHARED if shared else Release.REMOVED
@@ -220,33 +221,57 @@ class EmailLinks(EmailRows):
         )
 
     def _remove_emails(
-        self, tenant_id: str, rows: Sequence[Entity], *, conditional: bool
+        self, tenant_id: str, rows: Sequence[Entity], *, remover: str | None
     ) -> set[str]:
         """Delete emails with their index rows and blobs; return the keys of those kept.
 
         The index rows of every email go first, in batched transactions, then each email row,
         then the blobs of the rows that went, so an interruption leaves an email either whole
-        or without its index, never the reverse. With ``conditional``, each email row goes only
-        if unchanged since it was read: a saver writes its holder row before the email row, so
-        a changed ETag means someone now holds the email, which then stays and is indexed again.
+        or without its index, never the reverse. With a ``remover`` (the user whose copy goes),
+        each email row goes only if unchanged since it was read (see :meth:`_delete_row`).
         """
         entries = [entry for row in rows for entry in self._index_entries(tenant_id, row)]
         for table in (INDEX, INBOX):
             self._tables.delete_batch(table, [(pk, rk) for t, pk, rk in entries if t == table])
-        kept: set[str] = set()
-        for row in rows:
-            key = str(row["RowKey"])
-            etag = str(row[ETAG]) if conditional else None
+        kept = {str(row["RowKey"]) for row in rows if not self._delete_row(tenant_id, row, remover)}
+        for key in kept:
+            self._reindex(tenant_id, key)
+        return kept
+
+    def _delete_row(self, tenant_id: str, row: Entity, remover: str | None) -> bool:
+        """Delete an email row and then its blobs; return False when the email stays.
+
+        A saver writes its holder row before the email row, so a changed ETag may mean someone
+        now holds the email: the holders are read again and the email stays when another user
+        holds it. A change by no new holder (a company dropped, say) is only retried.
+
+        Raises:
+            TransientError: when the row kept changing under every attempt to delete it.
+        """
+        key = str(row["RowKey"])
+        current: Entity | None = row
+        for _ in range(SAVE_ATTEMPTS):
+            if current is None:
+                return True
+            etag = str(current[ETAG]) if remover else None
             try:
                 self._tables.delete(EMAILS, email_partition(tenant_id, key), key, etag=etag)
             except ConflictError:
-                kept.add(key)
-        for key in kept:
-            self._reindex(tenant_id, key)
-        for row in rows:
-            if str(row["RowKey"]) not in kept:
-                self._delete_blobs(row)
-        return kept
+                current, holders = self._claim(tenant_id, key)
+                if any(h.get("userId") != remover for h in holders):
+                    return False
+                self._delete_index(tenant_id, current)
+                continue
+            self._delete_blobs(current)
+            return True
+        self._reindex(tenant_id, key)
+        msg = f"email {key} changed under every attempt to remove it"
+        raise TransientError(msg)
+
+    def _delete_index(self, tenant_id: str, row: Entity | None) -> None:
+        """Delete the index rows of an email row, if there is one."""
+        for table, partition, index_key in self._index_entries(tenant_id, row) if row else []:
+            self._tables.delete(table, partition, index_key)
 
     def _index_entries(self, tenant_id: str, row: Entity) -> list[tuple[str, str, str]]:
         """Return (table, partition, row key) of an email row's company and inbox index rows."""

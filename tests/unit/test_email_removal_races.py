@@ -243,3 +243,25 @@ def test_look_alike_found_after_linking_takes_its_holder_row_back(
     assert [row["userId"] for row in store.holders(TENANT, KEY)] == [ALICE]
     assert len(tables.rows(EMAILS)) == 2
     assert len(tables.rows(HOLDERS)) == 2
+
+
+@pytest.mark.usefixtures("alice_holds")
+@pytest.mark.parametrize("how", ["unlink", "purge"])
+def test_removal_racing_a_change_without_a_new_holder_still_deletes(
+    store: EmailStore, tables: FakeTables, blobs: FakeBlobs, how: str
+) -> None:
+    """A company dropped from the email while it is removed changes its ETag, not its fate."""
+    # GIVEN a company dropped from Alice's email just before the removal deletes the email row
+    _once(
+        tables,
+        lambda op, table, _: op == "delete" and table == EMAILS,
+        lambda: store.forget_company(TENANT, "acme"),
+    )
+
+    # WHEN Alice's only copy is taken away
+    _remove(store, how)
+
+    # THEN nothing of the email is left
+    for table in (EMAILS, HOLDERS, ITEMS, INDEX, INBOX):
+        assert tables.rows(table) == []
+    assert blobs.blobs == {}
