@@ -251,10 +251,10 @@ def test_removal_racing_a_change_without_a_new_holder_still_deletes(
     store: EmailStore, tables: FakeTables, blobs: FakeBlobs, how: str
 ) -> None:
     """A company dropped from the email while it is removed changes its ETag, not its fate."""
-    # GIVEN a company dropped from Alice's email just before the removal deletes the email row
+    # GIVEN a company dropped from Alice's email after the removal read it, before its deletes
     _once(
         tables,
-        lambda op, table, _: op == "delete" and table == EMAILS,
+        lambda op, table, _: op == "delete" and table == INDEX,
         lambda: store.forget_company(TENANT, "acme"),
     )
 
