@@ -20,7 +20,6 @@ holder's mailbox item, so no later sync stores it again.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -289,12 +288,7 @@ class EmailLinks(EmailRows):
         row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
         if row is None:
             return
-        shown = {
-            "subject": self._field(row, "subject"),
-            "from": {"emailAddress": json.loads(self._field(row, "from") or "{}")},
-            "bodyPreview": self._field(row, "bodyPreview"),
-        }
-        summary = summary_row(key, row, shown)
+        summary = summary_row(key, row, self._shown(row))
         for table, partition, index_key in self._index_entries(tenant_id, row):
             self._tables.upsert(table, {"PartitionKey": partition, "RowKey": index_key, **summary})
 

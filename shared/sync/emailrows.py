@@ -125,6 +125,14 @@ class EmailRows:
             value = self._blobs.get_text(str(blob_name))
         return str(value or "")
 
+    def _shown(self, row: Entity) -> dict[str, Any]:
+        """Return what an email's index rows show of it, as :func:`summary_row` reads it."""
+        return {
+            "subject": self._field(row, "subject"),
+            "from": {"emailAddress": json.loads(self._field(row, "from") or "{}")},
+            "bodyPreview": self._field(row, "bodyPreview"),
+        }
+
     def _overflow(self, tenant_id: str, key: str, row: Entity) -> Entity:
         """Move strings that break a table limit into blobs, largest first."""
         for name in OVERFLOW_FIELDS:
@@ -215,7 +223,11 @@ def _recipients(message: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
 
 
 def summary_row(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
-    """Return what an email's company and inbox index rows show of it, without their keys."""
+    """Return what an email's company and inbox index rows show of it, without their keys.
+
+    ``message`` gives the subject, sender and preview, in Graph's shape (see
+    :meth:`EmailRows._shown`, which reads them from a stored row).
+    """
     subject = str(message.get("subject") or "")
     return {
         "emailKey": key,

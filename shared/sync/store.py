@@ -214,7 +214,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             key, row = entry.key, entry.row
             index_key, summary = (
                 index_row_key(str(row["sortTime"]), key),
-                summary_row(key, row, entry.message),
+                summary_row(key, row, self._shown(row)),
             )
             rows = [
                 (INDEX, {"PartitionKey": table_key(tenant_id, company), "RowKey": index_key})
