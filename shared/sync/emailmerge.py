@@ -68,6 +68,7 @@ class EmailMerging(EmailRows):
         participants: Sequence[Address],
         company_ids: frozenset[str],
         holder: Entity,
+        hidden: frozenset[str] = frozenset(),
         copies_only: bool = True,
     ) -> tuple[Entity | None, Entity]:
         """Write an email row, merging with a copy another mailbox's worker writes at once.
@@ -84,7 +85,9 @@ class EmailMerging(EmailRows):
         (:func:`copy_fingerprint`). A message that merely reuses its Message-ID is refused, so
         it can neither overwrite the row nor make its holder one of the email's. ``copies_only``
         is False for a row keyed by the mailbox item itself, which only that item writes.
-        ``holder``, the saving user's holder row, is written before the email row.
+        ``holder``, the saving user's holder row, is written before the email row. ``hidden``
+        are the companies only this copy's Bcc recipients reach: the row counts them among its
+        companies (for the indexes) but not among those every reader is shown.
 
         Returns:
             The row as it was before (``None`` when this write created it), and as written.
@@ -117,6 +120,7 @@ class EmailMerging(EmailRows):
                 company_ids=company_ids,
                 fingerprint=fingerprint,
                 source=_source(holder) if copies_only else None,
+                hidden=hidden,
             )
             entity = self._overflow(tenant_id, key, row)
             try:
@@ -144,17 +148,22 @@ class EmailMerging(EmailRows):
         company_ids: frozenset[str],
         fingerprint: str,
         source: str | None,
+        hidden: frozenset[str],
     ) -> Entity:
         """Return the email row a copy writes: the stored one with its companies added.
 
         ``source`` names the mailbox item writing the copy; ``None`` lets it rewrite the row.
         """
         companies = company_ids | self._company_ids(existing)
+        shown = (company_ids - hidden) | self._open_company_ids(existing)
         if existing is not None and source is not None and existing.get("source") != source:
-            kept = {
-                k: v for k, v in existing.items() if k not in (ETAG, "companyIds" + BLOB_SUFFIX)
+            dropped = {ETAG, "companyIds" + BLOB_SUFFIX, "openCompanyIds" + BLOB_SUFFIX}
+            kept = {k: v for k, v in existing.items() if k not in dropped}
+            return {
+                **kept,
+                "companyIds": json.dumps(sorted(companies)),
+                "openCompanyIds": json.dumps(sorted(shown)),
             }
-            return {**kept, "companyIds": json.dumps(sorted(companies))}
         sort_time = str(existing["sortTime"]) if existing else _sort_time(message)
         row = email_row(
             tenant_id,
@@ -166,6 +175,7 @@ class EmailMerging(EmailRows):
             fingerprint=fingerprint,
         )
         row["source"] = source or ""
+        row["openCompanyIds"] = json.dumps(sorted(shown))
         # Blobs of a row created again after a removal get new names, so the removal's
         # deletion of the old row's blobs cannot take the new row's.
         row["generation"] = str(existing.get("generation", "")) if existing else uuid.uuid4().hex

@@ -46,12 +46,13 @@ class EmailReads(EmailRows):
     def thread_companies(
         self, tenant_id: str, internet_message_ids: Sequence[str]
     ) -> frozenset[str]:
-        """Return the companies of the first stored email among these Message-IDs, else none."""
+        """Return the companies every reader of the first stored of these emails sees, or none."""
         for internet_message_id in internet_message_ids:
             key = email_key(tenant_id, internet_message_id, "", "")
             row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
             if row is not None:
-                return self._company_ids(row)
+                # Companies only a Bcc recipient reaches are the sender's to know, not a reply's.
+                return self._open_company_ids(row)
         return frozenset()
 
     def company_page(

@@ -13,6 +13,7 @@ moment either sees this holder or fails its conditional delete of the email row.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from shared.sync.emailrows import (
     ITEMS,
     email_key,
     email_partition,
+    holder_bcc,
     inbox_partition,
     index_row_key,
     summary_row,
@@ -55,6 +57,8 @@ class KeptMessage:
     message: Mapping[str, Any]
     participants: Sequence[Address]
     company_ids: frozenset[str]
+    bcc_company_ids: frozenset[str] = frozenset()
+    """The companies only this copy's Bcc recipients reach: shown to this holder alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         message: Mapping[str, Any],
         participants: Sequence[Address],
         company_ids: frozenset[str],
+        bcc_company_ids: frozenset[str] = frozenset(),
     ) -> bool:
         """Store a kept message and link it to its holder and companies; True when new.
 
@@ -92,7 +97,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
             StorageLimitError: when one of its rows cannot be stored.
         """
-        kept = KeptMessage(message, participants, company_ids)
+        kept = KeptMessage(message, participants, company_ids, bcc_company_ids)
         (outcome,) = self.save_page(
             tenant_id=tenant_id, user_id=user_id, connection=connection, kept=[kept]
         )
@@ -177,7 +182,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             if item_id in deleted or self._tombstoned(tenant_id, key):
                 msg = f"email {key} was deleted in the product"
                 raise EmailDeletedError(msg)
-            holder, item = self._links(tenant_id, user_id, connection, key, message)
+            holder, item = self._links(tenant_id, user_id, connection, key, kept)
             try:
                 existing, row = self._write_email(
                     tenant_id,
@@ -187,6 +192,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
                     company_ids=kept.company_ids,
                     copies_only=key != apart,
                     holder=holder,
+                    hidden=kept.bcc_company_ids,
                 )
             except LookAlikeError:
                 continue
@@ -263,9 +269,14 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         raise EmailDeletedError(msg)
 
     def _links(
-        self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
+        self, tenant_id: str, user_id: str, connection: str, key: str, kept: KeptMessage
     ) -> tuple[Entity, Entity]:
-        """Return the holder row and the mailbox item row of a kept message, not yet written."""
+        """Return the holder row and the mailbox item row of a kept message, not yet written.
+
+        The holder row keeps what only this user's copy shows: its Bcc list and the companies
+        only those Bcc recipients reach.
+        """
+        message = kept.message
         item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
@@ -275,6 +286,8 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "connection": connection,
             "itemId": item_id,
             "folderId": folder,
+            "bcc": holder_bcc(message),
+            "bccCompanyIds": json.dumps(sorted(kept.bcc_company_ids)),
         }
         item = {
             "PartitionKey": connection,

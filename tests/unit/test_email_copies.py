@@ -7,15 +7,18 @@ from typing import Any
 
 import pytest
 
+from shared.read.views import email_json
 from shared.sync.emailrows import EMAILS, INBOX, INDEX, email_key
 from shared.sync.store import EmailStore
 from tests.unit.fakes import FakeBlobs, FakeTables
 from tests.unit.test_email_store import (
     ALICE,
+    ALICE_CONNECTION,
     BOB,
     BOB_CONNECTION,
     TENANT,
     _message,
+    _participants,
     _recipient,
     _save,
 )
@@ -114,3 +117,56 @@ def test_later_copy_saved_again_does_not_take_the_email_over(store: EmailStore, 
     assert after is not None
     assert after["subject"] == "Renewal"
     assert {subject for subject, _ in _listed(tables)} == {"Renewal"}
+
+
+def _holder(store: EmailStore, user: str) -> dict[str, Any] | None:
+    return next((h for h in store.holders(TENANT, KEY) if h["userId"] == user), None)
+
+
+def _shown_to(store: EmailStore, user: str) -> dict[str, Any]:
+    row = store.get_email(TENANT, KEY)
+    assert row is not None
+    return email_json(row, _holder(store, user))
+
+
+@pytest.mark.parametrize("sender_first", [False, True])
+def test_bcc_of_the_senders_copy_is_shown_to_the_sender_alone(store: EmailStore, sender_first):
+    """The sender's Bcc list, and a company only it reaches, stay out of other holders' view."""
+    # GIVEN Alice's Sent Items copy with a rival in Bcc, and Bob's inbox copy without it
+    sent = _message("a-1", bccRecipients=[_recipient("spy@rival.example", "Spy")])
+    saves = [
+        lambda: _save(store, _message("b-7"), user=BOB, connection=BOB_CONNECTION),
+        lambda: store.save(
+            tenant_id=TENANT,
+            user_id=ALICE,
+            connection=ALICE_CONNECTION,
+            message=sent,
+            participants=_participants("jane@customer.example", "spy@rival.example"),
+            company_ids=frozenset({"acme", "rival"}),
+            bcc_company_ids=frozenset({"rival"}),
+        ),
+    ]
+
+    # WHEN both copies are saved, in either order
+    for save in reversed(saves) if sender_first else saves:
+        save()
+
+    # THEN Bob sees neither the Bcc list nor the rival; Alice sees both
+    bob, alice = _shown_to(store, BOB), _shown_to(store, ALICE)
+    assert bob["recipients"]["bcc"] == []
+    assert bob["companyIds"] == ["acme"]
+    assert alice["recipients"]["bcc"] == [{"name": "Spy", "address": "spy@rival.example"}]
+    assert alice["companyIds"] == ["acme", "rival"]
+    assert bob["recipients"]["to"] == alice["recipients"]["to"]
+
+
+def test_email_without_a_holder_row_shows_no_bcc(store: EmailStore):
+    """A reader who holds no copy (an owner of its company) sees no Bcc list."""
+    # GIVEN the sender's copy with a Bcc recipient
+    _save(store, _message("a-1", bccRecipients=[_recipient("spy@rival.example")]))
+
+    # WHEN someone without a copy reads it
+    shown = _shown_to(store, "someone-else")
+
+    # THEN the Bcc list is empty
+    assert shown["recipients"]["bcc"] == []
