@@ -67,8 +67,11 @@ def email_json(row: Entity, holder: Entity | None = None) -> dict[str, Any]:
     mine = holder or {}
     recipients = json.loads(row.get("recipients") or "{}")
     recipients["bcc"] = json.loads(mine.get("bcc") or "[]")
-    shown = row.get("openCompanyIds") or row.get("companyIds") or "[]"
-    companies = set(json.loads(shown)) | set(json.loads(mine.get("bccCompanyIds") or "[]"))
+    every = set(json.loads(row.get("companyIds") or "[]"))
+    open_text = row.get("openCompanyIds")
+    shown = every if open_text is None else set(json.loads(open_text))
+    # A company dropped from the email since stays in holder rows; the email row decides.
+    companies = (shown | set(json.loads(mine.get("bccCompanyIds") or "[]"))) & every
     return {
         "id": row["RowKey"],
         "internetMessageId": row.get("internetMessageId", ""),

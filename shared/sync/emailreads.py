@@ -130,8 +130,11 @@ class EmailReads(EmailRows):
         companies = self._company_ids(row)
         if row is None or company_id not in companies:
             return
-        changed = {k: v for k, v in row.items() if k not in ("companyIdsBlob", ETAG)}
+        shown = self._open_company_ids(row)
+        dropped = ("companyIds" + BLOB_SUFFIX, "openCompanyIds" + BLOB_SUFFIX, ETAG)
+        changed = {k: v for k, v in row.items() if k not in dropped}
         changed["companyIds"] = json.dumps(sorted(companies - {company_id}))
+        changed["openCompanyIds"] = json.dumps(sorted(shown - {company_id}))
         self._tables.update(EMAILS, self._overflow(tenant_id, key, changed), etag=row[ETAG])
 
     def get_email(self, tenant_id: str, key: str) -> Entity | None:

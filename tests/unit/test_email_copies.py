@@ -170,3 +170,45 @@ def test_email_without_a_holder_row_shows_no_bcc(store: EmailStore):
 
     # THEN the Bcc list is empty
     assert shown["recipients"]["bcc"] == []
+
+
+def test_sender_only_copy_with_bcc_customer_shows_no_company_to_others(store: EmailStore):
+    """With only the sender's copy stored, a reader without a copy sees no Bcc company."""
+    # GIVEN Alice's copy whose only company is reached through Bcc
+    store.save(
+        tenant_id=TENANT,
+        user_id=ALICE,
+        connection=ALICE_CONNECTION,
+        message=_message("a-1", bccRecipients=[_recipient("jane@customer.example")]),
+        participants=_participants("jane@customer.example"),
+        company_ids=frozenset({"acme"}),
+        bcc_company_ids=frozenset({"acme"}),
+    )
+
+    # WHEN Alice and someone else read it
+    # THEN only Alice is shown the company
+    assert _shown_to(store, ALICE)["companyIds"] == ["acme"]
+    assert _shown_to(store, "someone-else")["companyIds"] == []
+
+
+def test_forgotten_company_leaves_every_readers_view(store: EmailStore):
+    """A deleted company is dropped from what every reader is shown, Bcc view included."""
+    # GIVEN Alice's sent copy reaching a rival only through Bcc, and Bob's copy
+    store.save(
+        tenant_id=TENANT,
+        user_id=ALICE,
+        connection=ALICE_CONNECTION,
+        message=_message("a-1", bccRecipients=[_recipient("spy@rival.example")]),
+        participants=_participants("jane@customer.example", "spy@rival.example"),
+        company_ids=frozenset({"acme", "rival"}),
+        bcc_company_ids=frozenset({"rival"}),
+    )
+    _save(store, _message("b-7"), user=BOB, connection=BOB_CONNECTION)
+
+    # WHEN both companies are deleted, one after the other
+    store.forget_company(TENANT, "rival")
+    store.forget_company(TENANT, "acme")
+
+    # THEN no reader is shown either
+    assert _shown_to(store, ALICE)["companyIds"] == []
+    assert _shown_to(store, BOB)["companyIds"] == []
