@@ -60,6 +60,8 @@ _GRAPH_FIELDS = _SENDER_FIELDS + _RECIPIENT_FIELDS
 _SENDER_HEADERS = frozenset({"from", "sender", "resent-from", "resent-sender"})
 _RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"})
 _PARTICIPANT_HEADERS = _SENDER_HEADERS | _RECIPIENT_HEADERS
+_OPEN_RECIPIENT_FIELDS = ("toRecipients", "ccRecipients")
+_OPEN_RECIPIENT_HEADERS = frozenset({"to", "cc", "resent-to", "resent-cc"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +203,13 @@ def message_recipients(message: Mapping[str, Any]) -> list[Address]:
     """Return who received a Graph message: To, Cc and Bcc (and their raw and Resent- headers)."""
     graph = _graph_addresses(message, _RECIPIENT_FIELDS)
     return _unique([*graph, *_header_addresses(message, _RECIPIENT_HEADERS)])
+
+
+def message_open_participants(message: Mapping[str, Any]) -> list[Address]:
+    """Return who every copy of a Graph message names: senders, To and Cc, but not Bcc."""
+    graph = _graph_addresses(message, _OPEN_RECIPIENT_FIELDS)
+    headers = _header_addresses(message, _OPEN_RECIPIENT_HEADERS)
+    return _unique([*message_senders(message), *graph, *headers])
 
 
 def _domain_or_none(value: str) -> str | None:

@@ -130,7 +130,9 @@ class ReadService:
         """
         view = self._permissions.view_for(caller)
         row = self.readable_email(caller, view, email_id)
-        document = email_json(row)
+        holders = self._emails.holders(caller.tenant_id, str(row["RowKey"]))
+        mine = next((h for h in holders if h.get("userId") == caller.user_id), None)
+        document = email_json(row, mine)
         if view.portfolio is Portfolio.OWNED:
             owned = set(self._directory.owned_company_ids(caller.tenant_id, caller.user_id))
             document["companyIds"] = [c for c in document["companyIds"] if c in owned]

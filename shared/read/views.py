@@ -58,18 +58,30 @@ def email_summary_json(row: Entity) -> dict[str, Any]:
     }
 
 
-def email_json(row: Entity) -> dict[str, Any]:
-    """Return a stored email row (its moved fields read back) with its body."""
+def email_json(row: Entity, holder: Entity | None = None) -> dict[str, Any]:
+    """Return a stored email row (its moved fields read back) with its body.
+
+    Bcc recipients, and the companies only they reach, are shown only from ``holder``: the
+    caller's own holder row, whose copy (the sender's) carried them.
+    """
+    mine = holder or {}
+    recipients = json.loads(row.get("recipients") or "{}")
+    recipients["bcc"] = json.loads(mine.get("bcc") or "[]")
+    every = set(json.loads(row.get("companyIds") or "[]"))
+    open_text = row.get("openCompanyIds")
+    shown = every if open_text is None else set(json.loads(open_text))
+    # A company dropped from the email since stays in holder rows; the email row decides.
+    companies = (shown | set(json.loads(mine.get("bccCompanyIds") or "[]"))) & every
     return {
         "id": row["RowKey"],
         "internetMessageId": row.get("internetMessageId", ""),
         "conversationId": row.get("conversationId", ""),
         "subject": row.get("subject", ""),
         "from": json.loads(row.get("from") or "{}"),
-        "recipients": json.loads(row.get("recipients") or "{}"),
+        "recipients": recipients,
         "sentDateTime": row.get("sentDateTime", ""),
         "receivedDateTime": row.get("receivedDateTime", ""),
         "hasAttachments": bool(row.get("hasAttachments")),
         "body": {"contentType": row.get("bodyType", "text"), "content": row.get("body", "")},
-        "companyIds": json.loads(row.get("companyIds") or "[]"),
+        "companyIds": sorted(companies),
     }

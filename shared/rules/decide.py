@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.matching.addresses import message_roles
+from shared.matching.addresses import message_open_participants, message_roles
 from shared.matching.companies import DROP_INTERNAL, KEEP_CUSTOMER, classify
 from shared.rules.engine import MessageFacts
 from shared.rules.model import KEEP_INTERNAL_THREAD
@@ -43,6 +43,8 @@ class Outcome:
     company_ids: frozenset[str]
     participants: tuple[Address, ...]
     rule: Rule | None = None
+    bcc_company_ids: frozenset[str] = frozenset()
+    """The companies only a Bcc recipient of this copy reaches, which other copies do not show."""
 
 
 def decide(
@@ -75,7 +77,11 @@ def decide(
     verdict = rules.check(MessageFacts.of(message, roles))
     if verdict.blocked:
         return Outcome(False, str(verdict.reason), frozenset(), participants, verdict.rule)
-    return Outcome(True, reason, companies, participants)
+    hidden = frozenset[str]()
+    if reason == KEEP_CUSTOMER:
+        shown = classify(message_open_participants(message), index).company_ids
+        hidden = companies - shown
+    return Outcome(True, reason, companies, participants, bcc_company_ids=hidden)
 
 
 def answered_ids(message: Mapping[str, Any]) -> list[str]:

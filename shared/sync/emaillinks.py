@@ -6,6 +6,14 @@ user holds the email, the email itself with its index rows and blobs. Removals g
 order, the email before the links that lead to it, so repeating an interrupted one finishes it;
 a purge's release deletes the mailbox item, which the purge walks, last of all.
 
+Another mailbox may save the same email while a removal runs. The removal reads the email row's
+ETag before the holders and deletes the row only if that ETag still holds; a saver writes its
+holder row before the email row, so either the removal sees the new holder or its delete fails,
+and the email then stays, indexed again. A row created again after its removal names new blobs.
+
+Known limitations: a removal interrupted after the email row went and before its blobs did
+leaves those blobs behind, unreferenced; repeating it does not find them.
+
 Deleting an email in the product writes its tombstones first, one for the email and one for each
 holder's mailbox item, so no later sync stores it again.
 """
@@ -18,6 +26,9 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from shared.adapters.tablelimits import table_key
+from shared.adapters.tables import ETAG
+from shared.errors import ConflictError, TransientError
+from shared.sync.emailmerge import SAVE_ATTEMPTS
 from shared.sync.emailrows import (
     BLOB_SUFFIX,
     EMAILS,
@@ -32,6 +43,7 @@ from shared.sync.emailrows import (
     email_partition,
     inbox_partition,
     index_row_key,
+    summary_row,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +83,8 @@ class EmailLinks(EmailRows):
                 "deletedAt": now,
             }
             self._tables.upsert(TOMBSTONES, item)
-        self._delete_email(tenant_id, key)
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
+        self._remove_emails(tenant_id, [row] if row else [], remover=None)
         for holder in holders:
             self._tables.delete(ITEMS, str(holder["connection"]), table_key(str(holder["itemId"])))
             self._tables.delete(HOLDERS, email_partition(tenant_id, key), str(holder["RowKey"]))
@@ -108,40 +121,52 @@ class EmailLinks(EmailRows):
         """
         counts: Counter[str] = Counter()
         items = self.mailbox_items(connection, size=size)
-        doomed: list[str] = []
-        holder_keys: list[tuple[str, str]] = []
+        shared: dict[str, bool] = {}
+        doomed: list[Entity] = []
         for key in dict.fromkeys(str(item["emailKey"]) for item in items):
-            holders = self.holders(tenant_id, key)
+            row, holders = self._claim(tenant_id, key)
             if not any(h.get("userId") == user_id for h in holders):
                 # Another item of this mailbox (the same email in a second folder) released
                 # it in an earlier batch: only this item row is left to delete, and no count.
                 continue
-            others = [h for h in holders if h.get("userId") != user_id]
-            if not others:
-                doomed.append(key)
-            holder_keys.append((email_partition(tenant_id, key), table_key(key, user_id)))
-            counts[str(Release.KEPT_SHARED if others else Release.REMOVED)] += 1
+            shared[key] = any(h.get("userId") != user_id for h in holders)
+            if row is not None and not shared[key]:
+                doomed.append(row)
         # The same order as one item's release, a step at a time for the whole batch: the
         # emails no one else holds, then this user's holder rows, then the item rows last.
-        self._delete_emails(tenant_id, doomed)
+        kept = self._remove_emails(tenant_id, doomed, remover=user_id)
+        holder_keys = [(email_partition(tenant_id, k), table_key(k, user_id)) for k in shared]
         self._tables.delete_batch(HOLDERS, holder_keys)
         self._tables.delete_batch(ITEMS, [(connection, str(item["RowKey"])) for item in items])
+        for key, others in shared.items():
+            counts[str(Release.KEPT_SHARED if others or key in kept else Release.REMOVED)] += 1
         return dict(counts), bool(items)
+
+    def _claim(self, tenant_id: str, key: str) -> tuple[Entity | None, list[Entity]]:
+        """Read an email row, then its holders, for a removal that is conditional on the row.
+
+        NOTE: the row (and so its ETag) must be read before the holders. A saver writes its
+        holder row before it writes the email row, so a holder this query misses changes the
+        ETag afterwards and the removal's conditional delete of the email fails.
+        """
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
+        return row, self.holders(tenant_id, key)
 
     def _release(self, tenant_id: str, user_id: str, connection: str, item: Entity) -> Release:
         """Take one mailbox item out of the product.
 
-        The email goes when no other user holds it; otherwise only this holder goes. The item
-        row, which a purge walks, is deleted last, so a purge killed anywhere in between finds
-        the item again and finishes it.
+        The email goes when no other user holds it, and no one saved it meanwhile; otherwise
+        only this holder goes. The item row, which a purge walks, is deleted last, so a purge
+        killed anywhere in between finds the item again and finishes it.
         """
         key = str(item["emailKey"])
-        others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
-        if not others:
-            self._delete_email(tenant_id, key)
+        row, holders = self._claim(tenant_id, key)
+        shared = any(h.get("userId") != user_id for h in holders)
+        if row is not None and not shared:
+            shared = key in self._remove_emails(tenant_id, [row], remover=user_id)
         self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
         self._tables.delete(ITEMS, connection, str(item["RowKey"]))
-        return Release.KEPT_SHARED if others else Release.REMOVED
+        return Release.KEPT_SHARED if shared else Release.REMOVED
 
     def item(self, connection: str, item_id: str) -> Entity | None:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""
@@ -194,49 +219,82 @@ class EmailLinks(EmailRows):
             self._tables.query(HOLDERS, where, {"pk": email_partition(tenant_id, key), "key": key})
         )
 
-    def _delete_emails(self, tenant_id: str, keys: Sequence[str]) -> None:
-        """Delete many emails as :meth:`_delete_email` does one, in batched transactions.
+    def _remove_emails(
+        self, tenant_id: str, rows: Sequence[Entity], *, remover: str | None
+    ) -> set[str]:
+        """Delete emails with their index rows and blobs; return the keys of those kept.
 
-        Index rows of every email go first, then their blobs, then the email rows, so an
-        interruption leaves each email either whole or without its index, never the reverse.
+        The index rows of every email go first, in batched transactions, then each email row,
+        then the blobs of the rows that went, so an interruption leaves an email either whole
+        or without its index, never the reverse. With a ``remover`` (the user whose copy goes),
+        each email row goes only if unchanged since it was read (see :meth:`_delete_row`).
         """
-        rows = [
-            row
-            for key in dict.fromkeys(keys)
-            if (row := self._tables.get(EMAILS, email_partition(tenant_id, key), key))
-        ]
-        index: list[tuple[str, str]] = []
-        inbox: list[tuple[str, str]] = []
-        for row in rows:
-            key = str(row["RowKey"])
-            index_key = index_row_key(str(row["sortTime"]), key)
-            index.extend(
-                (table_key(tenant_id, company_id), index_key)
-                for company_id in self._company_ids(row)
-            )
-            inbox.append((inbox_partition(tenant_id, key), index_key))
-        self._tables.delete_batch(INDEX, index)
-        self._tables.delete_batch(INBOX, inbox)
-        for row in rows:
-            for name in OVERFLOW_FIELDS:
-                blob_name = row.get(name + BLOB_SUFFIX)
-                if blob_name:
-                    self._blobs.delete(str(blob_name))
-        emails = [(email_partition(tenant_id, str(r["RowKey"])), str(r["RowKey"])) for r in rows]
-        self._tables.delete_batch(EMAILS, emails)
+        entries = [entry for row in rows for entry in self._index_entries(tenant_id, row)]
+        for table in (INDEX, INBOX):
+            self._tables.delete_batch(table, [(pk, rk) for t, pk, rk in entries if t == table])
+        kept = {str(row["RowKey"]) for row in rows if not self._delete_row(tenant_id, row, remover)}
+        for key in kept:
+            self._reindex(tenant_id, key)
+        return kept
 
-    def _delete_email(self, tenant_id: str, key: str) -> None:
-        """Delete an email row, its company index rows and its blobs; the row goes last."""
-        partition = email_partition(tenant_id, key)
-        row = self._tables.get(EMAILS, partition, key)
+    def _delete_row(self, tenant_id: str, row: Entity, remover: str | None) -> bool:
+        """Delete an email row and then its blobs; return False when the email stays.
+
+        A saver writes its holder row before the email row, so a changed ETag may mean someone
+        now holds the email: the holders are read again and the email stays when another user
+        holds it. A change by no new holder (a company dropped, say) is only retried.
+
+        Raises:
+            TransientError: when the row kept changing under every attempt to delete it.
+        """
+        key = str(row["RowKey"])
+        current: Entity | None = row
+        for _ in range(SAVE_ATTEMPTS):
+            if current is None:
+                return True
+            etag = str(current[ETAG]) if remover else None
+            try:
+                self._tables.delete(EMAILS, email_partition(tenant_id, key), key, etag=etag)
+            except ConflictError:
+                current, holders = self._claim(tenant_id, key)
+                if any(h.get("userId") != remover for h in holders):
+                    return False
+                self._delete_index(tenant_id, current)
+                continue
+            self._delete_blobs(current)
+            return True
+        self._reindex(tenant_id, key)
+        msg = f"email {key} changed under every attempt to remove it"
+        raise TransientError(msg)
+
+    def _delete_index(self, tenant_id: str, row: Entity | None) -> None:
+        """Delete the index rows of an email row, if there is one."""
+        for table, partition, index_key in self._index_entries(tenant_id, row) if row else []:
+            self._tables.delete(table, partition, index_key)
+
+    def _index_entries(self, tenant_id: str, row: Entity) -> list[tuple[str, str, str]]:
+        """Return (table, partition, row key) of an email row's company and inbox index rows."""
+        key = str(row["RowKey"])
+        index_key = index_row_key(str(row["sortTime"]), key)
+        entries = [
+            (INDEX, table_key(tenant_id, company_id), index_key)
+            for company_id in sorted(self._company_ids(row))
+        ]
+        entries.append((INBOX, inbox_partition(tenant_id, key), index_key))
+        return entries
+
+    def _reindex(self, tenant_id: str, key: str) -> None:
+        """Write the index rows of an email that stayed, after its removal took them away."""
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
         if row is None:
             return
-        index_key = index_row_key(str(row["sortTime"]), key)
-        for company_id in self._company_ids(row):
-            self._tables.delete(INDEX, table_key(tenant_id, company_id), index_key)
-        self._tables.delete(INBOX, inbox_partition(tenant_id, key), index_key)
+        summary = summary_row(key, row, self._shown(row))
+        for table, partition, index_key in self._index_entries(tenant_id, row):
+            self._tables.upsert(table, {"PartitionKey": partition, "RowKey": index_key, **summary})
+
+    def _delete_blobs(self, row: Entity) -> None:
+        """Delete the blobs an email row's moved fields live in."""
         for name in OVERFLOW_FIELDS:
             blob_name = row.get(name + BLOB_SUFFIX)
             if blob_name:
                 self._blobs.delete(str(blob_name))
-        self._tables.delete(EMAILS, partition, key)

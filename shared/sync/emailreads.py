@@ -46,12 +46,13 @@ class EmailReads(EmailRows):
     def thread_companies(
         self, tenant_id: str, internet_message_ids: Sequence[str]
     ) -> frozenset[str]:
-        """Return the companies of the first stored email among these Message-IDs, else none."""
+        """Return the companies every reader of the first stored of these emails sees, or none."""
         for internet_message_id in internet_message_ids:
             key = email_key(tenant_id, internet_message_id, "", "")
             row = self._tables.get(EMAILS, email_partition(tenant_id, key), key)
             if row is not None:
-                return self._company_ids(row)
+                # Companies only a Bcc recipient reaches are the sender's to know, not a reply's.
+                return self._open_company_ids(row)
         return frozenset()
 
     def company_page(
@@ -129,8 +130,11 @@ class EmailReads(EmailRows):
         companies = self._company_ids(row)
         if row is None or company_id not in companies:
             return
-        changed = {k: v for k, v in row.items() if k not in ("companyIdsBlob", ETAG)}
+        shown = self._open_company_ids(row)
+        dropped = ("companyIds" + BLOB_SUFFIX, "openCompanyIds" + BLOB_SUFFIX, ETAG)
+        changed = {k: v for k, v in row.items() if k not in dropped}
         changed["companyIds"] = json.dumps(sorted(companies - {company_id}))
+        changed["openCompanyIds"] = json.dumps(sorted(shown - {company_id}))
         self._tables.update(EMAILS, self._overflow(tenant_id, key, changed), etag=row[ETAG])
 
     def get_email(self, tenant_id: str, key: str) -> Entity | None:

@@ -6,7 +6,10 @@ Tables:
   (or, for a message without one, of the connection and the immutable id, so those are never
   merged across users). Partitions are the tenant plus the key's first two hex digits, so a
   tenant's sync load spreads over 256 partitions.
-- ``emailholders``: one row per (email, user) holding it, in the email's partition.
+- ``emailholders``: one row per (email, user) holding it, in the email's partition. It keeps
+  what only that user's copy shows: the Bcc list (only the sender's copy has one) and the
+  companies only those Bcc recipients reach. The ``emails`` row keeps no Bcc list, and names
+  the companies every reader is shown (``openCompanyIds``) apart from all it is indexed under.
 - ``mailboxitems``: per connection, immutable message id to email key and folder.
 - ``companyemails``: per (tenant, company), one summary row per email, newest first.
 - ``tenantemails``: the shared inbox, one summary row per email of the tenant, newest first, in
@@ -23,6 +26,11 @@ then the email key), so a merged page of several partitions continues after one 
 A string too large for a table property (the body, a huge recipient list) moves to Blob Storage
 and the row records the blob's name instead, so bodies of any size are stored whole
 (:class:`EmailRows` moves them and reads them back).
+
+Known limitations: an email stored before Bcc lists moved to the holder rows still counts the
+companies of its Bcc recipients among those every reader is shown; a user holding one email in
+two folders keeps the Bcc list of the copy saved last; an email is listed under a company only
+a Bcc recipient reaches, to everyone who may read that company's list.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ OVERFLOW_FIELDS = (
     "conversationId",
     "internetMessageId",
     "companyIds",
+    "openCompanyIds",
 )
 """Every string of an email row that outside input can make large; each may move to a blob."""
 SUMMARY_ADDRESS_CHARS = 320
@@ -117,6 +126,29 @@ class EmailRows:
             text = self._blobs.get_text(str(blob_name))
         return frozenset(json.loads(text or "[]"))
 
+    def _open_company_ids(self, row: Entity | None) -> frozenset[str]:
+        """Return the companies every reader of an email row is shown (not reached by Bcc)."""
+        if row is None:
+            return frozenset()
+        text = self._field(row, "openCompanyIds")
+        return frozenset(json.loads(text)) if text else self._company_ids(row)
+
+    def _field(self, row: Entity, name: str) -> str:
+        """Return a string field of an email row, read from its blob if it moved."""
+        value = row.get(name)
+        blob_name = row.get(name + BLOB_SUFFIX)
+        if value is None and blob_name:
+            value = self._blobs.get_text(str(blob_name))
+        return str(value or "")
+
+    def _shown(self, row: Entity) -> dict[str, Any]:
+        """Return what an email's index rows show of it, as :func:`summary_row` reads it."""
+        return {
+            "subject": self._field(row, "subject"),
+            "from": {"emailAddress": json.loads(self._field(row, "from") or "{}")},
+            "bodyPreview": self._field(row, "bodyPreview"),
+        }
+
     def _overflow(self, tenant_id: str, key: str, row: Entity) -> Entity:
         """Move strings that break a table limit into blobs, largest first."""
         for name in OVERFLOW_FIELDS:
@@ -131,7 +163,9 @@ class EmailRows:
         return row
 
     def _to_blob(self, tenant_id: str, key: str, row: Entity, name: str) -> Entity:
-        blob_name = f"{table_key(tenant_id)}/{key}/{name}"
+        generation = row.get("generation")
+        folder = f"{key}/{generation}" if generation else key
+        blob_name = f"{table_key(tenant_id)}/{folder}/{name}"
         content_type = (
             "text/html" if name == "body" and row.get("bodyType") == "html" else "text/plain"
         )
@@ -164,7 +198,7 @@ def email_row(
         "bodyType": str(body.get("contentType", "text")).lower(),
         "body": body.get("content") or "",
         "from": json.dumps(_address(message.get("from"))),
-        "recipients": json.dumps(_recipients(message)),
+        "recipients": json.dumps({**_recipients(message), "bcc": []}),
         "participants": len(participants),
         "sentDateTime": message.get("sentDateTime") or "",
         "receivedDateTime": message.get("receivedDateTime") or "",
@@ -189,6 +223,23 @@ def copy_fingerprint(message: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def holder_bcc(message: Mapping[str, Any]) -> str:
+    """Return the Bcc list of one holder's copy, as stored in its holder row.
+
+    Only the sender's copy carries Bcc, and only its holder may see it, so it lives with the
+    holder, not in the shared email row. A list too long for a table property keeps its
+    addresses without names, and then as many as fit.
+    """
+    bcc = _recipients(message)["bcc"]
+    text = json.dumps(bcc)
+    if string_fits(text):
+        return text
+    bare = [{"name": "", "address": item["address"]} for item in bcc]
+    while bare and not string_fits(text := json.dumps(bare)):
+        bare = bare[: len(bare) * 9 // 10]
+    return text if bare else "[]"
+
+
 def _address(value: Any) -> dict[str, str]:
     email = value.get("emailAddress") if isinstance(value, Mapping) else None
     if not isinstance(email, Mapping):
@@ -205,7 +256,11 @@ def _recipients(message: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
 
 
 def summary_row(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
-    """Return what an email's company and inbox index rows show of it, without their keys."""
+    """Return what an email's company and inbox index rows show of it, without their keys.
+
+    ``message`` gives the subject, sender and preview, in Graph's shape (see
+    :meth:`EmailRows._shown`, which reads them from a stored row).
+    """
     subject = str(message.get("subject") or "")
     return {
         "emailKey": key,

@@ -261,7 +261,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         outcome = decide(item, work.index, work.rules, thread=thread)
         if not outcome.keep:
             return Drop(item_id, internet_id, outcome.reason, outcome.rule)
-        return KeptMessage(item, outcome.participants, outcome.company_ids)
+        return KeptMessage(item, outcome.participants, outcome.company_ids, outcome.bcc_company_ids)
 
     def _save_kept(
         self, connection: Connection, kept: list[KeptMessage], stats: RoundStats

@@ -4,13 +4,16 @@
 :mod:`shared.sync.emailrows` (the tables, keys and rows), :mod:`shared.sync.emailmerge` (one row
 for all copies of an email, none shared with a look-alike), :mod:`shared.sync.emaillinks`
 (holders, mailbox items, tombstones, unlinking and deleting) and :mod:`shared.sync.emailreads`
-(the API's pages and whole emails). This module saves: each kept message of a page becomes the
-email row, its holder row, the mailbox item and the index rows, in that order, and a tombstone
-found after the writes undoes them, so a message deleted in the product never comes back.
+(the API's pages and whole emails). This module saves: each kept message of a page becomes its
+holder row, the email row, the mailbox item and the index rows, in that order, and a tombstone
+found after the writes undoes them, so a message deleted in the product never comes back. The
+holder goes before the email row so that a removal of another holder's copy running at the same
+moment either sees this holder or fails its conditional delete of the email row.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,12 +24,12 @@ from shared.sync.emaillinks import EmailLinks
 from shared.sync.emailmerge import EmailMerging, LookAlikeError
 from shared.sync.emailreads import EmailReads
 from shared.sync.emailrows import (
-    HOLDERS,
     INBOX,
     INDEX,
     ITEMS,
     email_key,
     email_partition,
+    holder_bcc,
     inbox_partition,
     index_row_key,
     summary_row,
@@ -54,11 +57,13 @@ class KeptMessage:
     message: Mapping[str, Any]
     participants: Sequence[Address]
     company_ids: frozenset[str]
+    bcc_company_ids: frozenset[str] = frozenset()
+    """The companies only this copy's Bcc recipients reach: shown to this holder alone."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Staged:
-    """A kept message whose email and holder rows are written; its item and indexes follow."""
+    """A kept message whose holder and email rows are written; its item and indexes follow."""
 
     position: int
     key: str
@@ -81,6 +86,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         message: Mapping[str, Any],
         participants: Sequence[Address],
         company_ids: frozenset[str],
+        bcc_company_ids: frozenset[str] = frozenset(),
     ) -> bool:
         """Store a kept message and link it to its holder and companies; True when new.
 
@@ -91,7 +97,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
             StorageLimitError: when one of its rows cannot be stored.
         """
-        kept = KeptMessage(message, participants, company_ids)
+        kept = KeptMessage(message, participants, company_ids, bcc_company_ids)
         (outcome,) = self.save_page(
             tenant_id=tenant_id, user_id=user_id, connection=connection, kept=[kept]
         )
@@ -107,7 +113,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         The page's item tombstones are read with one query of the connection's partition, its
         mailbox items, all in the connection's partition, go in one transaction, and its company
         and inbox index rows in one transaction per partition they share. The order
-        per message stays the crash-safe one (email, holder, mailbox item, indexes, then the
+        per message stays the crash-safe one (holder, email, mailbox item, indexes, then the
         re-check of the email's tombstone), a step at a time for the whole page, each step on
         :data:`SAVE_WORKERS` threads.
 
@@ -161,7 +167,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         deleted: set[str],
         position: int,
     ) -> _Staged:
-        """Write a kept message's email and holder rows; return its mailbox item to write.
+        """Write a kept message's holder and email rows; return its mailbox item to write.
 
         Raises:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
@@ -176,6 +182,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             if item_id in deleted or self._tombstoned(tenant_id, key):
                 msg = f"email {key} was deleted in the product"
                 raise EmailDeletedError(msg)
+            holder, item = self._links(tenant_id, user_id, connection, key, kept)
             try:
                 existing, row = self._write_email(
                     tenant_id,
@@ -184,11 +191,12 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
                     participants=kept.participants,
                     company_ids=kept.company_ids,
                     copies_only=key != apart,
+                    holder=holder,
+                    hidden=kept.bcc_company_ids,
                 )
             except LookAlikeError:
                 continue
             break
-        item = self._link(tenant_id, user_id, connection, key, message)
         guard_entity(ITEMS, item)
         return _Staged(position, key, item_id, row, message, existing is None, item)
 
@@ -212,7 +220,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             key, row = entry.key, entry.row
             index_key, summary = (
                 index_row_key(str(row["sortTime"]), key),
-                summary_row(key, row, entry.message),
+                summary_row(key, row, self._shown(row)),
             )
             rows = [
                 (INDEX, {"PartitionKey": table_key(tenant_id, company), "RowKey": index_key})
@@ -260,10 +268,15 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         msg = f"email {key} was deleted in the product while it was saved"
         raise EmailDeletedError(msg)
 
-    def _link(
-        self, tenant_id: str, user_id: str, connection: str, key: str, message: Mapping[str, Any]
-    ) -> Entity:
-        """Write the holder row of a kept message; return its mailbox item row, not yet written."""
+    def _links(
+        self, tenant_id: str, user_id: str, connection: str, key: str, kept: KeptMessage
+    ) -> tuple[Entity, Entity]:
+        """Return the holder row and the mailbox item row of a kept message, not yet written.
+
+        The holder row keeps what only this user's copy shows: its Bcc list and the companies
+        only those Bcc recipients reach.
+        """
+        message = kept.message
         item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
@@ -273,9 +286,10 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "connection": connection,
             "itemId": item_id,
             "folderId": folder,
+            "bcc": holder_bcc(message),
+            "bccCompanyIds": json.dumps(sorted(kept.bcc_company_ids)),
         }
-        self._tables.upsert(HOLDERS, holder)
-        return {
+        item = {
             "PartitionKey": connection,
             "RowKey": table_key(item_id),
             "emailKey": key,
@@ -283,3 +297,4 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "userId": user_id,
             "folderId": folder,
         }
+        return holder, item

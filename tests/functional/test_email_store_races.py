@@ -14,7 +14,7 @@ from shared.adapters.blobs import BlobBodyStore
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.matching.addresses import parse_address
-from shared.sync.emailrows import EMAILS, INDEX, email_key, email_partition
+from shared.sync.emailrows import EMAILS, INDEX, ITEMS, email_key, email_partition
 from shared.sync.store import EmailStore
 
 if TYPE_CHECKING:
@@ -99,3 +99,88 @@ def test_two_mailboxes_saving_one_email_at_once_leave_one_row_and_one_index_entr
             assert [r["emailKey"] for r in listed] == [key]
         inbox, _ = emails.inbox_page(tenant, size=10, token=None)
         assert [r["emailKey"] for r in inbox] == [key]
+
+
+def _remove(emails: EmailStore, tenant: str, how: str) -> None:
+    """Take ann's copy away, by unlinking her item or by a purge batch of her mailbox."""
+    if how == "unlink":
+        emails.unlink(tenant_id=tenant, user_id="ann", connection="conn-ann", item_id="item-a")
+    else:
+        emails.release_batch(tenant_id=tenant, user_id="ann", connection="conn-ann", size=10)
+
+
+def _assert_ben_keeps(emails: EmailStore, tables: TableEntityStore, tenant: str, key: str) -> None:
+    """Ben's copy is whole and listed: email, body, holder, item, company and inbox rows."""
+    email = emails.get_email(tenant, key)
+    assert email is not None
+    assert email["body"] == "hello"
+    assert [str(h["userId"]) for h in emails.holders(tenant, key)] == ["ben"]
+    assert tables.get(ITEMS, "conn-ben", table_key("item-b")) is not None
+    listed = list(tables.list_partition(INDEX, table_key(tenant, "acme")))
+    assert [r["emailKey"] for r in listed] == [key]
+    inbox, _ = emails.inbox_page(tenant, size=10, token=None)
+    assert [r["emailKey"] for r in inbox] == [key]
+
+
+@pytest.mark.parametrize("how", ["unlink", "purge"])
+def test_removal_racing_a_save_of_the_same_email_keeps_it_for_the_saver(
+    store: tuple[EmailStore, TableEntityStore], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Ben's save between ann's removal reading the holders and deleting keeps his email."""
+    emails, tables = store
+    # GIVEN ann alone holding an email, and ben's worker saving his copy right after ann's
+    # removal read the holders
+    tenant, message_id = str(uuid.uuid4()), f"<{uuid.uuid4()}@acme.example>"
+    _save_at_once(
+        emails, tenant, [("ann", {"acme"}, _copy(message_id, "item-a", "2024-05-01T10:00:00Z"))]
+    )
+    read = emails.holders
+
+    def holders_then_ben_saves(tenant_id: str, key: str) -> list[Any]:
+        found = read(tenant_id, key)
+        monkeypatch.setattr(emails, "holders", read)
+        ben = ("ben", {"acme"}, _copy(message_id, "item-b", "2024-05-01T10:00:00Z"))
+        _save_at_once(emails, tenant, [ben])
+        return found
+
+    monkeypatch.setattr(emails, "holders", holders_then_ben_saves)
+
+    # WHEN ann's copy is taken away
+    _remove(emails, tenant, how)
+
+    # THEN the email stays for ben, whole and listed
+    _assert_ben_keeps(emails, tables, tenant, email_key(tenant, message_id, "", ""))
+
+
+@pytest.mark.parametrize("how", ["unlink", "purge"])
+def test_removal_and_save_at_once_never_leave_a_holder_without_its_email(
+    store: tuple[EmailStore, TableEntityStore], how: str
+) -> None:
+    """Threads racing ann's removal and ben's save leave ben a whole, listed email every time."""
+    emails, tables = store
+    for _ in range(8):
+        # GIVEN ann alone holding an email
+        tenant, message_id = str(uuid.uuid4()), f"<{uuid.uuid4()}@acme.example>"
+        ann = ("ann", {"acme"}, _copy(message_id, "item-a", "2024-05-01T10:00:00Z"))
+        _save_at_once(emails, tenant, [ann])
+        start = threading.Barrier(2)
+        ben = ("ben", {"acme"}, _copy(message_id, "item-b", "2024-05-01T10:00:00Z"))
+        threads = [
+            threading.Thread(target=_after, args=(start, _remove, emails, tenant, how)),
+            threading.Thread(target=_after, args=(start, _save_at_once, emails, tenant, [ben])),
+        ]
+
+        # WHEN ann's removal and ben's save run at the same moment
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # THEN ben's copy is whole and listed
+        _assert_ben_keeps(emails, tables, tenant, email_key(tenant, message_id, "", ""))
+
+
+def _after(start: threading.Barrier, work: Any, *args: Any) -> None:
+    """Wait for the other thread, then do the work."""
+    start.wait()
+    work(*args)

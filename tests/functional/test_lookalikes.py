@@ -205,3 +205,72 @@ def test_a_reused_message_id_does_not_let_its_holder_delete_a_colleagues_email(
 
     assert deleted.status_code in (403, 404), deleted.status_code
     assert tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(ann)).status_code == 200
+
+
+def _copy_of(original: dict[str, Any], to: str, **changed: Any) -> dict[str, Any]:
+    """Another mailbox's copy of a message: same Message-ID, sender and sent time."""
+    return {**original, "toRecipients": [{"emailAddress": {"name": "", "address": to}}], **changed}
+
+
+def test_a_later_copy_with_the_same_sender_and_date_does_not_rewrite_the_email(
+    tenant: Tenant,
+) -> None:
+    """A sender reusing their own Message-ID and Date cannot change what colleagues stored."""
+    # GIVEN Ann's stored email from a customer, "price is 100"
+    tenant.add_company("Acme", ["acme.example"])
+    ann, bob = tenant.add_user("ann"), tenant.add_user("bob")
+    for upn in (ann, bob):
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    original = mail_from("s@acme.example", ann, "Offer: price is 100")
+    tenant.stack.sim.load_messages(ann, "inbox", [original])
+    tenant.sync()
+    [stored] = tenant.company_emails("Acme")
+
+    # WHEN the sender mails Bob "price is 999" under the same Message-ID, sender and sent time
+    forged = _copy_of(
+        original,
+        bob,
+        subject="Offer: price is 999",
+        bodyPreview="Offer: price is 999",
+        body={"contentType": "text", "content": "We agree on 999."},
+        receivedDateTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    tenant.stack.sim.load_messages(bob, "inbox", [forged])
+    tenant.sync()
+
+    # THEN everyone, the list included, still reads what Ann received
+    [listed] = tenant.company_emails("Acme")
+    for upn in (ann, bob):
+        seen = tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(upn)).json()
+        assert (seen["subject"], seen["body"]["content"]) == (original["subject"],) * 2
+    assert listed["subject"] == "Offer: price is 100"
+
+
+def test_the_senders_bcc_list_is_shown_to_the_sender_alone(tenant: Tenant) -> None:
+    """A colleague in To does not see the sender's Bcc list or the company only it reaches."""
+    # GIVEN Cat's email to a customer and to Dan, with a rival in Bcc; Dan's copy syncs first
+    tenant.add_company("Acme", ["acme.example"])
+    rival = tenant.add_company("Rival", ["rival.example"])
+    cat, dan = tenant.add_user("cat"), tenant.add_user("dan")
+    for upn in (cat, dan):
+        tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    inbox_copy = mail_from(cat, "buyer@acme.example", "quote")
+    inbox_copy["toRecipients"].append({"emailAddress": {"name": "", "address": dan}})
+    bcc = [{"emailAddress": {"name": "", "address": "spy@rival.example"}}]
+    tenant.stack.sim.load_messages(dan, "inbox", [inbox_copy])
+    tenant.sync()
+
+    # WHEN Cat's Sent Items copy, which carries the Bcc list, syncs too
+    tenant.stack.sim.load_messages(cat, "sentitems", [{**inbox_copy, "bccRecipients": bcc}])
+    tenant.sync()
+
+    # THEN Dan sees neither the Bcc list nor the rival; Cat sees both
+    [stored] = tenant.company_emails("Acme")
+    seen = {
+        upn: tenant.stack.call("GET", f"emails/{stored['id']}", tenant.token(upn)).json()
+        for upn in (cat, dan)
+    }
+    assert seen[dan]["recipients"]["bcc"] == []
+    assert rival not in seen[dan]["companyIds"]
+    assert seen[cat]["recipients"]["bcc"] == [{"name": "", "address": "spy@rival.example"}]
+    assert rival in seen[cat]["companyIds"]

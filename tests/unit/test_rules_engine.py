@@ -378,3 +378,60 @@ def test_indexed_check_finds_the_same_first_rule_as_checking_every_rule():
         # THEN the indexed check reports the first rule that a full check finds
         expected = everything[0].rule_id if everything else None
         assert (verdict.rule.rule_id if verdict.rule else None) == expected
+
+
+RIVAL_INDEX = CompanyIndex.build(
+    [
+        CompanyMatchData("acme", domains=("acme.example",)),
+        CompanyMatchData("rival", domains=("rival.example",)),
+    ],
+    [OWN],
+)
+
+
+def _bcc(*addresses: str) -> list[dict[str, Any]]:
+    return [{"emailAddress": {"name": "", "address": a}} for a in addresses]
+
+
+def test_decide_names_the_companies_only_bcc_reaches():
+    """A company reached only through Bcc is kept but named as hidden from other copies."""
+    # GIVEN the sender's copy of a customer email with a rival address in Bcc
+    sent = mail(
+        sender=f"ann@{OWN}", to=("buyer@acme.example",), bccRecipients=_bcc("s@rival.example")
+    )
+
+    # WHEN it is decided
+    outcome = decide(sent, RIVAL_INDEX, compiled())
+
+    # THEN it is kept for both companies, the rival one only through Bcc
+    assert (outcome.keep, outcome.company_ids) == (True, {"acme", "rival"})
+    assert outcome.bcc_company_ids == {"rival"}
+
+
+def test_decide_a_company_also_in_to_is_not_hidden():
+    """A company that To or Cc reaches too is shown to everyone, whatever Bcc holds."""
+    # GIVEN a copy naming the rival company in Cc and in Bcc
+    sent = mail(
+        sender=f"ann@{OWN}",
+        to=("buyer@acme.example",),
+        ccRecipients=_bcc("boss@rival.example"),
+        bccRecipients=_bcc("s@rival.example"),
+    )
+
+    # WHEN it is decided
+    outcome = decide(sent, RIVAL_INDEX, compiled())
+
+    # THEN no company is hidden
+    assert outcome.bcc_company_ids == frozenset()
+
+
+def test_decide_a_customer_only_in_bcc_hides_that_customer():
+    """Internal mail Bcc'ing a customer is kept for it, hidden from the other copies."""
+    # GIVEN an internal email with a customer only in Bcc
+    sent = mail(sender=f"ann@{OWN}", to=(f"bob@{OWN}",), bccRecipients=_bcc("buyer@acme.example"))
+
+    # WHEN it is decided
+    outcome = decide(sent, RIVAL_INDEX, compiled())
+
+    # THEN it is kept, and the customer is only the sender's to see
+    assert (outcome.keep, outcome.bcc_company_ids) == (True, {"acme"})
