@@ -30,6 +30,7 @@ from shared.errors import (
     ReauthRequiredError,
     ThrottledError,
     TransientError,
+    capped_wait,
 )
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class GraphMailClient:
             response = self._send(method, url, headers, body)
             if response.status_code not in RETRY_STATUSES:
                 return _body_or_raise(response)
-            wait = _retry_after(response)
+            wait = retry_after(response)
             if wait is None:
                 wait = _backoff(attempt, self._jitter())
             self.counter.count(throttled=True)
@@ -255,18 +256,22 @@ class GraphMailClient:
         return response
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Return the wait ``Retry-After`` asks for, in seconds or as an HTTP date; None without."""
+def retry_after(response: requests.Response) -> float | None:
+    """Return the wait ``Retry-After`` asks for, in seconds or as an HTTP date; None without.
+
+    The wait is capped at :data:`shared.errors.MAX_RETRY_AFTER_S`: a header of hundreds of
+    digits, or a date centuries ahead, asks for no longer than that.
+    """
     header = response.headers.get("Retry-After", "").strip()
     if header.isascii() and header.isdigit():
-        return float(header)
+        # float() of a very long number is infinite, never an error; the cap bounds it.
+        return capped_wait(float(header))
     try:
         when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
+        wait = (when - datetime.now(UTC)).total_seconds() if when.tzinfo else None
+    except (TypeError, ValueError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return None if wait is None else capped_wait(wait)
 
 
 def _backoff(attempt: int, jitter: float) -> float:

@@ -12,6 +12,7 @@ import requests
 
 from shared.adapters.graph import MAX_ATTEMPTS, MESSAGE_FIELDS, GraphMailClient
 from shared.errors import (
+    MAX_RETRY_AFTER_S,
     DeltaCursorExpiredError,
     GraphRequestError,
     NotFoundError,
@@ -232,6 +233,25 @@ def test_get_429_with_retry_after_as_a_date_waits_until_then():
     assert me == {"id": "me"}
     [wait] = near_sleeps.waits
     assert 1 <= wait <= 3
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["9" * 400, "9" * 5000, "86400000", "Fri, 31 Dec 9999 23:59:59 GMT"],
+    ids=["400 digits", "5000 digits", "1000 days", "year 9999"],
+)
+def test_get_429_with_retry_after_too_long_to_count_is_capped(header):
+    """A Retry-After of any length, or a date centuries off, asks for at most an hour."""
+    # GIVEN a throttled answer asking for a wait a float cannot hold or a queue cannot delay
+    graph, _, sleeps = client(response(429, "", {"Retry-After": header}))
+
+    # WHEN the profile is read THEN ThrottledError carries the capped wait, unslept
+    with pytest.raises(ThrottledError) as caught:
+        graph.get_me(TOKEN)
+
+    assert caught.value.retry_after_s == MAX_RETRY_AFTER_S
+    assert caught.value.delay_s == MAX_RETRY_AFTER_S
+    assert sleeps.waits == []
 
 
 def test_get_unavailable_without_retry_after_backs_off_with_jitter():

@@ -26,6 +26,7 @@ from shared.rules.model import ContentCondition, ParticipantCondition, Rule
 from shared.rules.store import DECISIONS, RuleStore
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, REVOKED, Connection, Folder
 from shared.sync.folderwalk import PageBudget
+from shared.sync.jobs import MAX_REQUEUE_DELAY_S
 from shared.sync.leases import LeaseTable, mailbox_partition
 from shared.sync.mail import CURSORS, DROP_DRAFT, MailJob, MailSyncService
 from shared.sync.store import KeptMessage
@@ -400,6 +401,24 @@ def test_run_throttled_requeues_with_delay_and_no_error():
     assert result is None
     assert world.queue.sent == [SentJob(MAIL_SYNC_QUEUE, JOB, 121)]
     assert world.connections.errors == []
+    assert world.connections.rounds == []
+
+
+@pytest.mark.parametrize("wait", [float("inf"), float("nan"), 1e300, -5.0])
+def test_run_throttled_for_a_wait_past_counting_requeues_within_the_cap(wait):
+    """A wait no integer holds, or a negative one, re-queues the job within 1 s and an hour."""
+    # GIVEN Graph throttling with a wait that is infinite, not a number, huge or negative
+    world = _world()
+    world.graph.links[(INBOX.folder_id, None)] = ThrottledError("429", retry_after_s=wait)
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN the job is re-queued (never raised toward poison) with a delay a queue accepts
+    assert result is None
+    [sent] = world.queue.sent
+    assert (sent.queue, sent.job) == (MAIL_SYNC_QUEUE, JOB)
+    assert 1 <= sent.delay_s <= MAX_REQUEUE_DELAY_S
     assert world.connections.rounds == []
 
 
