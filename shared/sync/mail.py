@@ -58,7 +58,7 @@ from shared.sync.jobs import (
     purged_before,
 )
 from shared.sync.leases import MAIL_SLOTS
-from shared.sync.mailjob import MailJob, RoundStats
+from shared.sync.mailjob import MailJob, RoundStats, continued_folders
 from shared.sync.removals import PendingRemovals, RemovalLedger
 from shared.sync.store import EmailDeletedError, KeptMessage
 
@@ -161,7 +161,10 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         )
         todo = [folder for folder in connection.folders if folder.folder_id not in job.done]
         parts = walk(todo, slots, work.budget, functools.partial(self._sync_folder, work))
-        stats = RoundStats(finished=list(job.done))
+        # A folder the user unselected since the round began is no longer part of it: the
+        # continuation carries only chosen folders, so ``done`` stays within its limit.
+        chosen = {folder.folder_id for folder in connection.folders}
+        stats = RoundStats(finished=[folder for folder in job.done if folder in chosen])
         for folder, (done, part) in zip(todo, parts, strict=True):
             stats.add(part)
             if done:
@@ -172,7 +175,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         return stats
 
     def _continuation(self, job: MailJob, stats: RoundStats) -> MailJob:
-        return replace(job, done=tuple(dict.fromkeys(stats.finished)))
+        return replace(job, done=continued_folders(stats.finished))
 
     def _sync_folder(self, work: _Round, folder: Folder) -> tuple[bool, RoundStats]:
         """Sync one folder; return whether its round ended (not cut by the budget) and counts."""
