@@ -67,11 +67,29 @@ _RANDOM = secrets.SystemRandom()
 
 @dataclass(frozen=True, slots=True)
 class DeltaPage:
-    """One page of a delta round: items and exactly one of the next or delta link."""
+    """One page of a delta round: items and exactly one of the next or delta link.
+
+    ``unreadable`` counts the entries of the page that were not JSON objects, left out of
+    ``items`` so that no caller trips on them.
+    """
 
     items: list[dict[str, Any]]
     next_link: str | None
     delta_link: str | None
+    unreadable: int = 0
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> DeltaPage:
+        """Return the page a delta answer's body holds: only its entries that are objects."""
+        value = body.get("value")
+        entries = value if isinstance(value, list) else []
+        items = [entry for entry in entries if isinstance(entry, dict)]
+        return cls(
+            items=items,
+            next_link=body.get("@odata.nextLink"),
+            delta_link=body.get("@odata.deltaLink"),
+            unreadable=len(entries) - len(items),
+        )
 
 
 @dataclass(slots=True)
@@ -158,11 +176,7 @@ class GraphMailClient:
         url: str | None = resume_url or self._initial_delta_url(folder_id, since)
         while url:
             body = self._get(url, token, prefer_page_size=True)
-            page = DeltaPage(
-                items=list(body.get("value") or []),
-                next_link=body.get("@odata.nextLink"),
-                delta_link=body.get("@odata.deltaLink"),
-            )
+            page = DeltaPage.of(body)
             yield page
             url = page.next_link
 

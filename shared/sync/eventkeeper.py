@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DROP_UNSTORABLE = "unstorable"
+DROP_UNREADABLE = "unreadable"
 DROP_BAD_TIMES = "bad_times"
 DROP_DELETED = "deleted"
 DROP_PURGED = "purged"

@@ -405,3 +405,26 @@ def test_list_mail_folders_walks_children_and_builds_paths():
         f"{BASE}/me/mailFolders/inbox%2Fid/childFolders",
         f"{BASE}/me/mailFolders/cust/childFolders",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "items", "unreadable"),
+    [
+        ([{"id": "m1"}, "text", 5, None, [], {"id": "m2"}], [{"id": "m1"}, {"id": "m2"}], 4),
+        ("not a list", [], 0),
+        ({"id": "m1"}, [], 0),
+        (None, [], 0),
+    ],
+)
+def test_delta_page_keeps_only_entries_that_are_objects(value, items, unreadable):
+    """A delta answer's entries that are not objects are left out of the page and counted."""
+    # GIVEN a delta answer whose value holds entries of other shapes, or is no list at all
+    graph, _, _ = client(ok({"value": value, "@odata.deltaLink": "d"}))
+
+    # WHEN its pages are read
+    [delta] = list(graph.delta_pages(TOKEN, "inbox", resume_url=None, since=None))
+
+    # THEN only the objects are items, and the others are counted
+    assert delta.items == items
+    assert delta.unreadable == unreadable
+    assert delta.delta_link == "d"
