@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from shared.adapters.graph import MAX_ATTEMPTS, MESSAGE_FIELDS, GraphMailClient
+from shared.adapters.graphsend import GraphSendClient
 from shared.errors import (
     MAX_RETRY_AFTER_S,
     DeltaCursorExpiredError,
@@ -428,3 +429,32 @@ def test_delta_page_keeps_only_entries_that_are_objects(value, items, unreadable
     assert delta.items == items
     assert delta.unreadable == unreadable
     assert delta.delta_link == "d"
+
+
+class ScriptedSession:
+    """``requests.Session`` stand-in for writes: every request gets the next scripted answer."""
+
+    def __init__(self, *script: requests.Response) -> None:
+        self.script = list(script)
+
+    def request(self, method: str, url: str, **_: Any) -> requests.Response:
+        return self.script.pop(0)
+
+    def put(self, url: str, **_: Any) -> requests.Response:
+        return self.script.pop(0)
+
+
+@pytest.mark.parametrize(("header", "wait"), [("9" * 400, MAX_RETRY_AFTER_S), ("", 5.0)])
+def test_upload_range_throttled_carries_a_capped_wait(header, wait):
+    """A throttled upload range asks for at most the cap, or the default wait without one."""
+    # GIVEN an upload session that opens, then throttles its first range
+    opened = ok({"uploadUrl": "https://upload.example.net/s1"})
+    graph = GraphMailClient(BASE + "/", session=ScriptedSession(opened))  # type: ignore[arg-type]
+    upload = ScriptedSession(response(429, "", {"Retry-After": header} if header else {}))
+    sender = GraphSendClient(graph, session=upload)  # type: ignore[arg-type]
+
+    # WHEN a file is uploaded THEN ThrottledError carries the capped or default wait
+    with pytest.raises(ThrottledError) as caught:
+        sender.upload_attachment(TOKEN, "m1", "a.pdf", "application/pdf", b"x" * 10)
+
+    assert caught.value.retry_after_s == wait
