@@ -7,6 +7,14 @@ its identifier and never carry mail content, addresses or tokens.
 
 from __future__ import annotations
 
+import math
+
+MAX_RETRY_AFTER_S = 3600
+"""Longest wait a ``Retry-After`` is taken for: a longer one waits this long and asks again.
+
+Storage Queues refuse a visibility delay over 7 days, so honouring any ``Retry-After`` as given
+would fail the send and, five deliveries later, poison the job."""
+
 
 class SyncError(Exception):
     """Base class of every error the product raises on purpose."""
@@ -93,7 +101,12 @@ class ThrottledError(SyncError):
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = capped_wait(retry_after_s)
+
+    @property
+    def delay_s(self) -> int:
+        """The wait in whole seconds, rounded up: at least 1, at most the cap."""
+        return max(1, math.ceil(self.retry_after_s))
 
 
 class TransientError(SyncError):
@@ -127,3 +140,14 @@ class SecretVersionUnavailableError(SecretStoreError):
 
 class SealedValueUnreadableError(SecretStoreError):
     """Raised when a sealed value will never open: its key version is gone, or it is forged."""
+
+
+def capped_wait(seconds: float) -> float:
+    """Return a wait in seconds within 0 and :data:`MAX_RETRY_AFTER_S`.
+
+    A wait too long to count (infinite) or not a number at all is taken as the cap, so no
+    consumer ever turns it into an integer that overflows or a delay a queue refuses.
+    """
+    if math.isnan(seconds):
+        return float(MAX_RETRY_AFTER_S)
+    return min(max(seconds, 0.0), float(MAX_RETRY_AFTER_S))

@@ -30,6 +30,7 @@ from shared.errors import (
     ReauthRequiredError,
     ThrottledError,
     TransientError,
+    capped_wait,
 )
 
 if TYPE_CHECKING:
@@ -66,11 +67,29 @@ _RANDOM = secrets.SystemRandom()
 
 @dataclass(frozen=True, slots=True)
 class DeltaPage:
-    """One page of a delta round: items and exactly one of the next or delta link."""
+    """One page of a delta round: items and exactly one of the next or delta link.
+
+    ``unreadable`` counts the entries of the page that were not JSON objects, left out of
+    ``items`` so that no caller trips on them.
+    """
 
     items: list[dict[str, Any]]
     next_link: str | None
     delta_link: str | None
+    unreadable: int = 0
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> DeltaPage:
+        """Return the page a delta answer's body holds: only its entries that are objects."""
+        value = body.get("value")
+        entries = value if isinstance(value, list) else []
+        items = [entry for entry in entries if isinstance(entry, dict)]
+        return cls(
+            items=items,
+            next_link=body.get("@odata.nextLink"),
+            delta_link=body.get("@odata.deltaLink"),
+            unreadable=len(entries) - len(items),
+        )
 
 
 @dataclass(slots=True)
@@ -157,11 +176,7 @@ class GraphMailClient:
         url: str | None = resume_url or self._initial_delta_url(folder_id, since)
         while url:
             body = self._get(url, token, prefer_page_size=True)
-            page = DeltaPage(
-                items=list(body.get("value") or []),
-                next_link=body.get("@odata.nextLink"),
-                delta_link=body.get("@odata.deltaLink"),
-            )
+            page = DeltaPage.of(body)
             yield page
             url = page.next_link
 
@@ -214,7 +229,7 @@ class GraphMailClient:
             response = self._send(method, url, headers, body)
             if response.status_code not in RETRY_STATUSES:
                 return _body_or_raise(response)
-            wait = _retry_after(response)
+            wait = retry_after(response)
             if wait is None:
                 wait = _backoff(attempt, self._jitter())
             self.counter.count(throttled=True)
@@ -255,18 +270,22 @@ class GraphMailClient:
         return response
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Return the wait ``Retry-After`` asks for, in seconds or as an HTTP date; None without."""
+def retry_after(response: requests.Response) -> float | None:
+    """Return the wait ``Retry-After`` asks for, in seconds or as an HTTP date; None without.
+
+    The wait is capped at :data:`shared.errors.MAX_RETRY_AFTER_S`: a header of hundreds of
+    digits, or a date centuries ahead, asks for no longer than that.
+    """
     header = response.headers.get("Retry-After", "").strip()
     if header.isascii() and header.isdigit():
-        return float(header)
+        # float() of a very long number is infinite, never an error; the cap bounds it.
+        return capped_wait(float(header))
     try:
         when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
+        wait = (when - datetime.now(UTC)).total_seconds() if when.tzinfo else None
+    except (TypeError, ValueError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return None if wait is None else capped_wait(wait)
 
 
 def _backoff(attempt: int, jitter: float) -> float:

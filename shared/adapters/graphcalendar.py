@@ -44,11 +44,7 @@ class GraphCalendarClient:
         prefer = (UTC_ZONE, f"odata.maxpagesize={self._graph.page_size}")
         while url:
             body = self._graph.call("GET", url, token, prefer=prefer)
-            page = DeltaPage(
-                items=list(body.get("value") or []),
-                next_link=body.get("@odata.nextLink"),
-                delta_link=body.get("@odata.deltaLink"),
-            )
+            page = DeltaPage.of(body)
             yield page
             url = page.next_link
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from shared.adapters.graph import TIMEOUT_S
+from shared.adapters.graph import TIMEOUT_S, retry_after
 from shared.errors import GraphRequestError, ThrottledError, TransientError
 
 if TYPE_CHECKING:
@@ -120,8 +120,8 @@ class GraphSendClient:
             msg = "the upload session could not be reached"
             raise TransientError(msg) from error
         if response.status_code in (429, 503, 504):
-            header = response.headers.get("Retry-After", "")
-            wait = float(header) if header.isascii() and header.isdigit() else DEFAULT_RETRY_S
+            wait = retry_after(response)
+            wait = DEFAULT_RETRY_S if wait is None else wait
             msg = f"the upload session answered {response.status_code}"
             raise ThrottledError(msg, retry_after_s=max(wait, 1.0))
         if response.status_code >= 500:

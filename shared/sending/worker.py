@@ -154,7 +154,7 @@ class OutboxWorker:
                 if fresh is not None and fresh.get("state") not in FINAL_STATES:
                     self._advance(tenant_id, fresh, token)
         except ThrottledError as error:
-            delay = max(1, int(error.retry_after_s + 0.999))
+            delay = error.delay_s
             self._queue.send(OUTBOX_QUEUE, outbox_job(tenant_id, item_id), delay_s=delay)
             logger.info("outbox job throttled", extra={"outbox_id": item_id, "delay_s": delay})
         except CancelledError:

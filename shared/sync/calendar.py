@@ -28,7 +28,7 @@ from shared.errors import ConflictError, DeltaCursorExpiredError
 from shared.rules.store import EVENT_RECORDS, DecisionLog, RuleStore
 from shared.sync.calendarjob import CalendarJob, CalendarRound, CalendarStats
 from shared.sync.connections import CALENDAR, Connection
-from shared.sync.eventkeeper import EventKeeper
+from shared.sync.eventkeeper import DROP_UNREADABLE, EventKeeper
 from shared.sync.eventrules import event_rules
 from shared.sync.jobs import ConnectionSyncRunner, CursorTakenError, distinct_items
 
@@ -154,6 +154,8 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         pages = self._graph.delta_pages(work.token, resume_url=work.resume, window=work.window)
         for page in pages:
             work.connection = self._still_connected(work.connection)
+            if page.unreadable:
+                work.stats.dropped[DROP_UNREADABLE] += page.unreadable
             for item in distinct_items(page.items):
                 self._keeper.handle(work, item)
             if page.delta_link:

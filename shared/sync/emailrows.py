@@ -77,11 +77,12 @@ SUMMARY_SUBJECT_CHARS = 512
 _NEVER = 9_999_999_999
 
 
-def email_key(
-    tenant_id: str, internet_message_id: str | None, connection: str, item_id: str
-) -> str:
-    """Return the tenant-wide key of an email: by Message-ID when it has one, else per mailbox."""
-    message_id = (internet_message_id or "").strip()
+def email_key(tenant_id: str, internet_message_id: object, connection: str, item_id: str) -> str:
+    """Return the tenant-wide key of an email: by Message-ID when it has one, else per mailbox.
+
+    A Message-ID that is not a string (Graph JSON of another shape) counts as none.
+    """
+    message_id = text(internet_message_id).strip()
     scope = f"imid\n{tenant_id}\n{message_id}" if message_id else f"item\n{connection}\n{item_id}"
     return hashlib.sha256(scope.encode("utf-8")).hexdigest()
 
@@ -175,6 +176,21 @@ class EmailRows:
         return moved
 
 
+def text(value: object) -> str:
+    """Return a Graph field that should be a string, or ``""`` when it is anything else."""
+    return value if isinstance(value, str) else ""
+
+
+def message_item_id(message: Mapping[str, Any]) -> str:
+    """Return a message's immutable id, or ``""`` when Graph gave none or not a string."""
+    return text(message.get("id"))
+
+
+def internet_message_id(message: Mapping[str, Any]) -> str:
+    """Return a message's ``internetMessageId`` without spaces around, ``""`` when unusable."""
+    return text(message.get("internetMessageId")).strip()
+
+
 def email_row(
     tenant_id: str,
     key: str,
@@ -185,24 +201,29 @@ def email_row(
     sort_time: str,
     fingerprint: str,
 ) -> Entity:
-    """Return the ``emails`` row of a Graph message, before any field moves to a blob."""
-    body = message.get("body") or {}
+    """Return the ``emails`` row of a Graph message, before any field moves to a blob.
+
+    A field of another shape than Graph documents (a number for a string, a string for the
+    body object) is stored as missing, so every property has the type its table expects.
+    """
+    body = message.get("body")
+    body = body if isinstance(body, Mapping) else {}
     return {
         "PartitionKey": email_partition(tenant_id, key),
         "RowKey": key,
         "tenantId": tenant_id,
-        "internetMessageId": (message.get("internetMessageId") or "").strip(),
-        "conversationId": message.get("conversationId") or "",
-        "subject": message.get("subject") or "",
-        "bodyPreview": message.get("bodyPreview") or "",
-        "bodyType": str(body.get("contentType", "text")).lower(),
-        "body": body.get("content") or "",
+        "internetMessageId": internet_message_id(message),
+        "conversationId": text(message.get("conversationId")),
+        "subject": text(message.get("subject")),
+        "bodyPreview": text(message.get("bodyPreview")),
+        "bodyType": (text(body.get("contentType")) or "text").lower(),
+        "body": text(body.get("content")),
         "from": json.dumps(_address(message.get("from"))),
         "recipients": json.dumps({**_recipients(message), "bcc": []}),
         "participants": len(participants),
-        "sentDateTime": message.get("sentDateTime") or "",
-        "receivedDateTime": message.get("receivedDateTime") or "",
-        "hasAttachments": bool(message.get("hasAttachments")),
+        "sentDateTime": text(message.get("sentDateTime")),
+        "receivedDateTime": text(message.get("receivedDateTime")),
+        "hasAttachments": message.get("hasAttachments") is True,
         "companyIds": json.dumps(sorted(companies)),
         "sortTime": sort_time,
         "fingerprint": fingerprint,
@@ -244,15 +265,17 @@ def _address(value: Any) -> dict[str, str]:
     email = value.get("emailAddress") if isinstance(value, Mapping) else None
     if not isinstance(email, Mapping):
         return {}
-    return {"name": str(email.get("name") or ""), "address": str(email.get("address") or "")}
+    return {"name": text(email.get("name")), "address": text(email.get("address"))}
 
 
 def _recipients(message: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
     lists = {"to": "toRecipients", "cc": "ccRecipients", "bcc": "bccRecipients"}
-    return {
-        short: [_address(item) for item in message.get(name) or [] if _address(item)]
-        for short, name in lists.items()
-    }
+    found: dict[str, list[dict[str, str]]] = {}
+    for short, name in lists.items():
+        items = message.get(name)
+        addresses = (_address(item) for item in (items if isinstance(items, list) else []))
+        found[short] = [address for address in addresses if address]
+    return found
 
 
 def summary_row(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
@@ -261,14 +284,14 @@ def summary_row(key: str, row: Entity, message: Mapping[str, Any]) -> Entity:
     ``message`` gives the subject, sender and preview, in Graph's shape (see
     :meth:`EmailRows._shown`, which reads them from a stored row).
     """
-    subject = str(message.get("subject") or "")
+    subject = text(message.get("subject"))
     return {
         "emailKey": key,
         "subject": subject[:SUMMARY_SUBJECT_CHARS],
         "from": json.dumps(
             {k: v[:SUMMARY_ADDRESS_CHARS] for k, v in _address(message.get("from")).items()}
         ),
-        "bodyPreview": str(message.get("bodyPreview") or "")[:255],
+        "bodyPreview": text(message.get("bodyPreview"))[:255],
         "sentDateTime": row["sentDateTime"],
         "receivedDateTime": row["receivedDateTime"],
         "hasAttachments": row["hasAttachments"],

@@ -30,6 +30,10 @@ decision record, as a dropped message does (keyed hashes of its id and ``iCalUId
 or rule, the time), in the user's calendar partition of the decision table; one already stored
 is removed from this calendar.
 
+One event never blocks its calendar: an item without an id, or one whose fields have shapes
+the decision or the record cannot read, is dropped as ``unreadable`` and counted; a field of
+another JSON type than Graph documents is stored as missing.
+
 Known limitations: a series whose master changes outside the window is not reconciled until it
 changes inside it. A rule saved later does not remove events already stored until they change
 or a full round sees them again.
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DROP_UNSTORABLE = "unstorable"
+DROP_UNREADABLE = "unreadable"
 DROP_BAD_TIMES = "bad_times"
 DROP_DELETED = "deleted"
 DROP_PURGED = "purged"
@@ -83,12 +88,16 @@ class EventKeeper:
 
     def handle(self, work: CalendarRound, item: Mapping[str, Any]) -> None:
         """Take one item of a delta page: a removal, a series master, or an event to keep."""
-        item_id = str(item.get("id", ""))
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id:
+            # Nothing can key an item without an id: it is counted, never recorded.
+            work.stats.dropped[DROP_UNREADABLE] += 1
+            return
         if "@removed" in item:
             work.stats.removed_seen += 1
             self._forget(work, item_id, touch_series=True)
             return
-        kind = str(item.get("type") or "singleInstance")
+        kind = _text(item.get("type")) or "singleInstance"
         if kind == "seriesMaster":
             self._events.save_series(work.connection.key, item_id, item)
             if not work.full:
@@ -97,7 +106,7 @@ class EventKeeper:
         work.stats.seen += 1
         master: Entity | None = None
         if kind in OCCURRENCE_KINDS:
-            master_id = str(item.get("seriesMasterId") or "")
+            master_id = _text(item.get("seriesMasterId"))
             master = self._master(work, master_id)
             if not work.full and master_id:
                 work.touched.add(master_id)
@@ -108,6 +117,25 @@ class EventKeeper:
     ) -> str | None:
         """Store an event with what its series adds; return its key, ``None`` once dropped."""
         merged = _with_series(item, master)
+        try:
+            kept = self._kept(work, item, kind, master, merged)
+        # NOTE: one event must never block its calendar: a field of a shape the decision or
+        # the record does not expect drops that event alone (storage errors are SyncErrors).
+        except (TypeError, ValueError, AttributeError, KeyError):
+            logger.warning("event not readable, dropped", extra={"user": work.connection.user_id})
+            self._drop(work, merged, DROP_UNREADABLE, forget=False)
+            return None
+        return None if kept is None else self._save(work, merged, kept)
+
+    def _kept(
+        self,
+        work: CalendarRound,
+        item: Mapping[str, Any],
+        kind: str,
+        master: Entity | None,
+        merged: dict[str, Any],
+    ) -> KeptEvent | None:
+        """Return the event to store, or ``None`` once it was dropped (and recorded)."""
         companies = self._admit(work, merged)
         if companies is None:
             return None
@@ -117,21 +145,23 @@ class EventKeeper:
         except ValidationError:
             self._drop(work, merged, DROP_BAD_TIMES, forget=False)
             return None
-        kept = KeptEvent(
+        attendees = merged.get("attendees")
+        attendees = attendees if isinstance(attendees, list) else []
+        location = merged.get("location")
+        return KeptEvent(
             item_id=str(item["id"]),
             series_uid=str((master or {}).get("iCalUId") or merged.get("iCalUId") or ""),
             anchor=anchor,
             kind=kind,
             times=times,
-            subject=str(merged.get("subject") or ""),
+            subject=_text(merged.get("subject")),
             organizer=_address(merged.get("organizer")),
-            attendees=[_address(a) for a in merged.get("attendees") or [] if _address(a)],
-            cancelled=bool(merged.get("isCancelled")),
+            attendees=[_address(a) for a in attendees if _address(a)],
+            cancelled=merged.get("isCancelled") is True,
             company_ids=companies,
-            series_master_id=str(item.get("seriesMasterId") or ""),
-            location=str((merged.get("location") or {}).get("displayName") or ""),
+            series_master_id=_text(item.get("seriesMasterId")),
+            location=_text(location.get("displayName")) if isinstance(location, dict) else "",
         )
-        return self._save(work, merged, kept)
 
     def record_drops(self, work: CalendarRound) -> None:
         """Write the decision records of the events dropped since the last page."""
@@ -293,11 +323,15 @@ def _with_series(item: Mapping[str, Any], master: Entity | None) -> dict[str, An
     return merged
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _address(value: Any) -> dict[str, str]:
     email = value.get("emailAddress") if isinstance(value, dict) else None
     if not isinstance(email, dict):
         return {}
-    return {"name": str(email.get("name") or ""), "address": str(email.get("address") or "")}
+    return {"name": _text(email.get("name")), "address": _text(email.get("address"))}
 
 
 def _json_list(text: Any) -> list[Any]:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from shared.errors import (
+    MAX_RETRY_AFTER_S,
     AccessTokenRejectedError,
     DeltaCursorExpiredError,
     InvalidJobError,
@@ -54,11 +55,8 @@ INDEX_TTL_S = 60.0
 DEFAULT_BACKFILL_DAYS = 360
 RESET_BACKOFF_S = 300
 RESET_BACKOFF_CODE = "delta_reset_backoff"
-MAX_REQUEUE_DELAY_S = 3600
-"""Longest a job is put off: a longer ``Retry-After`` waits this long and asks Graph again.
-
-Storage Queues refuse a visibility delay over 7 days, so honouring any ``Retry-After`` as given
-would fail the send and, five deliveries later, poison the job."""
+MAX_REQUEUE_DELAY_S = MAX_RETRY_AFTER_S
+"""Longest a job is put off: a longer ``Retry-After`` waits this long and asks Graph again."""
 _ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
@@ -212,7 +210,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
             )
             return None
         except ThrottledError as error:
-            self._requeue(job, int(error.retry_after_s) + 1, "throttled")
+            self._requeue(job, error.delay_s + 1, "throttled")
             return None
         except DeltaCursorExpiredError:
             self._connections.record_error(connection, RESET_BACKOFF_CODE)
@@ -275,7 +273,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         )
 
     def _requeue(self, job: JobT, delay_s: int, reason: str) -> None:
-        delay_s = min(delay_s, MAX_REQUEUE_DELAY_S)
+        delay_s = min(max(delay_s, 0), MAX_REQUEUE_DELAY_S)
         self._queue.send(self.queue_name, job.as_message(), delay_s=delay_s)
         logger.info(
             "sync job re-queued",

@@ -22,6 +22,11 @@ company match, the tenant's switches and the tenant's and user's blocking rules,
 per job. A dropped message leaves only a decision record (keyed hashes of its ids, the reason
 code or rule id, the time; see :mod:`shared.rules.store`).
 
+One message never blocks its mailbox: an entry of a page without an id, or one whose fields
+have shapes the decision cannot read, is dropped as ``unreadable``, and one the store cannot
+hold as ``unstorable``; both are counted, the rest of the page is stored and the cursor moves on.
+An entry without an id has no decision record, since there is nothing to key it by.
+
 A message deleted in the product (power tools) carries a tombstone and is dropped as
 ``deleted``; after a purge of the mailbox, messages received before it are dropped as
 ``purged`` (and the first round of a reset folder starts there), so neither comes back through a
@@ -48,6 +53,7 @@ from shared.rules.engine import CompiledRules
 from shared.rules.store import DecisionLog, Drop, RuleStore
 from shared.sync.connections import MAIL, Connection, Folder
 from shared.sync.defaultfolders import look_up_default_folders
+from shared.sync.emailrows import internet_message_id, message_item_id
 from shared.sync.folderwalk import PageBudget, prefetched, walk
 from shared.sync.jobs import (
     DEFAULT_BACKFILL_DAYS,
@@ -61,7 +67,7 @@ from shared.sync.jobs import (
     purged_before,
 )
 from shared.sync.leases import MAIL_SLOTS
-from shared.sync.mailjob import MailJob, RoundStats
+from shared.sync.mailjob import MailJob, RoundStats, continued_folders
 from shared.sync.removals import PendingRemovals, RemovalLedger
 from shared.sync.store import EmailDeletedError, KeptMessage
 
@@ -81,6 +87,8 @@ __all__ = [
     "CURSORS",
     "DEFAULT_BACKFILL_DAYS",
     "DROP_DRAFT",
+    "DROP_UNREADABLE",
+    "DROP_UNSTORABLE",
     "INDEX_TTL_S",
     "RESET_BACKOFF_CODE",
     "RESET_BACKOFF_S",
@@ -96,6 +104,7 @@ CURSORS = "cursors"
 PAGE_BUDGET = 200
 DROP_DRAFT = "draft"
 DROP_UNSTORABLE = "unstorable"
+DROP_UNREADABLE = "unreadable"
 DROP_DELETED = "deleted"
 DROP_PURGED = "purged"
 
@@ -169,7 +178,10 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         )
         todo = [folder for folder in connection.folders if folder.folder_id not in job.done]
         parts = walk(todo, slots, work.budget, functools.partial(self._sync_folder, work))
-        stats = RoundStats(finished=list(job.done))
+        # A folder the user unselected since the round began is no longer part of it: the
+        # continuation carries only chosen folders, so ``done`` stays within its limit.
+        chosen = {folder.folder_id for folder in connection.folders}
+        stats = RoundStats(finished=[folder for folder in job.done if folder in chosen])
         for folder, (done, part) in zip(todo, parts, strict=True):
             stats.add(part)
             if done:
@@ -180,7 +192,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         return stats
 
     def _continuation(self, job: MailJob, stats: RoundStats) -> MailJob:
-        return replace(job, done=tuple(dict.fromkeys(stats.finished)))
+        return replace(job, done=continued_folders(stats.finished))
 
     def _sync_folder(self, work: _Round, folder: Folder) -> tuple[bool, RoundStats]:
         """Sync one folder; return whether its round ended (not cut by the budget) and counts."""
@@ -231,8 +243,13 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         connection, stats = work.connection, RoundStats()
         drops: list[Drop] = []
         kept: list[KeptMessage] = []
-        for item in distinct_items(page.items):
-            item_id = str(item.get("id", ""))
+        items = [item for item in page.items if message_item_id(item)]
+        # An entry without an id can be neither stored nor removed: it is counted, not recorded.
+        unreadable = page.unreadable + len(page.items) - len(items)
+        if unreadable:
+            stats.dropped[DROP_UNREADABLE] += unreadable
+        for item in distinct_items(items):
+            item_id = message_item_id(item)
             if "@removed" in item:
                 stats.removed_seen += 1
                 self._removals.note_removed(connection, item_id, work.pending)
@@ -252,13 +269,19 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
 
     def _decide(self, work: _Round, item: dict[str, Any]) -> KeptMessage | Drop:
         """Return a message to keep, or why it is dropped, before anything is written."""
-        item_id, internet_id = str(item.get("id", "")), str(item.get("internetMessageId") or "")
-        if item.get("isDraft"):
+        item_id, internet_id = message_item_id(item), internet_message_id(item)
+        if item.get("isDraft") is True:
             return Drop(item_id, internet_id, DROP_DRAFT)
         if _received(item) < purged_before(work.connection):
             return Drop(item_id, internet_id, DROP_PURGED)
         thread = functools.partial(self._thread_companies, work.connection.tenant_id)
-        outcome = decide(item, work.index, work.rules, thread=thread)
+        try:
+            outcome = decide(item, work.index, work.rules, thread=thread)
+        # NOTE: one message must never block its mailbox: a field of a shape the decision does
+        # not expect drops that message alone (lookups of stored emails still raise SyncErrors).
+        except (TypeError, ValueError, AttributeError, KeyError):
+            logger.warning("message not readable, dropped", extra={"user": work.connection.user_id})
+            return Drop(item_id, internet_id, DROP_UNREADABLE)
         if not outcome.keep:
             return Drop(item_id, internet_id, outcome.reason, outcome.rule)
         return KeptMessage(item, outcome.participants, outcome.company_ids, outcome.bcc_company_ids)
@@ -281,8 +304,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
                 stats.kept += 1
                 stats.stored_new += int(outcome)
                 continue
-            item_id = str(entry.message.get("id", ""))
-            internet_id = str(entry.message.get("internetMessageId") or "")
+            item_id = message_item_id(entry.message)
+            internet_id = internet_message_id(entry.message)
             if isinstance(outcome, EmailDeletedError):
                 drops.append(Drop(item_id, internet_id, DROP_DELETED))
                 continue

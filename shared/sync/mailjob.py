@@ -22,7 +22,7 @@ from shared.sync.connections import MAIL
 from shared.sync.jobs import ConnectionJob
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 DONE_FIELD = "done"
 MAX_DONE_FOLDERS = 50
@@ -113,6 +113,16 @@ class MailJob(ConnectionJob):
         if self.done:
             message[DONE_FIELD] = list(self.done)
         return message
+
+
+def continued_folders(finished: Sequence[str]) -> tuple[str, ...]:
+    """Return the ``done`` list of a continuation: what :meth:`MailJob.parse` accepts.
+
+    Each folder once, only ids a job may carry, and at most :data:`MAX_DONE_FOLDERS`, the ones
+    finished last; a folder left out only costs the continuation one empty delta page.
+    """
+    folders = [folder for folder in dict.fromkeys(finished) if _is_folder_id(folder)]
+    return tuple(folders[-MAX_DONE_FOLDERS:])
 
 
 def _is_folder_id(value: Any) -> bool:

@@ -9,6 +9,14 @@ holder row, the email row, the mailbox item and the index rows, in that order, a
 found after the writes undoes them, so a message deleted in the product never comes back. The
 holder goes before the email row so that a removal of another holder's copy running at the same
 moment either sees this holder or fails its conditional delete of the email row.
+
+A kept message without an immutable id, or one whose rows fail to build on a field of a shape
+Graph does not document, is refused alone (:class:`UnreadableMessageError`); the rest of its
+page is stored.
+
+Known limitations: a message refused that way after its holder row was written (the email row
+failed to build) leaves that holder row without an email row until another copy of it is
+stored.
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ from shared.sync.emailrows import (
     holder_bcc,
     inbox_partition,
     index_row_key,
+    internet_message_id,
+    message_item_id,
     summary_row,
+    text,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +59,14 @@ flight, within azure-core's 10 pooled connections."""
 
 class EmailDeletedError(SyncError):
     """Raised when a message to save was deleted in the product: it must not come back."""
+
+
+class UnreadableMessageError(SyncError):
+    """Raised inside the store when a kept message has no immutable id or no row can hold it."""
+
+
+Outcome = bool | EmailDeletedError | StorageLimitError | UnreadableMessageError
+"""What saving one kept message came to: new (True), stored before (False), or why not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +126,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
 
     def save_page(
         self, *, tenant_id: str, user_id: str, connection: str, kept: Sequence[KeptMessage]
-    ) -> list[bool | EmailDeletedError | StorageLimitError]:
+    ) -> list[Outcome]:
         """Store the kept messages of one mailbox's delta page, as :meth:`save` does each.
 
         The page's item tombstones are read with one query of the connection's partition, its
@@ -119,14 +138,16 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
 
         Returns:
             Per kept message, in order: True when new, False when it was stored before, or the
-            error that refused it (deleted in the product, or a row that cannot be stored).
+            error that refused it (deleted in the product, a row that cannot be stored, or a
+            message without an id or of a shape no row holds).
         """
-        outcomes: list[bool | EmailDeletedError | StorageLimitError] = [False] * len(kept)
-        deleted = self.deleted_items(connection, [str(k.message["id"]) for k in kept])
+        outcomes: list[Outcome] = [False] * len(kept)
+        ids = [message_item_id(entry.message) for entry in kept]
+        deleted = self.deleted_items(connection, [item_id for item_id in ids if item_id])
 
         def stage(position: int) -> _Staged | None:
             try:
-                return self._stage(
+                return self._stage_readable(
                     tenant_id,
                     user_id,
                     connection,
@@ -134,7 +155,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
                     deleted=deleted,
                     position=position,
                 )
-            except (EmailDeletedError, StorageLimitError) as error:
+            except (EmailDeletedError, StorageLimitError, UnreadableMessageError) as error:
                 outcomes[position] = error
                 return None
 
@@ -157,6 +178,37 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             list(pool.map(confirm, indexed))
         return outcomes
 
+    def _stage_readable(
+        self,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        kept: KeptMessage,
+        *,
+        deleted: set[str],
+        position: int,
+    ) -> _Staged:
+        """Stage a kept message as :meth:`_stage` does, refusing one no row can be made of.
+
+        Raises:
+            UnreadableMessageError: when the message has no immutable id, or building its rows
+                failed on a field of a shape Graph does not document.
+            EmailDeletedError: when the email or this mailbox item carries a tombstone.
+            StorageLimitError: when one of its rows cannot be stored.
+        """
+        if not message_item_id(kept.message):
+            msg = f"kept message {position} of the page has no immutable id; no row is keyed"
+            raise UnreadableMessageError(msg)
+        try:
+            return self._stage(
+                tenant_id, user_id, connection, kept, deleted=deleted, position=position
+            )
+        # NOTE: one message must never block its mailbox: a shape the row builders do not
+        # expect fails that message alone (Table and Blob errors are SyncErrors and still rise).
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            msg = f"kept message {position} of the page has a field no row can hold"
+            raise UnreadableMessageError(msg) from error
+
     def _stage(
         self,
         tenant_id: str,
@@ -172,11 +224,11 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         Raises:
             EmailDeletedError: when the email or this mailbox item carries a tombstone.
         """
-        message, item_id = kept.message, str(kept.message["id"])
+        message, item_id = kept.message, message_item_id(kept.message)
         # A message reusing another email's Message-ID is stored apart, as one without it.
         apart = email_key(tenant_id, None, connection, item_id)
         for key in (
-            email_key(tenant_id, message.get("internetMessageId"), connection, item_id),
+            email_key(tenant_id, internet_message_id(message), connection, item_id),
             apart,
         ):
             if item_id in deleted or self._tombstoned(tenant_id, key):
@@ -204,7 +256,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         self,
         tenant_id: str,
         staged: Sequence[_Staged],
-        outcomes: list[bool | EmailDeletedError | StorageLimitError],
+        outcomes: list[Outcome],
     ) -> tuple[dict[tuple[str, str], dict[str, Entity]], list[_Staged]]:
         """Group the company and inbox index rows of a page's linked emails by partition.
 
@@ -277,7 +329,7 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
         only those Bcc recipients reach.
         """
         message = kept.message
-        item_id, folder = str(message["id"]), str(message.get("parentFolderId", ""))
+        item_id, folder = message_item_id(message), text(message.get("parentFolderId"))
         holder = {
             "PartitionKey": email_partition(tenant_id, key),
             "RowKey": table_key(key, user_id),

@@ -91,7 +91,7 @@ def _headers(error: Exception) -> dict[str, str] | None:
     if isinstance(error, errors.AuthenticationError):
         return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     if isinstance(error, errors.ThrottledError):
-        return {"Retry-After": str(int(error.retry_after_s))}
+        return {"Retry-After": str(error.delay_s)}
     return None
 
 

@@ -282,3 +282,29 @@ def _asks_utc(prefer: tuple[str, ...]) -> bool:
     """Tell whether Prefer header values ask for outlook.timezone="UTC"."""
     parts = [part.strip() for value in prefer for part in value.split(",")]
     return 'outlook.timezone="UTC"' in parts
+
+
+def test_events_of_odd_shapes_do_not_block_the_calendar(tenant: Tenant) -> None:
+    """Events whose fields have other JSON types are stored or dropped; the rest syncs on."""
+    # GIVEN customer meetings whose attendees are a number, location a string and subject a
+    # list, beside an ordinary one
+    tenant.add_company("Acme", ["acme.example"])
+    ann = connected(tenant, "ann")
+    odd = [meeting(f"Odd {n}", "cfo@acme.example", [ann], at(2 + n)) for n in range(3)]
+    odd[0]["attendees"] = 7
+    odd[1]["location"] = "Room 1"
+    odd[2]["subject"] = ["not", "text"]
+    for event in odd:
+        tenant.stack.sim.add_event(ann, event)
+    tenant.stack.sim.add_event(ann, meeting("Plain", "cfo@acme.example", [ann], at(6)))
+
+    # WHEN a sync round runs
+    tenant.sync()
+
+    # THEN the ordinary meeting is stored, each odd one is stored or counted as dropped, and
+    # the round completed
+    subjects = [e["subject"] for e in tenant.company_events("Acme")]
+    assert "Plain" in subjects
+    record = _calendar_round(tenant, ann)
+    assert record["complete"] is True
+    assert record["kept"] + sum(record["dropped"].values()) == 4

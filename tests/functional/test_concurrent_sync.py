@@ -219,3 +219,50 @@ def test_continuation_jobs_do_not_read_folders_their_round_finished(
     after = [graph_calls(tenant, upn, folder_id) for folder_id in folder_ids]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 5]
     assert len(tenant.company_emails("Acme")) == 135
+
+
+def test_continuation_after_a_reselection_names_only_folders_still_chosen(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders unselected mid-round leave the continuation's done list; the round completes."""
+    # GIVEN a round cut by a budget of three pages after Inbox and Sent Items finished
+    upn = three_folders(tenant, "rex", "Acme", "acme.example", (10, 5, 200))
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.setenv(name, tenant.stack.env[name])
+    services = Services(Settings.from_env(tenant.stack.env))
+    queue = CapturingQueue()
+    worker = MailSyncService(
+        connections=services.connections,
+        graph=services.graph,
+        directory=services.directory,
+        emails=services.emails,
+        queue=queue,  # type: ignore[arg-type]
+        tables=services.tables,
+        page_budget=3,
+    )
+    job: dict[str, Any] = {"kind": "mail", "tenant": tenant.tenant_id, "user": tenant.users[upn]}
+    worker.run(job)
+    (_, job, _) = queue.sent.pop()
+    inbox, sent, archive = (tenant.stack.sim.folder_id(upn, folder) for folder in FOLDERS)
+    assert job.get("done")
+    assert set(job["done"]) <= {inbox, sent}
+
+    # WHEN the user keeps only Archive and the continuation runs, cut again by its budget
+    body = {"folderIds": [archive]}
+    chosen = tenant.stack.call("PUT", "me/connections/mail/folders", tenant.token(upn), json=body)
+    chosen.raise_for_status()
+    stats = worker.run(job)
+
+    # THEN its own continuation names none of the unselected folders, and the round completes
+    assert stats is not None
+    assert stats.complete is False
+    (_, job, _) = queue.sent.pop()
+    assert "done" not in job
+    for _ in range(5):
+        stats = worker.run(job)
+        assert stats is not None
+        if stats.complete:
+            break
+        (_, job, _) = queue.sent.pop()
+        assert "done" not in job
+    assert stats.complete is True

@@ -71,6 +71,34 @@ def test_huge_display_name_is_stored_and_does_not_block_mailbox(tenant: Tenant) 
     assert last_round(tenant, upn)["state"] == "active"
 
 
+def test_messages_of_odd_shapes_do_not_block_the_mailbox(tenant: Tenant) -> None:
+    """Messages whose fields have other JSON types are stored or dropped; the rest syncs on."""
+    # GIVEN messages whose body is a string, Message-ID a number, recipients a number and
+    # subject a list, before an ordinary message
+    upn = connected(tenant, "oda", "Acme", "acme.example")
+    odd = [message("a@acme.example", [upn], f"odd {n}", days_ago=3) for n in range(4)]
+    odd[0]["body"] = "not an object"
+    odd[1]["internetMessageId"] = 12345
+    odd[2]["toRecipients"] = 7
+    odd[3]["subject"] = ["not", "text"]
+    plain = message("a@acme.example", [upn], "plain", days_ago=1)
+    tenant.stack.sim.load_messages(upn, "inbox", [*odd, plain])
+
+    # WHEN a round runs, and another after it
+    tenant.sync()
+    first = last_round(tenant, upn)
+    tenant.sync()
+
+    # THEN the ordinary message is stored, every odd one is stored or counted as dropped, the
+    # round completed and the next round reads nothing again
+    subjects = [e["subject"] for e in tenant.company_emails("Acme")]
+    assert "plain" in subjects
+    record = first["lastRound"]
+    assert (record["complete"], first["state"]) == (True, "active")
+    assert record["kept"] + sum(record["dropped"].values()) == 5
+    assert last_round(tenant, upn)["lastRound"]["seen"] == 0
+
+
 def test_duplicate_jobs_do_not_poison_a_healthy_connection(tenant: Tenant) -> None:
     """Seven copies of one job leave the connection active and the poison queue empty."""
     # GIVEN a connected mailbox with mail

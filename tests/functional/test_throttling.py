@@ -144,3 +144,36 @@ def test_retry_after_beyond_what_a_queue_can_delay_is_capped(tenant: Tenant) -> 
     # THEN the end state equals the unthrottled run and nothing was poisoned
     assert _poisoned(tenant) == poisoned
     assert_end_state_is_unthrottled(tenant, upn)
+
+
+def test_retry_after_too_long_to_count_requeues_the_job_at_the_cap(tenant: Tenant) -> None:
+    """A Retry-After of 400 digits re-queues the job for an hour; the invocation never fails."""
+    # GIVEN a user whose Graph asks, after the first page, for a wait no float can hold
+    _, upn = reference_and_user(tenant, ("xan", "xia"))
+    rule = FaultRule(
+        DELTA, 429, service="graph", user=upn, body=THROTTLED, headers={"Retry-After": "9" * 400}
+    )
+    rule.after = 1
+    tenant.stack.sim.add_fault(rule)
+    log_start, poisoned = _log_size(tenant), _poisoned(tenant)
+    queue = QueueClient.from_connection_string(tenant.stack.env["AzureWebJobsStorage"], "mail-sync")
+
+    # WHEN one job runs
+    tenant.stack.run_function("mail_sync_worker", _job(tenant, upn))
+    tenant.stack.wait_idle(queues=())
+
+    # THEN the invocation succeeded and re-queued the job for the capped hour
+    assert _failed_invocations(tenant, log_start) == []
+    [line] = requeue_lines(tenant, log_start)
+    assert "reason=throttled" in line
+    assert "delay_s=3600" in line
+    assert queue.get_queue_properties().approximate_message_count == 1
+
+    # WHEN the job is delivered early (the test cannot wait an hour)
+    queue.clear_messages()
+    tenant.stack.run_function("mail_sync_worker", _job(tenant, upn))
+    tenant.stack.wait_idle()
+
+    # THEN the end state equals the unthrottled run and nothing was poisoned
+    assert _poisoned(tenant) == poisoned
+    assert_end_state_is_unthrottled(tenant, upn)

@@ -11,7 +11,9 @@ import pytest
 import requests
 
 from shared.adapters.graph import MAX_ATTEMPTS, MESSAGE_FIELDS, GraphMailClient
+from shared.adapters.graphsend import GraphSendClient
 from shared.errors import (
+    MAX_RETRY_AFTER_S,
     DeltaCursorExpiredError,
     GraphRequestError,
     NotFoundError,
@@ -234,6 +236,25 @@ def test_get_429_with_retry_after_as_a_date_waits_until_then():
     assert 1 <= wait <= 3
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["9" * 400, "9" * 5000, "86400000", "Fri, 31 Dec 9999 23:59:59 GMT"],
+    ids=["400 digits", "5000 digits", "1000 days", "year 9999"],
+)
+def test_get_429_with_retry_after_too_long_to_count_is_capped(header):
+    """A Retry-After of any length, or a date centuries off, asks for at most an hour."""
+    # GIVEN a throttled answer asking for a wait a float cannot hold or a queue cannot delay
+    graph, _, sleeps = client(response(429, "", {"Retry-After": header}))
+
+    # WHEN the profile is read THEN ThrottledError carries the capped wait, unslept
+    with pytest.raises(ThrottledError) as caught:
+        graph.get_me(TOKEN)
+
+    assert caught.value.retry_after_s == MAX_RETRY_AFTER_S
+    assert caught.value.delay_s == MAX_RETRY_AFTER_S
+    assert sleeps.waits == []
+
+
 def test_get_unavailable_without_retry_after_backs_off_with_jitter():
     """Without Retry-After each wait is jittered within the upper half of its doubling step."""
     # GIVEN a client whose jitter draws the largest value, over a service unavailable 3 times
@@ -385,3 +406,55 @@ def test_list_mail_folders_walks_children_and_builds_paths():
         f"{BASE}/me/mailFolders/inbox%2Fid/childFolders",
         f"{BASE}/me/mailFolders/cust/childFolders",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "items", "unreadable"),
+    [
+        ([{"id": "m1"}, "text", 5, None, [], {"id": "m2"}], [{"id": "m1"}, {"id": "m2"}], 4),
+        ("not a list", [], 0),
+        ({"id": "m1"}, [], 0),
+        (None, [], 0),
+    ],
+)
+def test_delta_page_keeps_only_entries_that_are_objects(value, items, unreadable):
+    """A delta answer's entries that are not objects are left out of the page and counted."""
+    # GIVEN a delta answer whose value holds entries of other shapes, or is no list at all
+    graph, _, _ = client(ok({"value": value, "@odata.deltaLink": "d"}))
+
+    # WHEN its pages are read
+    [delta] = list(graph.delta_pages(TOKEN, "inbox", resume_url=None, since=None))
+
+    # THEN only the objects are items, and the others are counted
+    assert delta.items == items
+    assert delta.unreadable == unreadable
+    assert delta.delta_link == "d"
+
+
+class ScriptedSession:
+    """``requests.Session`` stand-in for writes: every request gets the next scripted answer."""
+
+    def __init__(self, *script: requests.Response) -> None:
+        self.script = list(script)
+
+    def request(self, method: str, url: str, **_: Any) -> requests.Response:
+        return self.script.pop(0)
+
+    def put(self, url: str, **_: Any) -> requests.Response:
+        return self.script.pop(0)
+
+
+@pytest.mark.parametrize(("header", "wait"), [("9" * 400, MAX_RETRY_AFTER_S), ("", 5.0)])
+def test_upload_range_throttled_carries_a_capped_wait(header, wait):
+    """A throttled upload range asks for at most the cap, or the default wait without one."""
+    # GIVEN an upload session that opens, then throttles its first range
+    opened = ok({"uploadUrl": "https://upload.example.net/s1"})
+    graph = GraphMailClient(BASE + "/", session=ScriptedSession(opened))  # type: ignore[arg-type]
+    upload = ScriptedSession(response(429, "", {"Retry-After": header} if header else {}))
+    sender = GraphSendClient(graph, session=upload)  # type: ignore[arg-type]
+
+    # WHEN a file is uploaded THEN ThrottledError carries the capped or default wait
+    with pytest.raises(ThrottledError) as caught:
+        sender.upload_attachment(TOKEN, "m1", "a.pdf", "application/pdf", b"x" * 10)
+
+    assert caught.value.retry_after_s == wait

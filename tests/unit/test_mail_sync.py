@@ -26,8 +26,10 @@ from shared.rules.model import ContentCondition, ParticipantCondition, Rule
 from shared.rules.store import DECISIONS, RuleStore
 from shared.sync.connections import ACTIVE, MAIL, REAUTH_REQUIRED, REVOKED, Connection, Folder
 from shared.sync.folderwalk import PageBudget
+from shared.sync.jobs import MAX_REQUEUE_DELAY_S
 from shared.sync.leases import LeaseTable, mailbox_partition
 from shared.sync.mail import CURSORS, DROP_DRAFT, MailJob, MailSyncService
+from shared.sync.mailjob import MAX_DONE_FOLDERS, MAX_FOLDER_ID, continued_folders
 from shared.sync.store import KeptMessage
 from tests.unit.fakes import FakeQueue, FakeTables, SentJob
 
@@ -421,6 +423,24 @@ def test_run_throttled_requeues_with_delay_and_no_error():
     assert world.connections.rounds == []
 
 
+@pytest.mark.parametrize("wait", [float("inf"), float("nan"), 1e300, -5.0])
+def test_run_throttled_for_a_wait_past_counting_requeues_within_the_cap(wait):
+    """A wait no integer holds, or a negative one, re-queues the job within 1 s and an hour."""
+    # GIVEN Graph throttling with a wait that is infinite, not a number, huge or negative
+    world = _world()
+    world.graph.links[(INBOX.folder_id, None)] = ThrottledError("429", retry_after_s=wait)
+
+    # WHEN the job runs
+    result = world.service.run(JOB)
+
+    # THEN the job is re-queued (never raised toward poison) with a delay a queue accepts
+    assert result is None
+    [sent] = world.queue.sent
+    assert (sent.queue, sent.job) == (MAIL_SYNC_QUEUE, JOB)
+    assert 1 <= sent.delay_s <= MAX_REQUEUE_DELAY_S
+    assert world.connections.rounds == []
+
+
 def test_run_reauth_required_records_state_without_graph_call():
     """A refused grant marks the connection reauth_required and calls no Graph API."""
     # GIVEN a connection whose token refresh Microsoft refuses
@@ -684,6 +704,40 @@ def test_run_continuation_cut_again_keeps_earlier_finished_folders():
 
     # THEN its own continuation lists both finished folders
     assert world.queue.sent[-1].job["done"] == ["inbox-id", "sent-id"]
+
+
+def test_run_continuation_after_a_reselection_carries_only_chosen_folders():
+    """Folders finished under an old selection are left out, so the continuation parses."""
+    # GIVEN a continuation naming 30 folders the user has since unselected, a new selection of
+    # 50 folders of one page each, and a budget that lets 25 of them finish in this job
+    old = [f"old-{n}" for n in range(30)]
+    chosen = tuple(Folder(f"new-{n}", f"New {n}") for n in range(MAX_DONE_FOLDERS))
+    world = _world(_connection(folders=chosen), page_budget=25)
+    for folder in chosen:
+        world.graph.chain(folder.folder_id, None, [[_mail(f"{folder.folder_id}-m")]])
+    _hold_slots(world, 3)
+
+    # WHEN the continuation runs out of budget
+    world.service.run({**JOB, "done": old})
+
+    # THEN its own continuation lists only the 25 chosen folders it finished, and the next
+    # delivery accepts it
+    [sent] = world.queue.sent
+    assert sent.job["done"] == [f"new-{n}" for n in range(25)]
+    assert MailJob.parse(sent.job).done == tuple(sent.job["done"])
+
+
+def test_continued_folders_keeps_what_a_job_may_carry():
+    """A done list is cut to the limit (the last finished kept) and loses ids a job refuses."""
+    # GIVEN 60 finished folders, one repeated and one with an id too long to carry
+    finished = [f"f-{n}" for n in range(60)] + ["f-59", "x" * (MAX_FOLDER_ID + 1)]
+
+    # WHEN the continuation's done list is made from them
+    done = continued_folders(finished)
+
+    # THEN it holds the 50 finished last, once each, and parses as a job field
+    assert done == tuple(f"f-{n}" for n in range(10, 60))
+    assert MailJob.parse({**JOB, "done": list(done)}).done == done
 
 
 def test_run_one_folder_throttled_stops_the_others_and_requeues_once(monkeypatch):
