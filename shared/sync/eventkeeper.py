@@ -130,6 +130,7 @@ class EventKeeper:
             company_ids=companies,
             series_master_id=str(item.get("seriesMasterId") or ""),
             location=str((merged.get("location") or {}).get("displayName") or ""),
+            created_at=_created(merged).isoformat(timespec="seconds"),
         )
         return self._save(work, merged, kept)
 

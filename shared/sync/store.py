@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import guard_entity, table_key
 from shared.errors import StorageLimitError, SyncError
-from shared.sync.emaillinks import EmailLinks
+from shared.sync.emaillinks import EmailLinks, received_at
 from shared.sync.emailmerge import EmailMerging, LookAlikeError
 from shared.sync.emailreads import EmailReads
 from shared.sync.emailrows import (
@@ -282,4 +282,6 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "itemId": item_id,
             "userId": user_id,
             "folderId": folder,
+            # A purge releases only what the mailbox received before it was asked for.
+            "receivedAt": received_at(message),
         }
