@@ -1,14 +1,16 @@
-"""BR-01: a folder reset after Graph forgot its cursor reads back to the folder's last round."""
+"""BR-01: a reset after Graph forgot a cursor reads back to where the last round read."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.functional.conftest import Tenant
+from tests.functional.test_calendar_sync import _worker_at, at, meeting
+from tests.functional.test_calendar_sync import connected as calendar_connected
 from tests.functional.test_mail_sync import message
 from tests.functional.test_sync_resilience import connected, last_round, stored_ids
 
@@ -54,3 +56,28 @@ def test_reset_with_zero_backfill_keeps_mail_received_since_the_last_round(
     assert sorted(ids) == sorted([first["internetMessageId"], second["internetMessageId"]])
     state = last_round(tenant, upn)
     assert (state["state"], state["lastError"]) == ("active", None)
+
+
+def test_calendar_reset_after_the_window_moved_reads_the_window_it_lost(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change to a meeting the lost window covered is read, though today's window starts later."""
+    # GIVEN a tenant syncing no history, and a meeting tomorrow synced with today's window
+    zero_backfill(tenant)
+    tenant.add_company("Acme", ["acme.example"])
+    upn = calendar_connected(tenant, "kai")
+    event_id = tenant.stack.sim.add_event(upn, meeting("Review", upn, ["c@acme.example"], at(1)))
+    tenant.sync()
+    assert [e["subject"] for e in tenant.company_events("Acme")] == ["Review"]
+
+    # WHEN the meeting is renamed, Graph forgets the calendar's sync state, and a round runs
+    # three days later, when the window wanted starts after the meeting
+    tenant.stack.sim.update_event(upn, event_id, {"subject": "Review, renamed"})
+    tenant.stack.sim.invalidate_calendar_sync_state(upn)
+    worker = _worker_at(tenant, datetime.now(UTC) + timedelta(days=3), monkeypatch)
+    stats = worker.run({"kind": "calendar", "tenant": tenant.tenant_id, "user": tenant.users[upn]})
+
+    # THEN the full round covered the lost window and stored the change, once
+    assert stats is not None
+    assert stats.full_round is True
+    assert [e["subject"] for e in tenant.company_events("Acme")] == ["Review, renamed"]
