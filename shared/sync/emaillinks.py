@@ -195,6 +195,11 @@ class EmailLinks(EmailRows):
         self._tables.delete(ITEMS, connection, str(item["RowKey"]))
         return Release.KEPT_SHARED if others else Release.REMOVED
 
+    def folder_items(self, connection: str, folder_id: str) -> list[Entity]:
+        """Return the items a mailbox holds as stored in one folder."""
+        where = "PartitionKey eq @pk and folderId eq @folder"
+        return list(self._tables.query(ITEMS, where, {"pk": connection, "folder": folder_id}))
+
     def item(self, connection: str, item_id: str) -> Entity | None:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""
         return self._tables.get(ITEMS, connection, table_key(item_id))

@@ -29,7 +29,8 @@ began and ended, and a reset clears only its links. The job checks before each p
 connection was not revoked meanwhile, and stores nothing more if it was.
 
 ``@removed`` entries are noted and settled at the end of a complete round (see
-:mod:`shared.sync.removals`).
+:mod:`shared.sync.removals`); so are the stored items of a folder that a round begun without a
+link (a first round, or one after a reset) did not save again.
 """
 
 from __future__ import annotations
@@ -219,12 +220,21 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             self._require_connected(work.connection)
             stats.add(self._store_page(work, page))
             marks = round_marks(cursor.row, started=started, since=since, ended=not page.next_link)
+            if not page.next_link and marks["roundFresh"]:
+                self._note_unseen(work, folder, marks)
             # The cursor moves only once the page's items are stored: a killed job resumes here.
             cursor.row = self._save_cursor(work.connection, folder, cursor.row, page, marks)
             started = since = None
             stats.pages += 1
             ended = page.next_link is None
         return ended
+
+    def _note_unseen(self, work: _Round, folder: Folder, marks: dict[str, str]) -> None:
+        """End a round begun without a link: what it did not save again is checked as removed."""
+        started, since = instant(marks["roundStartedAt"]), instant(marks["roundSince"])
+        self._removals.note_unseen(
+            work.connection, folder.folder_id, work.pending, started=started, since=since
+        )
 
     def _fresh_since(self, work: _Round, row: Entity | None) -> datetime:
         purged = purged_before(work.connection)

@@ -6,6 +6,7 @@ Besides its links, a folder's cursor row keeps three instants (ISO 8601 UTC):
 - ``roundSince``: the ``receivedDateTime`` floor of the last round begun without a link;
 - ``syncedThrough``: the ``roundStartedAt`` of the last round that reached its delta link.
   Every message received before it was listed by one round or another.
+- ``roundFresh``: ``"1"`` while the round began without a link (it reconciles the folder).
 
 When Graph forgets a folder's links (410), the row keeps these instants and loses only its
 links. The fresh round that follows starts at the tenant's backfill start, or earlier: no later
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 RESYNC_MARGIN = timedelta(hours=1)
 """How far before the last ended round a reset starts: mail Graph listed late is read again."""
 
-MARKS = ("roundStartedAt", "roundSince", "syncedThrough")
+MARKS = ("roundStartedAt", "roundSince", "syncedThrough", "roundFresh")
 
 
 def stamp(moment: datetime) -> str:
@@ -64,6 +65,9 @@ def round_marks(
     marks = {name: str((row or {}).get(name) or "") for name in MARKS}
     if started is not None:
         marks["roundStartedAt"] = stamp(started)
+    if started is not None:
+        # "1" while the round began without a link: its end reconciles the folder.
+        marks["roundFresh"] = "1" if since is not None else ""
     if since is not None:
         marks["roundSince"] = stamp(since)
     if ended and marks["roundStartedAt"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import guard_entity, table_key
@@ -284,4 +285,6 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "folderId": folder,
             # A purge releases only what the mailbox received before it was asked for.
             "receivedAt": received_at(message),
+            # A folder's full round looks again at the items it did not save (see removals).
+            "savedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }

@@ -63,6 +63,7 @@ def test_round_marks_note_a_rounds_start_and_its_end():
         "roundStartedAt": _text(NOW),
         "roundSince": _text(BACKFILL),
         "syncedThrough": _text(NOW),
+        "roundFresh": "1",
     }
 
 
