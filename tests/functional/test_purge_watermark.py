@@ -1,4 +1,4 @@
-"""A purge releases only what the mailbox received before it was asked for, on the local stack."""
+"""A purge releases only what came before it was asked for, on the local stack."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from azure.data.tables import TableClient, TableServiceClient
 
 from shared.sync.leases import LEASES, mailbox_partition
 from tests.functional.conftest import Tenant
+from tests.functional.test_calendar_power_tools import BEFORE, CUSTOMER
+from tests.functional.test_calendar_power_tools import _job as calendar_job
+from tests.functional.test_calendar_sync import at, meeting
+from tests.functional.test_calendar_sync import connected as calendar_connected
 from tests.functional.test_mail_sync import message
 from tests.functional.test_sync_resilience import _job, connected, stored_ids
 
@@ -22,10 +26,10 @@ def _leases(tenant: Tenant) -> TableClient:
     return service.get_table_client(LEASES)
 
 
-def _hold_connection(tenant: Tenant, upn: str) -> dict[str, Any]:
-    """Take the mail connection's lease as a running job would; return its keys."""
+def _hold_connection(tenant: Tenant, upn: str, kind: str = "mail") -> dict[str, Any]:
+    """Take a connection's lease as a running job would; return its keys."""
     partition = mailbox_partition(tenant.tenant_id, tenant.users[upn])
-    keys = {"PartitionKey": partition, "RowKey": "conn-mail"}
+    keys = {"PartitionKey": partition, "RowKey": f"conn-{kind}"}
     expires = (datetime.now(UTC) + timedelta(seconds=60)).isoformat(timespec="milliseconds")
     _leases(tenant).upsert_entity({**keys, "owner": "a running job", "expiresAt": expires})
     return keys
@@ -68,3 +72,29 @@ def test_purge_keeps_mail_a_sync_stored_after_the_purge_was_asked_for(tenant: Te
     # THEN the purge took the old mail only, and the new one stays through later rounds
     assert (job["state"], job["counts"]) == ("completed", {"removed": 1})
     assert stored_ids(tenant, "Acme") == [new["internetMessageId"]]
+
+
+def test_calendar_purge_keeps_a_meeting_created_after_it_was_asked_for(tenant: Tenant) -> None:
+    """A meeting created after the request, synced before the purge job ran, survives it."""
+    # GIVEN a stored meeting, and the calendar connection busy when the user asks for a purge
+    stack = tenant.stack
+    tenant.add_company("Acme", ["acme.example"])
+    upn = calendar_connected(tenant, "ida")
+    stack.sim.add_event(upn, meeting("Old", upn, [CUSTOMER], at(2), createdDateTime=BEFORE))
+    tenant.sync()
+    held = _hold_connection(tenant, upn, "calendar")
+    answer = stack.call("POST", "me/purges", tenant.token(upn), json={"kind": "calendar"})
+    answer.raise_for_status()
+    time.sleep(2)
+
+    # WHEN a meeting is created, a sync gets the connection before the purge job, then it runs
+    stack.sim.add_event(upn, meeting("New", upn, [CUSTOMER], at(3)))
+    _leases(tenant).delete_entity(held["PartitionKey"], held["RowKey"])
+    stack.run_function("calendar_sync_worker", calendar_job(tenant, upn))
+    stack.wait_idle(queues=("calendar-sync",))
+    job = _wait_finished(tenant, upn, answer.json()["statusUrl"])
+    tenant.sync()
+
+    # THEN the purge took the old meeting only, and the new one stays through later rounds
+    assert (job["state"], job["counts"]) == ("completed", {"removed": 1})
+    assert [e["subject"] for e in tenant.company_events("Acme")] == ["New"]
