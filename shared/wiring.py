@@ -274,8 +274,18 @@ class Services:
         """Purge jobs, with what each kind of data is released by."""
         releasers: dict[str, Releaser] = {MAIL: self.emails, CALENDAR: self.events}
         return PurgeJobs(
-            self.tables, self.queue, releasers, connection_key=connection_key, audit=self.audit
+            self.tables,
+            self.queue,
+            releasers,
+            connection_key=connection_key,
+            purged_before=self._purged_before,
+            audit=self.audit,
         )
+
+    def _purged_before(self, tenant_id: str, user_id: str, kind: str) -> str | None:
+        """Return a connection's purge watermark as stored, or None."""
+        connection = self.connections.get(tenant_id, user_id, kind)
+        return connection.purged_before if connection else None
 
     @functools.cached_property
     def power(self) -> PowerTools:

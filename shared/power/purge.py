@@ -6,7 +6,11 @@ bounded batches, re-queueing itself after :data:`BATCHES_PER_RUN` batches. The w
 connection's sync lease while it works (:meth:`MailboxGate.hold_connection`), so no sync job of
 that mailbox stores anything meanwhile; a purge that finds a sync running tries again
 :data:`BUSY_RETRY_S` later, and the sync jobs after it drop what the mailbox received before the
-purge was asked for. Each batch is released in an order that survives a kill anywhere (see
+purge was asked for. A sync that got the connection first may have stored mail received after
+the request, so the job releases only items older than the connection's purge watermark (its
+latest request): it walks the items in key order and saves the last key walked with its counts,
+so items it keeps never stall the walk. A watermark moved by a later request starts the walk
+again. Each batch is released in an order that survives a kill anywhere (see
 :meth:`shared.sync.emaillinks.EmailLinks.release_batch`): the item rows the worker walks go
 last, so a redelivered job finds what is left and finishes it. A job
 that keeps failing lands in ``purge-poison``, whose sweep marks it ``failed``.
@@ -36,6 +40,7 @@ from shared.adapters.tables import ETAG
 from shared.audit.log import Action, Outcome
 from shared.errors import ConflictError, InvalidJobError, NotFoundError
 from shared.sync.connections import MAIL
+from shared.sync.jobs import instant
 from shared.sync.leases import MailboxGate
 
 if TYPE_CHECKING:
@@ -74,12 +79,22 @@ OPEN_STATES = frozenset({PurgeState.QUEUED, PurgeState.RUNNING})
 
 
 class Releaser(Protocol):
-    """What a purge works through: one connection's stored items, released one by one."""
+    """What a purge works through: one connection's stored items, walked in key order."""
 
     def release_batch(
-        self, *, tenant_id: str, user_id: str, connection: str, size: int
-    ) -> tuple[dict[str, int], bool]:
-        """Release up to ``size`` items; return counts by outcome and whether any were left."""
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        size: int,
+        before: datetime,
+        after: str = "",
+    ) -> tuple[dict[str, int], str | None]:
+        """Walk up to ``size`` items past key ``after``, releasing those older than ``before``.
+
+        Returns counts by outcome and the last key walked, or None when none was left.
+        """
         ...
 
 
@@ -97,6 +112,10 @@ class PurgeJob:
     updated_at: str
     finished_at: str | None
     counts: Mapping[str, int]
+    walked_to: str = ""
+    """The last item key the job walked, so a later delivery goes on past it."""
+    watermark: str = ""
+    """The purge watermark the walk so far used; a newer one starts the walk again."""
 
     def as_json(self) -> dict[str, Any]:
         """Return the job's status as the API answers it."""
@@ -123,6 +142,7 @@ class PurgeJobs:
         releasers: Mapping[str, Releaser],
         *,
         connection_key: Callable[[str, str, str], str],
+        purged_before: Callable[[str, str, str], str | None] | None = None,
         gate: MailboxGate | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -133,6 +153,7 @@ class PurgeJobs:
         self._queue = queue
         self._releasers = releasers
         self._connection_key = connection_key
+        self._purged_before = purged_before or (lambda _tenant, _user, _kind: None)
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def start(self, tenant_id: str, user_id: str, kind: str, requested_by: str) -> PurgeJob:
@@ -212,21 +233,42 @@ class PurgeJobs:
         releaser = self._releasers[job.kind]
         connection = self._connection_key(tenant_id, job.user_id, job.kind)
         counts = dict(job.counts)
-        self._update(job, PurgeState.RUNNING, counts)
+        watermark = self._watermark(job)
+        # A purge asked for again meanwhile moved the watermark: items walked past are looked
+        # at again, since some of them may now be due.
+        walked: str | None = job.walked_to if watermark == job.watermark else ""
+        self._update(job, PurgeState.RUNNING, counts, walk=(walked, watermark))
         for _ in range(BATCHES_PER_RUN):
-            released, more = releaser.release_batch(
-                tenant_id=tenant_id, user_id=job.user_id, connection=connection, size=BATCH_SIZE
+            released, walked = releaser.release_batch(
+                tenant_id=tenant_id,
+                user_id=job.user_id,
+                connection=connection,
+                size=BATCH_SIZE,
+                before=instant(watermark),
+                after=walked or "",
             )
             for name, count in released.items():
                 counts[name] = counts.get(name, 0) + count
-            if not more:
+            if walked is None and self._watermark(job) != watermark:
+                # Asked for again while this walk ran: one more walk under the new watermark.
+                self._update(job, PurgeState.RUNNING, counts, walk=("", watermark))
+                break
+            if walked is None:
                 self._update(job, PurgeState.COMPLETED, counts, finished=True)
                 self._record(job, Outcome.SUCCEEDED, counts)
                 logger.info("purge completed", extra={"job": job_id, **_snake(counts)})
                 return
-            self._update(job, PurgeState.RUNNING, counts)
+            self._update(job, PurgeState.RUNNING, counts, walk=(walked, watermark))
         self._send(tenant_id, job_id)
         logger.info("purge continues in another delivery", extra={"job": job_id})
+
+    def _watermark(self, job: PurgeJob) -> str:
+        """Return the instant before which the purge releases mail: the user's latest purge.
+
+        The request marks the connection before it records the job; a job whose connection
+        holds no mark (it was removed meanwhile) uses the time it was asked for.
+        """
+        return self._purged_before(job.tenant_id, job.user_id, job.kind) or job.requested_at
 
     def fail(self, message: Mapping[str, Any]) -> None:
         """Mark a poisoned purge job ``failed``, so its status says so and a new one may start."""
@@ -264,7 +306,13 @@ class PurgeJobs:
             logger.info("stale purge job sent again", extra={"job": job.job_id})
 
     def _update(
-        self, job: PurgeJob, state: PurgeState, counts: Mapping[str, int], *, finished: bool = False
+        self,
+        job: PurgeJob,
+        state: PurgeState,
+        counts: Mapping[str, int],
+        *,
+        finished: bool = False,
+        walk: tuple[str | None, str] | None = None,
     ) -> None:
         row: Entity = {
             "PartitionKey": table_key(job.tenant_id),
@@ -273,6 +321,8 @@ class PurgeJobs:
             "updatedAt": self._now(),
             **{f"count_{name}": int(value) for name, value in counts.items()},
         }
+        if walk is not None:
+            row["walkedTo"], row["watermark"] = walk[0] or "", walk[1]
         if finished:
             row["finishedAt"] = row["updatedAt"]
         self._tables.upsert(JOBS, row)
@@ -322,6 +372,8 @@ def _job(tenant_id: str, row: Mapping[str, Any]) -> PurgeJob:
         updated_at=str(row.get("updatedAt", "")),
         finished_at=row.get("finishedAt"),
         counts=counts,
+        walked_to=str(row.get("walkedTo") or ""),
+        watermark=str(row.get("watermark") or ""),
     )
 
 

@@ -4,7 +4,9 @@ A round is a ``calendarView/delta`` round over a window from the tenant's backfi
 year ahead. Graph fixes the window for the life of the delta link, so when the window wanted now
 has moved :data:`WINDOW_DRIFT` or more past the stored one, the next round starts afresh over
 the new window. Such a full round (the first one, a moved window, or a reset after 410) ends by
-removing from this calendar every stored item inside the window that the round did not see.
+removing from this calendar every stored item inside the window that the round did not see. A
+reset keeps the stored window's start when it is earlier than the one wanted now, so a change
+made there since the last round is not skipped because the window moved meanwhile.
 What happens to each item of a page (series, occurrences, removals, drops) and at the end of a
 round is :mod:`shared.sync.eventkeeper`'s work; the job and its stats are in
 :mod:`shared.sync.calendarjob`.
@@ -103,16 +105,29 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
         raise DeltaCursorExpiredError(message)
 
     def _reset_cursor(self, work: CalendarRound) -> None:
-        """Forget the cursor as this job last saw it, unless another job moved it since.
+        """Forget the cursor's links as this job last saw them, unless another job moved them.
+
+        The row keeps the window its rounds covered, so the full round that follows starts no
+        later than that window did (see :meth:`_plan`).
 
         Raises:
             CursorTakenError: when another job wrote the cursor after this one read it.
         """
         if work.cursor is None:
             return
-        etag = work.cursor.get("_etag")
+        row: Entity = {
+            "PartitionKey": work.connection.key,
+            "RowKey": CURSOR_ROW,
+            "nextLink": "",
+            "deltaLink": "",
+            "windowStart": str(work.cursor.get("windowStart") or _stamp(work.window[0])),
+            "windowEnd": str(work.cursor.get("windowEnd") or _stamp(work.window[1])),
+            "roundId": str(work.cursor.get("roundId") or ""),
+            "fullRound": True,
+            "updatedAt": _stamp(datetime.now(UTC)),
+        }
         try:
-            self._tables.delete(CURSORS, work.connection.key, CURSOR_ROW, etag=etag)
+            self._tables.update(CURSORS, row, etag=work.cursor.get("_etag"))
         except ConflictError as error:
             message = "another worker moved this calendar's cursor; this job stops"
             raise CursorTakenError(message) from error
@@ -143,6 +158,10 @@ class CalendarSyncService(ConnectionSyncRunner[CalendarJob, CalendarStats]):
             return CalendarRound(
                 connection, token, index, stored, round_id, False, resume, cursor, rules
             )
+        if cursor and not cursor.get("deltaLink"):
+            # A reset: the full round starts no later than the window the lost links covered,
+            # so changes made there since the last round are read however the window moved.
+            wanted = (min(wanted[0], _stored_start(cursor, wanted[0])), wanted[1])
         round_id = uuid.uuid4().hex
         return CalendarRound(connection, token, index, wanted, round_id, True, None, cursor, rules)
 
@@ -226,6 +245,13 @@ def _drifted(cursor: Mapping[str, Any], wanted: tuple[datetime, datetime]) -> bo
     except ValueError:
         return True
     return abs(wanted[0] - stored) >= WINDOW_DRIFT
+
+
+def _stored_start(cursor: Mapping[str, Any], default: datetime) -> datetime:
+    try:
+        return _moment(str(cursor.get("windowStart") or ""))
+    except ValueError:
+        return default
 
 
 def _moment(text: str) -> datetime:

@@ -4,7 +4,10 @@ Each user's copy of an email is linked to the tenant's email by a holder row (``
 and a mailbox item (``mailboxitems``). Taking a copy away removes those links and, when no other
 user holds the email, the email itself with its index rows and blobs. Removals go in a crash-safe
 order, the email before the links that lead to it, so repeating an interrupted one finishes it;
-a purge's release deletes the mailbox item, which the purge walks, last of all.
+a purge's release deletes the mailbox item, which the purge walks, last of all. A purge releases
+only the items received before its watermark (each item keeps ``receivedAt``); an item stored
+before items kept that time is judged by its email's received time, which another holder may
+have set.
 
 Another mailbox may save the same email while a removal runs. The removal reads the email row's
 ETag before the holders and deletes the row only if that ETag still holds; a saver writes its
@@ -23,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import ETAG
@@ -45,9 +48,10 @@ from shared.sync.emailrows import (
     index_row_key,
     summary_row,
 )
+from shared.sync.jobs import instant
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from shared.adapters.tables import Entity
 
@@ -111,16 +115,43 @@ class EmailLinks(EmailRows):
         return rows
 
     def release_batch(
-        self, *, tenant_id: str, user_id: str, connection: str, size: int
-    ) -> tuple[dict[str, int], bool]:
-        """Take up to ``size`` of a mailbox's items out of the product, for a purge.
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        size: int,
+        before: datetime,
+        after: str = "",
+    ) -> tuple[dict[str, int], str | None]:
+        """Take out, for a purge, what the mailbox received before ``before``, a batch at a time.
+
+        The batch walks up to ``size`` of the mailbox's items in key order, past ``after`` (the
+        last key the previous batch walked). Items received at ``before`` or later stay, so mail
+        a sync stored after the purge was asked for is kept, and the walk still ends.
 
         Returns:
-            How many emails went and how many stayed for other holders, and whether the
-            mailbox had items left when the batch began (so another batch must look).
+            How many emails went and how many stayed for other holders, and the last key walked,
+            or None when no item was left past ``after`` (the purge is done).
         """
+        where = "PartitionKey eq @pk and RowKey gt @after"
+        items, _ = self._tables.head(ITEMS, where, {"pk": connection, "after": after}, size=size)
+        if not items:
+            return {}, None
+        due = [item for item in items if self._received(tenant_id, item) < before]
+        counts = self._release_items(tenant_id, user_id, connection, due, before)
+        return counts, str(items[-1]["RowKey"])
+
+    def _release_items(
+        self,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        items: Sequence[Entity],
+        before: datetime,
+    ) -> dict[str, int]:
+        """Release a batch of a mailbox's items; return how many emails went and stayed."""
         counts: Counter[str] = Counter()
-        items = self.mailbox_items(connection, size=size)
         shared: dict[str, bool] = {}
         doomed: list[Entity] = []
         for key in dict.fromkeys(str(item["emailKey"]) for item in items):
@@ -128,6 +159,9 @@ class EmailLinks(EmailRows):
             if not any(h.get("userId") == user_id for h in holders):
                 # Another item of this mailbox (the same email in a second folder) released
                 # it in an earlier batch: only this item row is left to delete, and no count.
+                continue
+            if self._kept_elsewhere(tenant_id, connection, key, before):
+                # A copy in another folder came after the purge: the mailbox keeps the email.
                 continue
             shared[key] = any(h.get("userId") != user_id for h in holders)
             if row is not None and not shared[key]:
@@ -140,7 +174,25 @@ class EmailLinks(EmailRows):
         self._tables.delete_batch(ITEMS, [(connection, str(item["RowKey"])) for item in items])
         for key, others in shared.items():
             counts[str(Release.KEPT_SHARED if others or key in kept else Release.REMOVED)] += 1
-        return dict(counts), bool(items)
+        return dict(counts)
+
+    def _kept_elsewhere(self, tenant_id: str, connection: str, key: str, before: datetime) -> bool:
+        """Tell whether an item of the mailbox received at ``before`` or later holds the email."""
+        where = "PartitionKey eq @pk and emailKey eq @key"
+        rows = self._tables.query(ITEMS, where, {"pk": connection, "key": key})
+        return any(self._received(tenant_id, row) >= before for row in rows)
+
+    def _received(self, tenant_id: str, item: Entity) -> datetime:
+        """Return when the mailbox received an item's mail.
+
+        An item stored before items kept this falls back to its email's time, which another
+        holder may have set; an email already gone reads as the epoch, so it is released.
+        """
+        if item.get("receivedAt"):
+            return instant(item["receivedAt"])
+        key = str(item["emailKey"])
+        row = self._tables.get(EMAILS, email_partition(tenant_id, key), key) or {}
+        return instant(row.get("receivedDateTime"))
 
     def _claim(self, tenant_id: str, key: str) -> tuple[Entity | None, list[Entity]]:
         """Read an email row, then its holders, for a removal that is conditional on the row.
@@ -167,6 +219,11 @@ class EmailLinks(EmailRows):
         self._tables.delete(HOLDERS, email_partition(tenant_id, key), table_key(key, user_id))
         self._tables.delete(ITEMS, connection, str(item["RowKey"]))
         return Release.KEPT_SHARED if shared else Release.REMOVED
+
+    def folder_items(self, connection: str, folder_id: str) -> list[Entity]:
+        """Return the items a mailbox holds as stored in one folder."""
+        where = "PartitionKey eq @pk and folderId eq @folder"
+        return list(self._tables.query(ITEMS, where, {"pk": connection, "folder": folder_id}))
 
     def item(self, connection: str, item_id: str) -> Entity | None:
         """Return what a mailbox item was stored as (email key, folder), or ``None``."""
@@ -298,3 +355,8 @@ class EmailLinks(EmailRows):
             blob_name = row.get(name + BLOB_SUFFIX)
             if blob_name:
                 self._blobs.delete(str(blob_name))
+
+
+def received_at(message: Mapping[str, Any]) -> str:
+    """Return when a mailbox received a message, as its mailbox item keeps it (UTC, seconds)."""
+    return instant(message.get("receivedDateTime")).isoformat(timespec="seconds")

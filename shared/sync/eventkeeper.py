@@ -161,6 +161,7 @@ class EventKeeper:
             company_ids=companies,
             series_master_id=_text(item.get("seriesMasterId")),
             location=_text(location.get("displayName")) if isinstance(location, dict) else "",
+            created_at=_created(merged).isoformat(timespec="seconds"),
         )
 
     def record_drops(self, work: CalendarRound) -> None:

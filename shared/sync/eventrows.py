@@ -100,6 +100,8 @@ class KeptEvent:
     company_ids: frozenset[str]
     series_master_id: str = ""
     location: str = ""
+    created_at: str = ""
+    """When the event came into the calendar (UTC, seconds): a purge keeps what is newer."""
 
 
 def event_row(tenant_id: str, key: str, event: KeptEvent, companies: frozenset[str]) -> Entity:

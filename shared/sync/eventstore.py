@@ -6,7 +6,11 @@ read API and the power tools. Table Storage has no transaction across tables, so
 keep an order: a save checks the event's tombstones before and after its writes and undoes
 them when a deletion landed in between; a deletion writes its tombstones first, so repeating it
 after a crash finishes the job; a purge batch deletes the item row it walks last, so a purge
-killed in between finds it again.
+killed in between finds it again. A purge releases only events created before its watermark
+(each calendar item keeps ``createdAt``) and walks past the others.
+
+Known limitations: a calendar item stored before items kept ``createdAt`` counts as created
+before any purge, so a purge releases it even when the meeting is newer than the request.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from shared.sync.eventrows import (
     stamp,
     summary_row,
 )
+from shared.sync.jobs import instant
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -176,6 +181,7 @@ class EventStore:
             "start": stamp(event.times.start),
             "seriesMasterId": event.series_master_id,
             "roundId": round_id,
+            "createdAt": event.created_at,
         }
         self._tables.upsert(ITEMS, item)
 
@@ -240,37 +246,63 @@ class EventStore:
         return len(item_ids)
 
     def release_batch(
-        self, *, tenant_id: str, user_id: str, connection: str, size: int
-    ) -> tuple[dict[str, int], bool]:
-        """Take up to ``size`` of a calendar's items out of the product, for a purge.
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        connection: str,
+        size: int,
+        before: datetime,
+        after: str = "",
+    ) -> tuple[dict[str, int], str | None]:
+        """Take out, for a purge, the calendar's events created before ``before``, in batches.
 
-        An event goes when no other user holds it, else only this holder goes; the item row
-        the purge walks is deleted last, so a purge killed in between finds it again. Once no
-        item is left, the calendar's stored series go too.
+        The batch walks up to ``size`` of the calendar's items in key order past ``after``;
+        events created at ``before`` or later stay, as sync keeps them after a purge. An event
+        goes when no other user holds it, else only this holder goes; the item row is deleted
+        last, so a purge killed in between finds it again. Once the walk ends, the calendar's
+        stored series go too, unless a kept item still belongs to one.
 
         Returns:
-            How many events went and how many stayed for other holders, and whether the
-            calendar had items left when the batch began.
+            How many events went and how many stayed for other holders, and the last key
+            walked, or None when no item was left past ``after``.
         """
-        rows, _ = self._tables.head(ITEMS, "PartitionKey eq @pk", {"pk": connection}, size=size)
+        where = "PartitionKey eq @pk and RowKey gt @after"
+        rows, _ = self._tables.head(ITEMS, where, {"pk": connection, "after": after}, size=size)
+        if not rows:
+            self._release_series(connection)
+            return {}, None
         counts: Counter[str] = Counter()
         for row in rows:
-            key = str(row["eventKey"])
-            mine = [r for r in self.items_for_key(connection, key) if r["RowKey"] != row["RowKey"]]
-            others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
-            if not others and not mine:
-                self._delete_event(tenant_id, key)
-            if not mine:
-                partition = event_partition(tenant_id, key)
-                self._tables.delete(HOLDERS, partition, table_key(key, user_id))
-            self._tables.delete(ITEMS, connection, str(row["RowKey"]))
-            if not mine:
-                # Counted with the calendar's last item of the event, not once per item.
-                counts["keptShared" if others else "removed"] += 1
-        if not rows:
-            for series in list(self._tables.list_partition(SERIES, connection)):
+            if instant(row.get("createdAt")) >= before:
+                continue
+            released = self._release_item(tenant_id, user_id, connection, row)
+            if released:
+                counts[released] += 1
+        return dict(counts), str(rows[-1]["RowKey"])
+
+    def _release_item(self, tenant_id: str, user_id: str, connection: str, row: Entity) -> str:
+        """Release one calendar item; return what happened to its event, or "" when uncounted."""
+        key = str(row["eventKey"])
+        mine = [r for r in self.items_for_key(connection, key) if r["RowKey"] != row["RowKey"]]
+        others = [h for h in self.holders(tenant_id, key) if h.get("userId") != user_id]
+        if not others and not mine:
+            self._delete_event(tenant_id, key)
+        if not mine:
+            partition = event_partition(tenant_id, key)
+            self._tables.delete(HOLDERS, partition, table_key(key, user_id))
+        self._tables.delete(ITEMS, connection, str(row["RowKey"]))
+        if mine:
+            return ""
+        # Counted with the calendar's last item of the event, not once per item.
+        return "keptShared" if others else "removed"
+
+    def _release_series(self, connection: str) -> None:
+        """Delete the calendar's stored series that no item left after a purge belongs to."""
+        kept = {str(row.get("seriesMasterId") or "") for row in self.items(connection)}
+        for series in list(self._tables.list_partition(SERIES, connection)):
+            if str(series["RowKey"]) not in {table_key(master) for master in kept if master}:
                 self._tables.delete(SERIES, connection, str(series["RowKey"]))
-        return dict(counts), bool(rows)
 
     def holders(self, tenant_id: str, key: str) -> list[Entity]:
         """Return the holder rows of one event."""

@@ -29,12 +29,15 @@ An entry without an id has no decision record, since there is nothing to key it 
 
 A message deleted in the product (power tools) carries a tombstone and is dropped as
 ``deleted``; after a purge of the mailbox, messages received before it are dropped as
-``purged`` (and the first round of a reset folder starts there), so neither comes back through a
-later delta or cursor reset. The job checks before each page that the connection was not revoked
-meanwhile, and stores nothing more if it was.
+``purged``, so neither comes back through a later delta or cursor reset. A folder whose cursor
+Graph forgot starts its fresh round no later than its last complete round (less a margin) and
+never before the purge (see :mod:`shared.sync.resync`): the cursor row keeps when its rounds
+began and ended, and a reset clears only its links. The job checks before each page that the
+connection was not revoked meanwhile, and stores nothing more if it was.
 
 ``@removed`` entries are noted and settled at the end of a complete round (see
-:mod:`shared.sync.removals`).
+:mod:`shared.sync.removals`); so are the stored items of a folder that a round begun without a
+link (a first round, or one after a reset) did not save again.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from shared.sync.jobs import (
 from shared.sync.leases import MAIL_SLOTS
 from shared.sync.mailjob import MailJob, RoundStats, continued_folders
 from shared.sync.removals import PendingRemovals, RemovalLedger
+from shared.sync.resync import fresh_since, reset_marks, round_marks, stamp
 from shared.sync.store import EmailDeletedError, KeptMessage
 
 if TYPE_CHECKING:
@@ -116,7 +120,7 @@ class _Round:
     connection: Connection
     token: str
     index: CompanyIndex
-    since: datetime
+    backfill_start: datetime
     pending: PendingRemovals
     rules: CompiledRules
     budget: PageBudget
@@ -170,7 +174,7 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
             connection=connection,
             token=token,
             index=self._index(connection.tenant_id),
-            since=max(self._backfill_start(connection.tenant_id), purged_before(connection)),
+            backfill_start=self._backfill_start(connection.tenant_id),
             pending=self._removals.pending(connection),
             # Compiled once per job: every message of every page is checked against the same set.
             rules=CompiledRules(self._rules.ruleset(connection.tenant_id, connection.user_id)),
@@ -219,11 +223,14 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         raise DeltaCursorExpiredError(message)
 
     def _follow(self, work: _Round, folder: Folder, cursor: _CursorRow, stats: RoundStats) -> bool:
-        resume = None
-        if cursor.row:
-            resume = cursor.row.get("nextLink") or cursor.row.get("deltaLink") or None
+        row = cursor.row or {}
+        resume = row.get("nextLink") or row.get("deltaLink") or None
+        # A round that begins now notes when (and, without a link, from when) it reads, so a
+        # later reset knows which mail every ended round has listed (see shared.sync.resync).
+        since = None if resume else self._fresh_since(work, cursor.row)
+        started = None if row.get("nextLink") else datetime.now(UTC)
         pages = self._graph.delta_pages(
-            work.token, folder.folder_id, resume_url=resume, since=work.since
+            work.token, folder.folder_id, resume_url=resume, since=since
         )
         ended = False
         for page in prefetched(pages, work.budget):
@@ -232,11 +239,26 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
                 return False
             self._require_connected(work.connection)
             stats.add(self._store_page(work, page))
+            marks = round_marks(cursor.row, started=started, since=since, ended=not page.next_link)
+            if not page.next_link and marks["roundFresh"]:
+                self._note_unseen(work, folder, marks)
             # The cursor moves only once the page's items are stored: a killed job resumes here.
-            cursor.row = self._save_cursor(work.connection, folder, cursor.row, page)
+            cursor.row = self._save_cursor(work.connection, folder, cursor.row, page, marks)
+            started = since = None
             stats.pages += 1
             ended = page.next_link is None
         return ended
+
+    def _note_unseen(self, work: _Round, folder: Folder, marks: dict[str, str]) -> None:
+        """End a round begun without a link: what it did not save again is checked as removed."""
+        started, since = instant(marks["roundStartedAt"]), instant(marks["roundSince"])
+        self._removals.note_unseen(
+            work.connection, folder.folder_id, work.pending, started=started, since=since
+        )
+
+    def _fresh_since(self, work: _Round, row: Entity | None) -> datetime:
+        purged = purged_before(work.connection)
+        return fresh_since(row, backfill_start=work.backfill_start, purged_before=purged)
 
     def _store_page(self, work: _Round, page: DeltaPage) -> RoundStats:
         """Store a page's kept messages and note its removals; return the page's counts."""
@@ -318,16 +340,31 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         return self._emails.thread_companies(tenant_id, internet_ids)
 
     def _save_cursor(
-        self, connection: Connection, folder: Folder, cursor: Entity | None, page: DeltaPage
+        self,
+        connection: Connection,
+        folder: Folder,
+        cursor: Entity | None,
+        page: DeltaPage,
+        marks: dict[str, str],
     ) -> Entity:
         previous_delta = (cursor or {}).get("deltaLink", "")
+        links = {"nextLink": page.next_link or "", "deltaLink": page.delta_link or previous_delta}
+        return self._write_cursor(connection, folder, cursor, links | marks)
+
+    def _write_cursor(
+        self, connection: Connection, folder: Folder, cursor: Entity | None, fields: Entity
+    ) -> Entity:
+        """Write a folder's cursor row unless another job wrote it since; return it with its ETag.
+
+        Raises:
+            CursorTakenError: when another job wrote the cursor after this one read it.
+        """
         row: Entity = {
             "PartitionKey": connection.key,
             "RowKey": table_key(folder.folder_id),
             "folderId": folder.folder_id,
-            "nextLink": page.next_link or "",
-            "deltaLink": page.delta_link or previous_delta,
-            "updatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+            **fields,
+            "updatedAt": stamp(datetime.now(UTC)),
         }
         try:
             etag = self._tables.update(CURSORS, row, etag=(cursor or {}).get("_etag"))
@@ -337,7 +374,9 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         return {**row, "_etag": etag}
 
     def _reset_cursor(self, connection: Connection, folder: Folder, cursor: Entity | None) -> None:
-        """Forget the folder's cursor as this job last saw it, unless another job moved it since.
+        """Forget the folder's links as this job last saw them, unless another job moved them.
+
+        The row keeps when its rounds began and ended, so the fresh round knows where to start.
 
         Raises:
             CursorTakenError: when another job wrote the cursor after this one read it; its
@@ -345,13 +384,8 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
         """
         if cursor is None:
             return
-        try:
-            self._tables.delete(
-                CURSORS, connection.key, table_key(folder.folder_id), etag=cursor.get("_etag")
-            )
-        except ConflictError as error:
-            message = "another worker moved this folder's cursor; this job stops"
-            raise CursorTakenError(message) from error
+        fields = {"nextLink": "", "deltaLink": ""} | reset_marks(cursor)
+        self._write_cursor(connection, folder, cursor, fields)
 
 
 def _received(item: Mapping[str, Any]) -> datetime:

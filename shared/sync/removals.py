@@ -5,7 +5,18 @@ in the folder it entered, in either order (BR-02). So a removal is first noted i
 ``pendingremovals`` table; seeing the same id present later in the round cancels it; and when
 the round has walked every folder, each removal still pending is checked with a ``GET`` of the
 message: a 404 unlinks it from this mailbox (deleting the email when no other holder is left),
-a 200 keeps it and records its current folder. Nothing is deleted on ``@removed`` alone.
+a 200 keeps it and records its current folder. Nothing is deleted on ``@removed`` alone. A
+message found in a folder the connection does not sync (Deleted Items, an archive) stays noted
+and is looked at again in later rounds, so emptying that folder later unlinks it too; moving it
+back into a synced folder cancels the note as any presence does.
+
+A round begun without a link (a folder's first, or one after a reset) ends by noting as removed
+the folder's stored items it did not save again (:meth:`RemovalLedger.note_unseen`), so mail
+deleted while the cursor was lost goes, and mail moved meanwhile is found by the ``GET``.
+
+Known limitations: at most :data:`WATCH_PER_ROUND` messages in folders the connection does not
+sync are looked at per complete round, so with many of them a deletion there is noticed only
+after several rounds; every job reads all the noted rows of its connection.
 
 A mail job syncs its folders on several threads at once, so the two sides of a move may be seen
 in either order or at the same moment. The ids noted in a round are a :class:`PendingRemovals`
@@ -19,12 +30,16 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import table_key
 from shared.errors import NotFoundError
+from shared.sync.jobs import instant
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from shared.adapters.graph import GraphMailClient
     from shared.adapters.tables import TableEntityStore
     from shared.sync.connections import Connection
@@ -33,6 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PENDING = "pendingremovals"
+WATCH_PER_ROUND = 50
+"""Items in folders the connection does not sync that one complete round looks at again."""
 
 
 @dataclass(slots=True)
@@ -42,6 +59,8 @@ class Resolved:
     unlinked: int = 0
     moved: int = 0
     ignored: int = 0
+    watched: int = 0
+    """Items found in a folder the connection does not sync, looked at again later."""
 
 
 @dataclass(slots=True)
@@ -70,8 +89,7 @@ class RemovalLedger:
         with pending.lock:
             if item_id in pending.ids:
                 return
-            row = {"PartitionKey": connection.key, "RowKey": table_key(item_id), "itemId": item_id}
-            self._tables.upsert(PENDING, row)
+            self._tables.upsert(PENDING, _keys(connection, item_id))
             pending.ids.add(item_id)
 
     def note_present(self, connection: Connection, item_id: str, pending: PendingRemovals) -> None:
@@ -82,22 +100,64 @@ class RemovalLedger:
             self._tables.delete(PENDING, connection.key, table_key(item_id))
             pending.ids.discard(item_id)
 
+    def note_unseen(
+        self,
+        connection: Connection,
+        folder_id: str,
+        pending: PendingRemovals,
+        *,
+        started: datetime,
+        since: datetime,
+    ) -> int:
+        """Note as removed what a folder's full round did not see again; return how many.
+
+        A round begun without a link lists every message of the folder received since
+        ``since`` and saves each kept one again, so an item stored in the folder, received
+        since then and not saved since ``started`` was deleted or moved while the cursor was
+        lost. Each is checked with a GET at the end of the connection's round, like a removal,
+        so mail that moved to another folder is kept.
+        """
+        unseen = [
+            str(item["itemId"])
+            for item in self._emails.folder_items(connection.key, folder_id)
+            if _unseen(item, started, since)
+        ]
+        for item_id in unseen:
+            self.note_removed(connection, item_id, pending)
+        return len(unseen)
+
     def resolve(self, connection: Connection, token: str) -> Resolved:
-        """Settle every pending removal of a connection with a GET of the message."""
+        """Settle the connection's pending removals with a GET of each message.
+
+        Items last found in a folder the connection does not sync are looked at again in
+        later rounds, the :data:`WATCH_PER_ROUND` checked longest ago first.
+        """
         result = Resolved()
-        for row in self._tables.list_partition(PENDING, connection.key):
+        rows = list(self._tables.list_partition(PENDING, connection.key))
+        watched = sorted((r for r in rows if r.get("watchedAt")), key=lambda r: r["watchedAt"])
+        due = [r for r in rows if not r.get("watchedAt")] + watched[:WATCH_PER_ROUND]
+        synced = {folder.folder_id for folder in connection.folders}
+        for row in due:
             item_id = str(row["itemId"])
-            self._settle(connection, token, item_id, result)
+            folder = self._settle(connection, token, item_id, result)
+            if folder is not None and folder not in synced:
+                result.watched += 1
+                now = datetime.now(UTC).isoformat(timespec="milliseconds")
+                self._tables.upsert(PENDING, {**_keys(connection, item_id), "watchedAt": now})
+                continue
             self._tables.delete(PENDING, connection.key, table_key(item_id))
         if result.unlinked or result.moved:
             extra = {"user": connection.user_id, "unlinked": result.unlinked, "moved": result.moved}
-            logger.info("removals resolved", extra=extra)
+            logger.info("removals resolved", extra=extra | {"watched": result.watched})
         return result
 
-    def _settle(self, connection: Connection, token: str, item_id: str, result: Resolved) -> None:
+    def _settle(
+        self, connection: Connection, token: str, item_id: str, result: Resolved
+    ) -> str | None:
+        """Unlink a message Graph no longer has, or record its folder; return that folder."""
         if self._emails.item(connection.key, item_id) is None:
             result.ignored += 1
-            return
+            return None
         try:
             found = self._graph.get_message(token, item_id)
         except NotFoundError:
@@ -108,7 +168,23 @@ class RemovalLedger:
                 item_id=item_id,
             )
             result.unlinked += 1
-            return
+            return None
         folder = str(found.get("parentFolderId", ""))
         self._emails.move_item(connection.tenant_id, connection.key, item_id, folder)
         result.moved += 1
+        return folder
+
+
+def _keys(connection: Connection, item_id: str) -> dict[str, str]:
+    return {"PartitionKey": connection.key, "RowKey": table_key(item_id), "itemId": item_id}
+
+
+def _unseen(item: Mapping[str, Any], started: datetime, since: datetime) -> bool:
+    """Tell whether a full round that began at ``started`` should have saved a stored item.
+
+    An item stored before items kept these times is always looked at.
+    """
+    saved, received = item.get("savedAt"), item.get("receivedAt")
+    if saved and instant(saved) >= started:
+        return False
+    return not received or instant(received) >= since

@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.tablelimits import guard_entity, table_key
 from shared.errors import StorageLimitError, SyncError
-from shared.sync.emaillinks import EmailLinks
+from shared.sync.emaillinks import EmailLinks, received_at
 from shared.sync.emailmerge import EmailMerging, LookAlikeError
 from shared.sync.emailreads import EmailReads
 from shared.sync.emailrows import (
@@ -348,5 +349,9 @@ class EmailStore(EmailMerging, EmailLinks, EmailReads):
             "itemId": item_id,
             "userId": user_id,
             "folderId": folder,
+            # A purge releases only what the mailbox received before it was asked for.
+            "receivedAt": received_at(message),
+            # A folder's full round looks again at the items it did not save (see removals).
+            "savedAt": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         return holder, item

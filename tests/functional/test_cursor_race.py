@@ -27,6 +27,7 @@ from shared.sync.folderwalk import PageBudget
 from shared.sync.jobs import CursorTakenError
 from shared.sync.mail import CURSORS, MailSyncService, _Round
 from shared.sync.removals import PendingRemovals
+from shared.sync.store import EmailStore
 
 pytestmark = pytest.mark.stack
 
@@ -73,7 +74,8 @@ def worker(tables: TableEntityStore, graph: ScriptedGraph) -> MailSyncService:
         connections=ConnectionStore(tables, unused, unused),
         graph=cast(Any, graph),
         directory=unused,
-        emails=unused,
+        # A round begun without a link reads the folder's stored items at its end.
+        emails=EmailStore(tables, unused),
         queue=unused,
         tables=tables,
     )
@@ -86,7 +88,7 @@ def round_for(connection: Connection) -> _Round:
         connection=connection,
         token="token",
         index=unused,
-        since=datetime.now(UTC),
+        backfill_start=datetime.now(UTC),
         pending=PendingRemovals(set()),
         rules=unused,
         budget=PageBudget(200),

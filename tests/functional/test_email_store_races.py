@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -106,7 +107,13 @@ def _remove(emails: EmailStore, tenant: str, how: str) -> None:
     if how == "unlink":
         emails.unlink(tenant_id=tenant, user_id="ann", connection="conn-ann", item_id="item-a")
     else:
-        emails.release_batch(tenant_id=tenant, user_id="ann", connection="conn-ann", size=10)
+        emails.release_batch(
+            tenant_id=tenant,
+            user_id="ann",
+            connection="conn-ann",
+            size=10,
+            before=datetime.now(UTC),
+        )
 
 
 def _assert_ben_keeps(emails: EmailStore, tables: TableEntityStore, tenant: str, key: str) -> None:

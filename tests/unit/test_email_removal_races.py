@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -47,7 +48,13 @@ def _remove(store: EmailStore, how: str) -> None:
     if how == "unlink":
         store.unlink(tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, item_id="a-1")
     else:
-        store.release_batch(tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, size=10)
+        store.release_batch(
+            tenant_id=TENANT,
+            user_id=ALICE,
+            connection=ALICE_CONNECTION,
+            size=10,
+            before=datetime.now(UTC),
+        )
 
 
 def _bob_saves(store: EmailStore) -> None:

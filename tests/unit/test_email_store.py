@@ -624,17 +624,88 @@ def test_purging_one_email_held_in_two_folders_counts_it_once(batch: int) -> Non
     assert len(tables.rows(ITEMS)) == 2
 
     # WHEN her mailbox is purged in batches of the given size until no item is left
-    totals: dict[str, int] = {}
-    more = True
-    while more:
-        counts, more = store.release_batch(
-            tenant_id=TENANT, user_id=ALICE, connection=ALICE_CONNECTION, size=batch
-        )
-        for name, count in counts.items():
-            totals[name] = totals.get(name, 0) + count
+    totals = _purge(store, batch)
 
     # THEN the email, its holder and both items are gone, and it is counted removed once
     assert totals == {"removed": 1}
     assert tables.rows(EMAILS) == []
     assert tables.rows(HOLDERS) == []
     assert tables.rows(ITEMS) == []
+
+
+PURGED = datetime(2024, 5, 2, tzinfo=UTC)
+"""When the mailbox's purge was asked for: after the default message was received."""
+
+
+def _purge(store: EmailStore, batch: int) -> dict[str, int]:
+    """Release Alice's mailbox batch by batch until the walk ends; return the summed counts."""
+    totals: dict[str, int] = {}
+    walked: str | None = ""
+    while walked is not None:
+        counts, walked = store.release_batch(
+            tenant_id=TENANT,
+            user_id=ALICE,
+            connection=ALICE_CONNECTION,
+            size=batch,
+            before=PURGED,
+            after=walked,
+        )
+        for name, count in counts.items():
+            totals[name] = totals.get(name, 0) + count
+    return totals
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10])
+def test_purging_keeps_mail_received_after_the_purge_was_asked_for(batch: int) -> None:
+    """Mail received at or after the watermark stays, and the walk past it still ends."""
+    # GIVEN Alice's mailbox with one mail from before the purge and three from after it
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    _save(store, _message("old"))
+    for number in range(3):
+        stamp = (PURGED + timedelta(minutes=number)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = {"internetMessageId": f"<new-{number}@mail.customer.example>"}
+        _save(store, _message(f"new{number}", receivedDateTime=stamp, **fields))
+
+    # WHEN her mailbox is purged in batches of the given size
+    totals = _purge(store, batch)
+
+    # THEN only the old mail went, and the new ones keep their email and item rows
+    assert totals == {"removed": 1}
+    assert sorted(row["itemId"] for row in tables.rows(ITEMS)) == ["new0", "new1", "new2"]
+    assert len(tables.rows(EMAILS)) == 3
+
+
+def test_purging_an_item_stored_before_items_kept_their_time_uses_its_emails_time() -> None:
+    """An item row without ``receivedAt`` is judged by its email's received time."""
+    # GIVEN an old-style item of a mail received after the purge
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    _save(store, _message("late", receivedDateTime="2024-05-03T00:00:00Z"))
+    (item,) = tables.rows(ITEMS)
+    tables.upsert(ITEMS, {k: v for k, v in item.items() if k != "receivedAt"}, replace=True)
+
+    # WHEN the mailbox is purged
+    totals = _purge(store, 10)
+
+    # THEN the mail stays
+    assert totals == {}
+    assert len(tables.rows(ITEMS)) == 1
+
+
+def test_purging_keeps_an_email_whose_copy_in_another_folder_came_after_the_purge() -> None:
+    """An older copy goes, but the email stays linked through the newer copy."""
+    # GIVEN one email in two folders of Alice's mailbox, received before and after the purge
+    tables = FakeTables()
+    store = EmailStore(tables, FakeBlobs())  # type: ignore[arg-type]
+    _save(store, _message("a-old", parentFolderId="archive-id"))
+    _save(store, _message("z-new", receivedDateTime="2024-05-02T00:00:01Z"))
+
+    # WHEN her mailbox is purged one item at a time
+    totals = _purge(store, 1)
+
+    # THEN the email, its holder and the newer item stay; only the older item went
+    assert totals == {}
+    assert [row["itemId"] for row in tables.rows(ITEMS)] == ["z-new"]
+    assert len(tables.rows(EMAILS)) == 1
+    assert len(tables.rows(HOLDERS)) == 1

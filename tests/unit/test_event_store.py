@@ -13,9 +13,13 @@ from tests.unit.fakes import FakeTables
 
 TENANT = "tenant-1"
 START = datetime(2027, 3, 1, 9, tzinfo=UTC)
+PURGED = datetime(2026, 12, 4, 12, tzinfo=UTC)
+"""When the calendar's purge was asked for; the events above are all created before it."""
 
 
-def _item(item_id: str, uid: str = "uid-1") -> KeptEvent:
+def _item(
+    item_id: str, uid: str = "uid-1", created_at: str = "2026-01-05T08:00:00+00:00"
+) -> KeptEvent:
     """One calendar item of a customer meeting."""
     return KeptEvent(
         item_id=item_id,
@@ -28,16 +32,22 @@ def _item(item_id: str, uid: str = "uid-1") -> KeptEvent:
         attendees=[{"name": "", "address": "ann@vendor.example"}],
         cancelled=False,
         company_ids=frozenset({"acme"}),
+        created_at=created_at,
     )
 
 
 def _purge(events: EventStore, user: str, calendar: str, batch: int) -> dict[str, int]:
     """Release a calendar's items batch by batch until none is left; return the summed counts."""
     totals: dict[str, int] = {}
-    more = True
-    while more:
-        counts, more = events.release_batch(
-            tenant_id=TENANT, user_id=user, connection=calendar, size=batch
+    walked: str | None = ""
+    while walked is not None:
+        counts, walked = events.release_batch(
+            tenant_id=TENANT,
+            user_id=user,
+            connection=calendar,
+            size=batch,
+            before=PURGED,
+            after=walked,
         )
         for name, count in counts.items():
             totals[name] = totals.get(name, 0) + count
@@ -94,3 +104,25 @@ def test_purging_a_meeting_another_user_holds_keeps_it_and_counts_it_once() -> N
     assert totals == {"keptShared": 1}
     assert len(tables.rows(EVENTS)) == 1
     assert [row["userId"] for row in tables.rows(HOLDERS)] == ["ben"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10])
+def test_purging_keeps_events_created_after_the_purge_was_asked_for(batch: int) -> None:
+    """Events that came into the calendar after the watermark stay, and the walk still ends."""
+    # GIVEN Ann's calendar with one meeting from before the purge and three from after it
+    tables = FakeTables()
+    events = EventStore(tables)  # type: ignore[arg-type]
+    after = (PURGED + timedelta(seconds=1)).isoformat(timespec="seconds")
+    new = [_item(f"n{i}", uid=f"uid-n{i}", created_at=after) for i in range(3)]
+    for event in [_item("a1"), *new]:
+        events.save(
+            tenant_id=TENANT, user_id="ann", connection="cal-ann", event=event, round_id="r"
+        )
+
+    # WHEN her calendar is purged in batches of the given size
+    totals = _purge(events, "ann", "cal-ann", batch)
+
+    # THEN only the old meeting went; the three new ones keep their rows
+    assert totals == {"removed": 1}
+    assert sorted(row["itemId"] for row in tables.rows(ITEMS)) == ["n0", "n1", "n2"]
+    assert len(tables.rows(EVENTS)) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -200,6 +200,10 @@ class FakeEmails:
 
     def item(self, connection: str, item_id: str) -> dict[str, Any] | None:
         return {"emailKey": "k"} if item_id in self.saved else None
+
+    def folder_items(self, connection: str, folder_id: str) -> list[dict[str, Any]]:
+        # Every saved item counts as saved again by the round: nothing is left unseen.
+        return []
 
 
 @dataclass
@@ -836,3 +840,88 @@ def test_run_without_chosen_folders_retries_when_the_lookup_fails():
     with pytest.raises(TransientError):
         world.service.run(JOB)
     assert world.connections.rounds == []
+
+
+def _ago(days: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+
+
+def test_run_first_round_notes_its_floor_and_when_it_ended():
+    """A round begun without a link keeps its floor, and its start once it reaches the end."""
+    # GIVEN a folder never synced
+    world = _world()
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")], [_mail("m2")]])
+
+    # WHEN the job runs
+    before = datetime.now(UTC).replace(microsecond=0)
+    world.service.run(JOB)
+
+    # THEN the cursor keeps the round's floor and start, and marks the round as ended
+    cursor = world.cursor()
+    assert cursor is not None
+    since = world.graph.calls[0].since
+    assert since is not None
+    assert datetime.fromisoformat(cursor["roundSince"]) == since.replace(microsecond=0)
+    assert datetime.fromisoformat(cursor["roundStartedAt"]) >= before
+    assert cursor["syncedThrough"] == cursor["roundStartedAt"]
+
+
+def test_run_reset_starts_no_later_than_the_last_ended_round():
+    """A reset after a gap longer than the backfill window reads back to the last ended round."""
+    # GIVEN a folder whose last round ended 40 days ago (the backfill window is 30 days)
+    world = _world()
+    world.store_cursor(delta_link="stale-delta")
+    world.tables.upsert(CURSORS, {**_cursor_row(), "syncedThrough": _ago(40)})
+    world.graph.links[(INBOX.folder_id, "stale-delta")] = DeltaCursorExpiredError("410")
+    world.graph.chain(INBOX.folder_id, None, [[_mail("m1")]])
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN the fresh round starts an hour before that round, not at the backfill start
+    since = world.graph.calls[1].since
+    assert since is not None
+    expected = datetime.fromisoformat(_ago(40)) - timedelta(hours=1)
+    assert abs(since - expected) < timedelta(seconds=5)
+    assert world.emails.saved == ["m1"]
+
+
+def test_run_reset_never_starts_before_the_purge_watermark():
+    """However old the last ended round, a reset starts no earlier than the user's purge."""
+    # GIVEN a purge 10 days ago and a folder whose last round ended 40 days ago
+    purged = _ago(10)
+    world = _world(replace(_connection(), purged_before=purged))
+    world.store_cursor(delta_link="stale-delta")
+    world.tables.upsert(CURSORS, {**_cursor_row(), "syncedThrough": _ago(40)})
+    world.graph.links[(INBOX.folder_id, "stale-delta")] = DeltaCursorExpiredError("410")
+    world.graph.chain(INBOX.folder_id, None, [[]])
+
+    # WHEN the job runs
+    world.service.run(JOB)
+
+    # THEN the fresh round starts at the purge
+    assert world.graph.calls[1].since == datetime.fromisoformat(purged)
+
+
+def test_run_reset_that_backs_off_keeps_what_the_next_round_needs():
+    """A second expiry leaves the cursor without links but with its rounds' instants."""
+    # GIVEN a folder whose last round ended 3 days ago, and Graph refusing every request
+    world = _world()
+    ended = _ago(3)
+    world.store_cursor(delta_link="stale-delta")
+    world.tables.upsert(CURSORS, {**_cursor_row(), "syncedThrough": ended})
+    world.graph.links[(INBOX.folder_id, "stale-delta")] = DeltaCursorExpiredError("410")
+    world.graph.links[(INBOX.folder_id, None)] = DeltaCursorExpiredError("410")
+
+    # WHEN the job runs and backs off
+    assert world.service.run(JOB) is None
+
+    # THEN the cursor forgot its links only, so the re-queued job starts back there
+    cursor = world.cursor()
+    assert cursor is not None
+    assert (cursor["nextLink"], cursor["deltaLink"], cursor["syncedThrough"]) == ("", "", ended)
+
+
+def _cursor_row() -> dict[str, Any]:
+    partition, row = _cursor_key()
+    return {"PartitionKey": partition, "RowKey": row}

@@ -1,13 +1,14 @@
-"""Unit tests for shared.sync.removals: noting removals from several folder threads at once."""
+"""Unit tests for shared.sync.removals: noting removals, settling and watching them."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.errors import NotFoundError
 from shared.sync.connections import ACTIVE, MAIL, Connection, Folder
-from shared.sync.removals import PENDING, RemovalLedger
+from shared.sync.removals import PENDING, WATCH_PER_ROUND, RemovalLedger
 from tests.unit.fakes import FakeTables
 
 CONNECTION = Connection(
@@ -16,7 +17,7 @@ CONNECTION = Connection(
     kind=MAIL,
     state=ACTIVE,
     upn="alice@vendor.example",
-    folders=(Folder("inbox-id", "Inbox"),),
+    folders=(Folder("inbox-id", "Inbox"), Folder("sent-id", "Sent Items")),
     home_account_id="home-1",
     scopes=("Mail.Read",),
 )
@@ -29,6 +30,7 @@ class FakeEmails:
         self.stored = stored
         self.moved: list[tuple[str, str]] = []
         self.unlinked: list[str] = []
+        self.in_folder: list[dict[str, Any]] = []
 
     def item(self, connection: str, item_id: str) -> dict[str, Any] | None:
         return {"emailKey": "k"} if item_id in self.stored else None
@@ -38,7 +40,11 @@ class FakeEmails:
 
     def unlink(self, *, item_id: str, **_: Any) -> bool:
         self.unlinked.append(item_id)
+        self.stored.discard(item_id)
         return True
+
+    def folder_items(self, connection: str, folder_id: str) -> list[dict[str, Any]]:
+        return self.in_folder
 
 
 class FakeGraph:
@@ -103,3 +109,92 @@ def test_a_move_seen_present_before_removed_resolves_to_the_new_folder():
     assert emails.moved == [("m1", "sent-id")]
     assert emails.unlinked == []
     assert tables.rows(PENDING) == []
+
+
+def test_a_message_moved_to_an_unsynced_folder_is_watched_until_it_is_gone():
+    """Moved to Deleted Items it stays stored; once emptied from there, a later round unlinks it."""
+    # GIVEN m1 stored and removed from Inbox into Deleted Items, which is not synced
+    tables = FakeTables()
+    emails, graph = FakeEmails({"m1"}), FakeGraph({"m1": "deleteditems-id"})
+    ledger = RemovalLedger(tables, emails, graph)  # type: ignore[arg-type]
+    ledger.note_removed(CONNECTION, "m1", ledger.pending(CONNECTION))
+
+    # WHEN a round resolves it, Deleted Items is emptied, and another round resolves
+    first = ledger.resolve(CONNECTION, "token")
+    del graph.where["m1"]
+    second = ledger.resolve(CONNECTION, "token")
+
+    # THEN it was kept and watched first, then unlinked, and nothing is left noted
+    assert (first.moved, first.watched, first.unlinked) == (1, 1, 0)
+    assert (second.unlinked, second.watched) == (1, 0)
+    assert emails.unlinked == ["m1"]
+    assert tables.rows(PENDING) == []
+
+
+def test_a_watched_message_moved_back_into_a_synced_folder_is_no_longer_watched():
+    """Seen present again in a synced folder, a watched message's note is cancelled."""
+    # GIVEN m1 watched in an unsynced folder
+    tables = FakeTables()
+    ledger = RemovalLedger(tables, FakeEmails({"m1"}), FakeGraph({"m1": "archive-id"}))  # type: ignore[arg-type]
+    ledger.note_removed(CONNECTION, "m1", ledger.pending(CONNECTION))
+    ledger.resolve(CONNECTION, "token")
+
+    # WHEN the next job sees it present in Inbox
+    ledger.note_present(CONNECTION, "m1", ledger.pending(CONNECTION))
+
+    # THEN nothing is noted any more
+    assert tables.rows(PENDING) == []
+
+
+def test_a_round_looks_again_at_most_so_many_watched_messages_the_oldest_first():
+    """Watched messages are checked a bounded number per round, those checked longest ago first."""
+    # GIVEN more watched messages than one round looks at, all still in Deleted Items
+    tables = FakeTables()
+    ids = [f"m{number:03}" for number in range(WATCH_PER_ROUND + 5)]
+    graph = FakeGraph(dict.fromkeys(ids, "deleteditems-id"))
+    ledger = RemovalLedger(tables, FakeEmails(set(ids)), graph)  # type: ignore[arg-type]
+    pending = ledger.pending(CONNECTION)
+    for item_id in ids:
+        ledger.note_removed(CONNECTION, item_id, pending)
+    ledger.resolve(CONNECTION, "token")
+
+    # WHEN the next round resolves
+    again = ledger.resolve(CONNECTION, "token")
+
+    # THEN it looked at the cap, and every message is still watched
+    assert again.watched == WATCH_PER_ROUND
+    assert len(tables.rows(PENDING)) == len(ids)
+
+
+def test_note_unseen_notes_what_a_full_round_did_not_save_again():
+    """Items saved before the round began and received since its floor are noted as removed."""
+    # GIVEN a round that began now with a floor a day back, and four stored items of the folder
+    now = datetime.now(UTC)
+    since = now - timedelta(days=1)
+    emails = FakeEmails(set())
+
+    def row(item_id: str, saved: datetime | None, received: datetime | None) -> dict[str, Any]:
+        found: dict[str, Any] = {"itemId": item_id}
+        if saved:
+            found["savedAt"] = saved.isoformat()
+        if received:
+            found["receivedAt"] = received.isoformat()
+        return found
+
+    emails.in_folder = [
+        row("gone", now - timedelta(hours=2), now - timedelta(hours=3)),
+        row("seen", now + timedelta(seconds=1), now - timedelta(hours=3)),
+        row("older", now - timedelta(days=3), now - timedelta(days=2)),
+        row("legacy", None, None),
+    ]
+    tables = FakeTables()
+    ledger = RemovalLedger(tables, emails, FakeGraph({}))  # type: ignore[arg-type]
+
+    # WHEN the round's end notes what it did not see
+    noted = ledger.note_unseen(
+        CONNECTION, "inbox-id", ledger.pending(CONNECTION), started=now, since=since
+    )
+
+    # THEN the unseen item in its window and the legacy one are noted, not the others
+    assert noted == 2
+    assert sorted(r["itemId"] for r in tables.rows(PENDING)) == ["gone", "legacy"]
