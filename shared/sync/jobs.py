@@ -40,6 +40,7 @@ from shared.matching.companies import CompanyIndex, CompanyMatchData
 from shared.sync.connections import DUE_STATES, REAUTH_REQUIRED, REVOKED, Connection
 from shared.sync.leases import MailboxGate
 from shared.sync.schedule import parse_slot, slot_text
+from shared.sync.slotclaims import MAX_SLOT_AHEAD
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -192,7 +193,7 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
         if connection is None or connection.state not in DUE_STATES:
             logger.info("sync job skipped: connection not due", extra=ids)
             return False
-        if job.slot is not None and job.slot <= last_slot(connection):
+        if job.slot is not None and job.slot <= last_slot(connection, datetime.now(UTC)):
             # A second copy of a slot's job: a send whose answer was lost is sent again by the
             # queue client's retry, so the fan-out may deliver one twice. Its round is done.
             logger.info("sync job skipped: its slot's round is done", extra=ids)
@@ -263,7 +264,8 @@ class ConnectionSyncRunner(Generic[JobT, StatsT]):
     def _finish(self, job: JobT, connection: Connection, stats: StatsT) -> None:
         """Record a complete round, or send the job again to continue an incomplete one."""
         if stats.complete:
-            self._connections.record_round(connection, stats.as_record(), slot=job.slot)
+            slot = job.slot if job.slot and job.slot <= datetime.now(UTC) + MAX_SLOT_AHEAD else None
+            self._connections.record_round(connection, stats.as_record(), slot=slot)
         else:
             self._queue.send(self.queue_name, self._continuation(job, stats).as_message())
         logger.info(
@@ -343,12 +345,17 @@ def instant(value: Any) -> datetime:
         return EPOCH
 
 
-def last_slot(connection: Connection) -> datetime:
-    """Return the slot whose round the connection last completed; the epoch when none is known."""
+def last_slot(connection: Connection, now: datetime) -> datetime:
+    """Return the slot whose round the connection last completed; the epoch when none is known.
+
+    A slot more than one period ahead of ``now`` (recorded from a job of a fast-clock timer, or
+    one sent by hand) counts as none, so it can never hold later rounds back.
+    """
     try:
-        return parse_slot(connection.last_slot) if connection.last_slot else EPOCH
+        slot = parse_slot(connection.last_slot) if connection.last_slot else EPOCH
     except InvalidJobError:
         return EPOCH
+    return EPOCH if slot > now + MAX_SLOT_AHEAD else slot
 
 
 def purged_before(connection: Connection) -> datetime:

@@ -60,6 +60,7 @@ from shared.sync.emailrows import internet_message_id, message_item_id
 from shared.sync.folderwalk import PageBudget, prefetched, walk
 from shared.sync.jobs import (
     DEFAULT_BACKFILL_DAYS,
+    EPOCH,
     INDEX_TTL_S,
     RESET_BACKOFF_CODE,
     RESET_BACKOFF_S,
@@ -212,6 +213,15 @@ class MailSyncService(ConnectionSyncRunner[MailJob, RoundStats]):
                 # it so that its user can see it and choose their folders again.
                 logger.warning("synced folder no longer exists", extra={"user": connection.user_id})
                 stats.missing_folders += 1
+                # Its mail went with it or moved: each stored item is looked up at the round's
+                # end, so what Graph no longer has goes and what moved stays.
+                self._removals.note_unseen(
+                    connection,
+                    folder.folder_id,
+                    work.pending,
+                    started=datetime.now(UTC),
+                    since=EPOCH,
+                )
                 return True, stats
             except DeltaCursorExpiredError:
                 logger.warning(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -14,7 +14,7 @@ from shared.adapters.tablelimits import table_key
 from shared.adapters.tables import TableEntityStore
 from shared.sync.connections import MAIL
 from shared.sync.connections import TABLE as CONNECTIONS
-from shared.sync.schedule import slot_of
+from shared.sync.schedule import parse_slot, slot_of, slot_text
 from tests.functional.conftest import Tenant
 from tests.functional.test_mail_sync import message
 
@@ -102,3 +102,27 @@ def test_a_second_copy_of_a_slots_job_is_skipped_once_its_round_is_done(tenant: 
     # THEN the copy read nothing from Graph, while the job without a slot ran a round
     assert after_copy == before
     assert delta_requests(tenant, upn) - after_copy == 2
+
+
+def test_a_job_with_a_slot_a_day_ahead_runs_but_holds_no_later_round_back(tenant: Tenant) -> None:
+    """A job from a fast-clock timer (or sent by hand) with a future slot records no slot."""
+    # GIVEN a connected user whose round ran through the fan-out
+    tenant.add_company("Acme", ["acme.example"])
+    upn = tenant.add_user("wes")
+    tenant.stack.connect_mail(tenant.token(upn)).raise_for_status()
+    tenant.sync()
+    recorded = last_slot(tenant, upn)
+    ids = {"kind": "mail", "tenant": tenant.tenant_id, "user": tenant.users[upn]}
+
+    # WHEN a job for a slot a day ahead arrives, then the same slot's job again
+    ahead = slot_text(parse_slot(datetime.now(UTC).isoformat()) + timedelta(days=1))
+    counts = []
+    for _ in range(2):
+        before = delta_requests(tenant, upn)
+        tenant.stack.run_function("mail_sync_worker", json.dumps({**ids, "slot": ahead}))
+        tenant.stack.wait_idle(queues=QUEUES)
+        counts.append(delta_requests(tenant, upn) - before)
+
+    # THEN both ran a round and the connection still records the slot it really did
+    assert counts == [2, 2]
+    assert last_slot(tenant, upn) == recorded

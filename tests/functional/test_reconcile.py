@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from devstack.simulator import FaultRule
 from tests.functional.conftest import Tenant
 from tests.functional.test_delta_reset import two_folder_mailbox
 from tests.functional.test_mail_sync import message
@@ -70,3 +73,40 @@ def test_mail_binned_then_emptied_from_deleted_items_goes(tenant: Tenant) -> Non
 
     # THEN the mail is no longer stored
     assert stored_ids(tenant, "Acme") == []
+
+
+def test_mail_of_a_folder_deleted_in_outlook_goes_and_mail_moved_out_of_it_stays(
+    tenant: Tenant,
+) -> None:
+    """A synced folder Graph answers 404 for: its stored mail is looked up, gone mail goes."""
+    # GIVEN Inbox and a Projects folder synced, with two stored customer mails in Projects
+    upn = connected(tenant, "fay", "Acme", "acme.example")
+    inbox = tenant.stack.sim.folder_id(upn, "inbox")
+    projects = tenant.stack.sim.create_folder(upn, "Projects")
+    token = tenant.token(upn)
+    body = {"folderIds": [inbox, projects]}
+    tenant.stack.call("PUT", "me/connections/mail/folders", token, json=body).raise_for_status()
+    mails = [message("a@acme.example", [upn], f"p{i}", days_ago=i + 1) for i in range(2)]
+    deleted, moved = tenant.stack.sim.load_messages(upn, projects, mails)
+    tenant.sync()
+    assert len(stored_ids(tenant, "Acme")) == 2
+
+    # WHEN the folder is deleted in Outlook, one mail with it and the other moved to Inbox first
+    tenant.stack.sim.move_message(upn, moved, inbox)
+    tenant.stack.sim.delete_message(upn, deleted)
+    gone = {"error": {"code": "ErrorItemNotFound", "message": "The folder was not found."}}
+    rule = FaultRule(
+        rf"/mailFolders/{re.escape(projects)}",
+        404,
+        service="graph",
+        user=upn,
+        body=gone,
+        count=None,
+    )
+    tenant.stack.sim.add_fault(rule)
+    tenant.sync()
+    tenant.stack.sim.clear_faults()
+
+    # THEN the deleted mail left the product, the moved one stays, and the folder is reported
+    assert len(stored_ids(tenant, "Acme")) == 1
+    assert last_round(tenant, upn, token)["lastRound"]["missingFolders"] == 1
