@@ -76,6 +76,8 @@ class PurgeState(StrEnum):
 
 
 OPEN_STATES = frozenset({PurgeState.QUEUED, PurgeState.RUNNING})
+COUNTS = ("removed", "keptShared")
+"""The counts every purge reports, zero when it found nothing of that kind."""
 
 
 class Releaser(Protocol):
@@ -232,7 +234,7 @@ class PurgeJobs:
         tenant_id, job_id = job.tenant_id, job.job_id
         releaser = self._releasers[job.kind]
         connection = self._connection_key(tenant_id, job.user_id, job.kind)
-        counts = dict(job.counts)
+        counts = {**dict.fromkeys(COUNTS, 0), **job.counts}
         watermark = self._watermark(job)
         # A purge asked for again meanwhile moved the watermark: items walked past are looked
         # at again, since some of them may now be due.
@@ -255,6 +257,11 @@ class PurgeJobs:
                 break
             if walked is None:
                 self._update(job, PurgeState.COMPLETED, counts, finished=True)
+                if self._watermark(job) != watermark:
+                    # Asked for again just before that write: the request found this job open
+                    # and answered with it, so it walks once more under the new watermark.
+                    self._update(job, PurgeState.RUNNING, counts, walk=("", watermark))
+                    break
                 self._record(job, Outcome.SUCCEEDED, counts)
                 logger.info("purge completed", extra={"job": job_id, **_snake(counts)})
                 return

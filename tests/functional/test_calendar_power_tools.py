@@ -311,7 +311,7 @@ def test_admin_purges_another_users_calendar_but_a_plain_user_cannot(tenant: Ten
     assert by_admin.status_code == 202
     assert by_admin.headers["Location"] == f"/api/{path}/{by_admin.json()['id']}"
     assert (status["state"], status["userId"]) == ("completed", tenant.users[ann])
-    assert status["counts"] == {"removed": 2}
+    assert status["counts"] == {"removed": 2, "keptShared": 0}
     assert _subjects(tenant) == []
 
 
@@ -343,6 +343,6 @@ def test_after_a_purge_bare_legacy_occurrences_are_judged_by_their_series(tenant
 
     # THEN the old series' occurrences stayed out as purged and the new series' were kept
     assert stored_before == ["Old standup"] * 3
-    assert status["counts"] == {"removed": 3}
+    assert status["counts"] == {"removed": 3, "keptShared": 0}
     assert _subjects(tenant) == ["New standup"] * 3
     assert (window_round["fullRound"], window_round["dropped"]) == (True, {"purged": 3})

@@ -390,7 +390,7 @@ def test_power_tools_on_others_workflow_opens_a_roles_power_over_its_tenants_use
     assert revoked.json()["state"] == "revoked"
     assert purge.status_code == 202, purge.text
     assert (status["state"], status["userId"]) == ("completed", ann_id)
-    assert status["counts"] == {"removed": 1}
+    assert status["counts"] == {"removed": 1, "keptShared": 0}
     assert tenant.company_emails("Acme") == []
     assert foreign_revoke.status_code == foreign_purge.status_code == 404
 
