@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.graph import DeltaPage
+from shared.adapters.graph import MESSAGE_FIELDS, DeltaPage
 from shared.sync import mail as mail_module
 from shared.sync.connections import ACTIVE
 from shared.sync.emailrows import EMAILS, HOLDERS, INDEX, ITEMS
@@ -31,27 +31,8 @@ from tests.unit.test_mail_sync import (
     _mail,
 )
 
-READ_FIELDS = (
-    "id",
-    "internetMessageId",
-    "conversationId",
-    "subject",
-    "bodyPreview",
-    "body",
-    "from",
-    "sender",
-    "toRecipients",
-    "ccRecipients",
-    "bccRecipients",
-    "replyTo",
-    "receivedDateTime",
-    "sentDateTime",
-    "parentFolderId",
-    "isDraft",
-    "hasAttachments",
-    "internetMessageHeaders",
-)
-"""Every field of a Graph message the mail path reads."""
+READ_FIELDS = (*MESSAGE_FIELDS, "replyTo")
+"""Every field of a Graph message the mail path reads: those it asks Graph for, and replyTo."""
 ODD_VALUES = (
     None,
     "",
